@@ -1,0 +1,62 @@
+"""The ``n2n-fx`` command line: one module per subcommand, each with ``add_parser`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import N2NError
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+# subcommand name -> module (relative to n2n_fx.cli) defining add_parser(sub) and run(args) -> int
+SUBCOMMANDS = {
+    "inspect": "inspect_cmd",
+    "surgery": "surgery_cmd",
+    "train-teacher": "train_teacher_cmd",
+    "compress": "compress_cmd",
+    "report": "report_cmd",
+    "diff": "diff_cmd",
+    "export": "export_cmd",
+}
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="n2n-fx",
+        description="Compress neural networks by learned graph surgery (N2N on torch.fx).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    runners = {}
+    for name, mod_name in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(f".{mod_name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.endswith(mod_name):
+                continue  # subcommand not built yet
+            raise
+        p = mod.add_parser(sub, name)
+        p.set_defaults(_run=mod.run)
+        runners[name] = mod.run
+    return parser, runners
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, _ = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except N2NError as e:
+        print(f"n2n-fx {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"n2n-fx {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

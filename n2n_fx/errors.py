@@ -1,0 +1,27 @@
+"""Errors raised by n2n_fx. Each message is one line: what was wrong and what to do."""
+
+__all__ = ["N2NError", "TraceError", "ConfigError", "DataError", "CheckpointError", "RunDirError"]
+
+
+class N2NError(Exception):
+    """Base class of every error n2n_fx raises on purpose."""
+
+
+class TraceError(N2NError):
+    """The model could not be symbolically traced by torch.fx."""
+
+
+class ConfigError(N2NError, ValueError):
+    """A configuration value, action or constraint is invalid."""
+
+
+class DataError(N2NError):
+    """A data set is missing, unreadable or inconsistent."""
+
+
+class CheckpointError(N2NError):
+    """A checkpoint is corrupt, of another format, or does not match the model."""
+
+
+class RunDirError(N2NError):
+    """A folder given as a run directory is not one."""

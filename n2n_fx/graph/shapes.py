@@ -1,0 +1,190 @@
+"""Shape propagation on meta tensors: every node gets its output value without real compute.
+
+Modules run through ``torch.func.functional_call`` with meta copies of their parameters,
+so nothing is allocated at real size and the model itself is never touched.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+__all__ = ["META_KEY", "run_meta", "meta_like", "meta_value", "node_shape", "run_node_meta"]
+
+META_KEY = "n2n_val"  # node.meta key holding the node's output on the meta device
+
+
+def meta_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty(t.shape, dtype=t.dtype, device="meta")
+
+
+def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    state = {k: meta_like(v) for k, v in module.named_parameters(recurse=True)}
+    state.update({k: meta_like(v) for k, v in module.named_buffers(recurse=True) if v is not None})
+    return state
+
+
+# modules whose output has the input's shape: no need to run them, even on meta
+_SAME_SHAPE = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.ELU,
+    nn.Mish,
+    nn.Identity,
+    nn.modules.dropout._DropoutNd,
+)
+
+
+def call_module_meta(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """Run ``module`` on meta inputs, with meta stand-ins for its weights."""
+    if (
+        isinstance(module, _SAME_SHAPE)
+        and len(args) == 1
+        and not kwargs
+        and isinstance(args[0], torch.Tensor)
+    ):
+        _check_features(module, args[0])
+        return torch.empty_like(args[0], device="meta")
+    try:
+        return torch.func.functional_call(module, _meta_state(module), args, kwargs)
+    except Exception:
+        # data-dependent modules (user leaf modules) cannot run on meta: run on zeros once
+        real = _map_tensors(lambda t: torch.zeros(t.shape, dtype=t.dtype), (args, kwargs))
+        with torch.no_grad():
+            out = module(*real[0], **real[1])
+        return _map_tensors(meta_like, out)
+
+
+def _map_tensors(fn, x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_map_tensors(fn, v) for v in x)
+    if isinstance(x, dict):
+        return {k: _map_tensors(fn, v) for k, v in x.items()}
+    return x
+
+
+def _check_features(module: nn.Module, x: torch.Tensor) -> None:
+    """The shape checks the skipped forward would have made."""
+    n = getattr(module, "num_features", None)
+    if (
+        isinstance(module, nn.modules.batchnorm._NormBase)
+        and n is not None
+        and (x.dim() < 2 or x.shape[1] != n)
+    ):
+        raise RuntimeError(
+            f"{type(module).__name__} expects {n} channels, got input {tuple(x.shape)}"
+        )
+    if isinstance(module, nn.LayerNorm) and tuple(
+        x.shape[-len(module.normalized_shape) :]
+    ) != tuple(module.normalized_shape):
+        raise RuntimeError(
+            f"LayerNorm over {tuple(module.normalized_shape)} got input {tuple(x.shape)}"
+        )
+    if isinstance(module, nn.GroupNorm) and (x.dim() < 2 or x.shape[1] != module.num_channels):
+        raise RuntimeError(
+            f"GroupNorm expects {module.num_channels} channels, got input {tuple(x.shape)}"
+        )
+    if (
+        isinstance(module, nn.PReLU)
+        and module.num_parameters > 1
+        and (x.dim() < 2 or x.shape[1] != module.num_parameters)
+    ):
+        raise RuntimeError(
+            f"PReLU expects {module.num_parameters} channels, got input {tuple(x.shape)}"
+        )
+
+
+def _fetch_attr(gm: nn.Module, target: str) -> Any:
+    obj: Any = gm
+    for atom in target.split("."):
+        obj = getattr(obj, atom)
+    return obj
+
+
+def run_node_meta(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
+    """Evaluate one node on meta values, reading its inputs from ``env``."""
+    args = fx.node.map_arg(node.args, lambda n: env[n])
+    kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+    if node.op == "get_attr":
+        val = _fetch_attr(gm, node.target)
+        return meta_like(val) if isinstance(val, torch.Tensor) else val
+    if node.op == "call_module":
+        return call_module_meta(gm.get_submodule(node.target), args, kwargs)
+    if node.op == "call_function":
+        fn: Callable = node.target  # type: ignore[assignment]
+        if fn in _INPLACE_TO_OUT:
+            fn = _INPLACE_TO_OUT[fn]
+        return fn(*args, **kwargs)
+    if node.op == "call_method":
+        self_obj, *rest = args
+        return getattr(self_obj, node.target)(*rest, **kwargs)
+    if node.op == "output":
+        return args[0]
+    raise RuntimeError(f"cannot evaluate node {node.name} of op {node.op}")
+
+
+# In-place operators traced from `out += x` must not alias meta values between nodes.
+_INPLACE_TO_OUT = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
+
+
+def meta_value(x: Any) -> Any:
+    """Meta copy of a (nested) example input."""
+    if isinstance(x, torch.Tensor):
+        return meta_like(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(meta_value(v) for v in x)
+    if isinstance(x, dict):
+        return {k: meta_value(v) for k, v in x.items()}
+    return x
+
+
+def run_meta(gm: fx.GraphModule, *inputs: Any) -> Any:
+    """Propagate meta values through ``gm``; store each in ``node.meta[META_KEY]``.
+
+    Returns the meta value of the graph output. Inputs may be real or meta tensors.
+    """
+    env: dict[fx.Node, Any] = {}
+    it = iter(inputs)
+    out = None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            try:
+                val = meta_value(next(it))
+            except StopIteration:
+                val = node.args[0] if node.args else None  # default value
+        else:
+            val = run_node_meta(gm, node, env)
+        env[node] = val
+        node.meta[META_KEY] = val
+        if node.op == "output":
+            out = val
+    return out
+
+
+def node_shape(node: fx.Node) -> torch.Size | None:
+    """The output shape of a tensor node after ``run_meta``; None for non-tensors."""
+    val = node.meta.get(META_KEY)
+    return val.shape if isinstance(val, torch.Tensor) else None

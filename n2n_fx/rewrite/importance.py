@@ -1,0 +1,53 @@
+"""Channel importance: which channels of a coupled space to keep when shrinking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import fx, nn
+
+from ..graph.channels import ChannelClass
+
+__all__ = ["Importance", "l1_importance", "keep_indices"]
+
+# f(gm, channel class) -> score per channel (higher = keep), shape (class.size,)
+Importance = Callable[[fx.GraphModule, ChannelClass], torch.Tensor]
+
+
+def l1_importance(gm: fx.GraphModule, cls: ChannelClass) -> torch.Tensor:
+    """Sum over the space's producers of each output filter's L1 norm (each producer normalised).
+
+    Example:
+        >>> scores = l1_importance(gm, analysis.spaces.class_of("layer1_0_conv1"))
+    """
+    score = torch.zeros(cls.size)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name in cls.producers:
+        node = nodes.get(name)
+        if node is None or node.op != "call_module":
+            continue
+        mod = gm.get_submodule(node.target)
+        w = getattr(mod, "weight", None)
+        if (
+            not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear))
+            or w is None
+            or w.shape[0] != cls.size
+        ):
+            continue
+        s = w.detach().abs().flatten(1).sum(1).float()
+        score += s / s.mean().clamp_min(1e-12)
+    return score
+
+
+def keep_indices(score: torch.Tensor, ratio: float, groups: int = 1) -> torch.Tensor:
+    """Sorted indices of the channels to keep: the top ``ratio`` share of each group."""
+    size = score.numel()
+    per = size // groups
+    n = max(1, round(ratio * per))
+    kept = []
+    for g in range(groups):
+        part = score[g * per : (g + 1) * per]
+        top = torch.topk(part, n, largest=True, sorted=False).indices + g * per
+        kept.append(top)
+    return torch.sort(torch.cat(kept)).values

@@ -1,0 +1,34 @@
+"""Random legal actions: for fuzzing the surgery and for the random-search baseline."""
+
+from __future__ import annotations
+
+import random
+
+from ..features.features import RATIOS, shrink_steps
+from ..graph.layers import Analysis
+
+__all__ = ["random_actions"]
+
+
+def random_actions(
+    analysis: Analysis,
+    rng: random.Random,
+    p_remove: float = 0.3,
+    p_shrink: float = 0.5,
+    ratios: tuple[float, ...] = RATIOS,
+) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Remove each removable layer with probability ``p_remove``; shrink each variable of the
+    remaining layers with probability ``p_shrink`` by a uniformly drawn legal ratio.
+
+    Example:
+        >>> remove, shrink = random_actions(analyze(gm), random.Random(0))
+    """
+    remove = [lay.node for lay in analysis.layers if lay.removable and rng.random() < p_remove]
+    gone = set(remove)
+    shrink: dict[str, dict[str, float]] = {}
+    for step in shrink_steps(analysis.layers, ratios):
+        if step.node in gone or rng.random() >= p_shrink:
+            continue
+        legal = [r for r, ok in zip(ratios, step.legal, strict=True) if ok]
+        shrink.setdefault(step.node, {})[step.variable] = rng.choice(legal)
+    return remove, shrink

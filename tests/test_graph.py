@@ -1,0 +1,155 @@
+"""Layers, blocks, channel spaces and features."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from n2n_fx import analyze, trace
+from n2n_fx.features import (
+    FEATURE_DIM,
+    RATIOS,
+    policy_input,
+    raw_features,
+    shrink_input,
+    shrink_steps,
+)
+from n2n_fx.graph.blocks import find_blocks, to_networkx
+from n2n_fx.graph.kinds import Kind
+
+
+def test_resnet18_golden_features(traced):
+    a = analyze(traced("resnet18"))
+    raw = raw_features(a.layers)
+    assert raw.shape == (60, 7)
+    # stem: conv 7x7/2 p3 -> 64, bn, relu, maxpool 3/2 p1; outside any block
+    np.testing.assert_array_equal(
+        raw[:4],
+        [
+            [Kind.CONV.code, 7, 2, 3, 64, 0, 0],
+            [Kind.BATCHNORM.code, 0, 1, 0, 64, 0, 0],
+            [Kind.RELU.code, 0, 1, 0, 64, 0, 0],
+            [Kind.MAXPOOL.code, 3, 2, 1, 64, 0, 0],
+        ],
+    )
+    # layer1.0: conv1 bn1 relu conv2 bn2 inside the block (s_start counts up, s_end down), relu after the add outside
+    np.testing.assert_array_equal(raw[4:10, 5:], [[1, 5], [2, 4], [3, 3], [4, 2], [5, 1], [0, 0]])
+    # layer2.0: main branch of 5 layers, shortcut conv + bn (1,2), (2,1)
+    names = [lay.node for lay in a.layers]
+    i = names.index("layer2_0_downsample_0")
+    np.testing.assert_array_equal(
+        raw[i : i + 2],
+        [[Kind.CONV.code, 1, 2, 0, 128, 1, 2], [Kind.BATCHNORM.code, 0, 1, 0, 128, 2, 1]],
+    )
+    assert raw[names.index("layer2_0_conv1")].tolist() == [Kind.CONV.code, 3, 2, 1, 128, 1, 5]
+    # classifier fixed, global pool fixed, everything else removable
+    assert [lay.node for lay in a.layers if not lay.removable] == ["avgpool", "fc"]
+    assert len(a.blocks) == 8
+
+
+def test_coupled_shrink_variables_resnet18(traced):
+    a = analyze(traced("resnet18"))
+    by = a.by_node
+    # conv2 of each block feeds the residual add: coupled with the stem conv (owner), so no own "out"
+    assert "out" in by["conv1"].shrinkable
+    assert (
+        "out" not in by["layer1_0_conv2"].shrinkable and by["layer1_0_conv2"].out_owner == "conv1"
+    )
+    assert "out" in by["layer1_0_conv1"].shrinkable
+    assert by["fc"].shrinkable == ()
+
+
+def test_nested_blocks_mobilenet_v3(traced):
+    gm = traced("mobilenet_v3_small")
+    blocks = find_blocks(gm)
+    joins = {b.join for b in blocks}
+    # squeeze-excitation multiply inside an inverted residual add
+    se = [b for b in blocks if "mul" in b.join]
+    res = [b for b in blocks if "add" in b.join]
+    assert se and res
+    nested = [(s, r) for s in se for r in res if s.members < r.members]
+    assert nested, joins
+    s, r = nested[0]
+    a = analyze(gm)
+    # a layer inside the SE takes its (innermost) block's positions
+    inner = a.by_node[s.layers[0]]
+    assert inner.s_start == 1 and inner.s_end == len(s.layers)
+
+
+def test_networkx_view(traced):
+    g = to_networkx(traced("resnet18"))
+    assert g.number_of_nodes() == len(traced("resnet18").graph.nodes)
+    assert g.nodes["fc"]["shape"] == (2, 10)
+
+
+def test_functional_and_module_layers_alike():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = F.relu(self.c(x))
+            x = F.max_pool2d(x, 2)
+            x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+            return self.fc(x.relu())
+
+    a = analyze(trace(M(), input_size=(3, 16, 16)))
+    assert [lay.kind for lay in a.layers] == [
+        Kind.CONV,
+        Kind.RELU,
+        Kind.MAXPOOL,
+        Kind.ADAPTIVEPOOL,
+        Kind.RELU,
+        Kind.LINEAR,
+    ]
+    assert a.layers[2].kernel == 2 and a.layers[2].stride == 2
+
+
+class _Gain(nn.Module):
+    """A layer type n2n_fx has never heard of."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(c, 1, 1))
+
+    def forward(self, x):
+        return x * self.g
+
+
+def test_unknown_layer_type_is_other_not_a_crash():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Conv2d(3, 8, 1)
+            self.gain = _Gain(8)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.gain(self.emb(x)).mean((2, 3)))
+
+    a = analyze(trace(M(), input_size=(3, 4, 4), leaf_modules=[_Gain]))
+    kinds = [lay.kind for lay in a.layers]
+    assert Kind.OTHER in kinds
+    assert a.by_node["gain"].removable  # shape-preserving, so removal is legal
+    x = policy_input(a.layers)
+    assert x.shape == (len(a.layers), FEATURE_DIM)
+
+
+def test_policy_input_is_teacher_independent(traced):
+    x18 = policy_input(analyze(traced("resnet18")).layers)
+    xmb = policy_input(analyze(traced("mobilenet_v3_small")).layers)
+    assert x18.shape[1] == xmb.shape[1] == FEATURE_DIM
+    for x in (x18, xmb):
+        assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1.5
+        assert torch.allclose(x[:, : len(Kind)].sum(1), torch.ones(len(x)))
+
+
+def test_shrink_steps_and_masks(traced):
+    a = analyze(traced("resnet18"))
+    steps = shrink_steps(a.layers)
+    assert len(steps) == sum(len(lay.shrinkable) for lay in a.layers)
+    x, var, legal = shrink_input(a.layers, steps)
+    assert x.shape == (len(steps), FEATURE_DIM) and var.shape == (len(steps),)
+    assert legal.shape == (len(steps), len(RATIOS)) and legal[:, -1].all()
