@@ -311,7 +311,9 @@ def _layer_info(gm, node, kind, val, first, uf, new, same, pin, producers, group
         return ci
     if kind is Kind.NORM and node.op == "call_module":
         mod = gm.get_submodule(node.target)
-        if isinstance(mod, nn.LayerNorm) and (first.dim != val.dim() - 1 or len(mod.normalized_shape) != 1):
+        if isinstance(mod, nn.LayerNorm) and (
+            first.dim != val.dim() - 1 or len(mod.normalized_shape) != 1
+        ):
             pin(first, f"normalized over by '{node.target}'")
     return same(first, val)
 
@@ -381,11 +383,16 @@ def _other(node, val, first, ins, info, same, new, pin) -> ChannelInfo:
             dims[a], dims[b] = dims[b], dims[a]
         return same(first, val, dims.index(first.dim))
     if (
-        first is not None
-        and node.op == "call_method"
-        and target in ("view", "reshape")
-        and first.dim == 1
-    ) and val.dim() == 2 and in_val is not None and val.shape[0] == in_val.shape[0]:
+        (
+            first is not None
+            and node.op == "call_method"
+            and target in ("view", "reshape")
+            and first.dim == 1
+        )
+        and val.dim() == 2
+        and in_val is not None
+        and val.shape[0] == in_val.shape[0]
+    ):
         return _flatten(first, val, 1, src, same, new, pin)
     if (
         first is not None

@@ -1,8 +1,8 @@
 """Parameter and FLOP counts per node, from the meta values left by ``trace``.
 
-FLOPs are counted as 2 x multiply-accumulates for convs and linears (bias adds one per
-output), one per element for norms, activations and joins, and the window size per
-output element for pools. Counts are per sample (the traced batch size is divided out).
+FLOPs are counted as 2 x multiply-accumulates of convs and linears (biases, norms,
+activations, pools and joins are not counted, as is customary); the same convention as
+``n2n_fx.reward.count_flops``. Counts are per sample (the traced batch size is divided out).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from .kinds import Kind, kind_of
 from .shapes import META_KEY
 
 __all__ = ["Cost", "node_params", "node_flops", "model_cost"]
@@ -24,7 +23,7 @@ class Cost:
     """Size and compute of a model for one input sample."""
 
     params: int  # number of parameters (trainable or not; buffers excluded)
-    flops: int  # floating-point operations per sample (2 x MACs for conv/linear)
+    flops: int  # FLOPs per sample: 2 x MACs of conv and linear layers
 
 
 def _numel_per_sample(val) -> int:
@@ -47,29 +46,16 @@ def node_params(gm: fx.GraphModule, node: fx.Node) -> int:
 
 
 def node_flops(gm: fx.GraphModule, node: fx.Node) -> int:
-    """FLOPs of one node for one sample (0 for reshapes and bookkeeping)."""
+    """FLOPs of one node for one sample: 2 x MACs of a conv or linear, 0 for everything else."""
+    if node.op != "call_module":
+        return 0
     out = node.meta.get(META_KEY)
     n_out = _numel_per_sample(out)
-    if n_out == 0:
-        return 0
-    kind = kind_of(gm, node)
-    if node.op == "call_module":
-        mod = gm.get_submodule(node.target)
-        if isinstance(mod, nn.modules.conv._ConvNd):
-            k = math.prod(mod.kernel_size) * (mod.in_channels // mod.groups)
-            return n_out * (2 * k + (1 if mod.bias is not None else 0))
-        if isinstance(mod, nn.Linear):
-            return n_out * (2 * mod.in_features + (1 if mod.bias is not None else 0))
-    if kind in (Kind.MAXPOOL, Kind.AVGPOOL, Kind.ADAPTIVEPOOL):
-        src = node.all_input_nodes[0].meta.get(META_KEY) if node.all_input_nodes else None
-        n_in = _numel_per_sample(src)
-        return max(n_in, n_out)
-    if kind in (Kind.BATCHNORM, Kind.NORM):
-        return 2 * n_out
-    if kind is not None:
-        return 0 if kind is Kind.DROPOUT else n_out
-    if node.op in ("call_function", "call_method") and len(node.all_input_nodes) >= 2:
-        return n_out
+    mod = gm.get_submodule(node.target)
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        return 2 * n_out * math.prod(mod.kernel_size) * (mod.in_channels // mod.groups)
+    if isinstance(mod, nn.Linear):
+        return 2 * n_out * mod.in_features
     return 0
 
 

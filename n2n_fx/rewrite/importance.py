@@ -35,7 +35,7 @@ def l1_importance(gm: fx.GraphModule, cls: ChannelClass) -> torch.Tensor:
             or w.shape[0] != cls.size
         ):
             continue
-        s = w.detach().abs().flatten(1).sum(1).float()
+        s = torch.linalg.vector_norm(w.detach(), ord=1, dim=tuple(range(1, w.dim()))).float()
         score += s / s.mean().clamp_min(1e-12)
     return score
 

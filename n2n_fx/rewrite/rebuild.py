@@ -406,9 +406,8 @@ class _Walk:
         if not self.feeds_kept_weights(t):
             return  # a join or the output comes first: the join's own repair is cheaper
         in_idx, _, _ = self.in_map(t.args[0], s_in)
-        col = (
-            w.detach().abs().transpose(0, 1).flatten(1).sum(1)
-        )  # (C_in,) use of each input channel
+        dims = (0, *range(2, w.dim()))
+        col = torch.linalg.vector_norm(w.detach(), ord=1, dim=dims)  # (C_in,) use of each input
         score = torch.where(in_idx >= 0, col[in_idx.clamp(0, col.numel() - 1)], torch.zeros(()))
         keep = torch.sort(torch.topk(score, want, sorted=False).indices).values
         buf = f"{t.target.replace('.', '_')}_keep"

@@ -1,0 +1,28 @@
+"""`n2n-fx diff RUN_DIR`: the teacher -> student graph diff of a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..rewrite import to_dot
+from ..search.api import load_run
+
+
+def add_parser(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help="print the teacher -> student graph diff of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "--dot", type=Path, default=None, help="also write the student graph as Graphviz DOT"
+    )
+    p.add_argument("--allow-pickle", action="store_true", help="allow a pickled custom teacher")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    student, diff = load_run(args.run_dir, allow_pickle=args.allow_pickle)
+    print(diff.table())
+    if args.dot:
+        args.dot.write_text(to_dot(student, diff))
+        print(f"wrote {args.dot}")
+    return 0

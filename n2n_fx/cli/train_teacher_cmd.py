@@ -1,0 +1,142 @@
+"""``n2n-fx train-teacher MODEL --dataset D``: train a teacher, print its accuracy, save a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
+    """Register the subcommand on ``subparsers`` under ``name``."""
+    p = subparsers.add_parser(
+        name,
+        help="train a teacher model on a data set and save a checkpoint",
+        description=(
+            "Train MODEL (conv4, vgg13_small, vgg_tiny or a torchvision classifier) on a data set "
+            "(synthetic, mnist, mnist10k, cifar10, cifar100, svhn, caltech256, imagefolder:PATH) "
+            "and save a checkpoint for `n2n-fx compress`. Presets: paper (appendix 10.2; SGD "
+            "momentum 0.9) or cpu (3 epochs of Adam)."
+        ),
+    )
+    p.add_argument("model", help="model name, e.g. conv4 or resnet18")
+    p.add_argument("--dataset", default="synthetic", help="data set name (default: synthetic)")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding the data set files (default: $N2N_FX_DATA or ./data)",
+    )
+    p.add_argument("--download", action="store_true", help="download the data set if it is missing")
+    p.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data-set option, e.g. num_samples=2000 or image_size=32 (repeatable)",
+    )
+    p.add_argument(
+        "--preset", choices=("paper", "cpu"), default="cpu", help="training recipe (default: cpu)"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    p.add_argument(
+        "--subset",
+        type=float,
+        default=None,
+        help="train on this fraction (<1) or count of the training split",
+    )
+    p.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
+    p.add_argument("--out", default=None, help="checkpoint path (default: MODEL-DATASET.pt)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of splits, initialisation and shuffling"
+    )
+    p.add_argument("--quiet", action="store_true", help="do not print per-epoch progress")
+    return p
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--data-option {item!r} is not KEY=VALUE")
+        value: Any = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = value
+    return out
+
+
+def _default_out(model: str, dataset: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.replace("imagefolder:", "folder-")).strip("_")
+    return Path(f"{model}-{safe}.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, print a one-line summary, write the checkpoint. Returns the exit status."""
+    import torch
+
+    from ..data.splits import load_splits
+    from ..teacher.train import save_teacher, train_teacher
+    from ..teacher.zoo import build_model
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(args.seed)
+    subset: int | float | None = args.subset
+    if subset is not None and subset > 1:
+        subset = int(subset)
+    splits = load_splits(
+        args.dataset,
+        args.data_root,
+        args.download,
+        subset=subset,
+        seed=args.seed,
+        **_parse_options(args.data_option),
+    )
+    model = build_model(args.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
+    log = None if args.quiet else print
+    preset = "paper" if args.preset == "paper" else "cpu"
+    if log:
+        log(f"training {args.model} on {splits} with preset {preset} on {device}")
+    model, metrics = train_teacher(
+        model,
+        splits,
+        preset,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        device=device,
+        seed=args.seed,
+        log=log,
+    )
+    out = Path(args.out) if args.out else _default_out(args.model, args.dataset)
+    save_teacher(
+        out,
+        model,
+        model_name=args.model,
+        num_classes=splits.num_classes,
+        in_channels=splits.in_channels,
+        input_size=splits.input_size,
+        metrics=metrics,
+        dataset=splits.info.name,
+    )
+    print(
+        f"{args.model} on {splits.info.name}: val accuracy {metrics['val_accuracy']:.4f}, "
+        f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['params']:,} params, "
+        f"{metrics['epochs']} epochs in {metrics['wall_s']:.1f} s -> {out}"
+    )
+    return 0

@@ -1,0 +1,24 @@
+"""Knowledge distillation: losses, a teacher-logit cache, a student trainer and accuracy."""
+
+from .config import DistillConfig
+from .evaluate import accuracy, model_device, predict_logits
+from .logit_cache import IndexedDataset, LogitCache, dataset_fingerprint
+from .loss import LOSSES, distill_loss, kd_kl_loss, kd_l2_loss
+from .trainer import DIVERGED, DistillResult, distill
+
+__all__ = [
+    "DIVERGED",
+    "LOSSES",
+    "DistillConfig",
+    "DistillResult",
+    "IndexedDataset",
+    "LogitCache",
+    "accuracy",
+    "dataset_fingerprint",
+    "distill",
+    "distill_loss",
+    "kd_kl_loss",
+    "kd_l2_loss",
+    "model_device",
+    "predict_logits",
+]

@@ -1,0 +1,93 @@
+"""Save and load policies as plain data (config dict + state_dict), never as pickled objects."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from .removal import RemovalPolicy, RemovalPolicyConfig
+from .shrink import ShrinkPolicy, ShrinkPolicyConfig
+
+__all__ = ["POLICY_FORMAT", "Policy", "save_policy", "load_policy", "policy_spec", "build_policy"]
+
+POLICY_FORMAT = "n2n_fx.policy/1"  # "format" key of a saved policy file
+
+Policy = RemovalPolicy | ShrinkPolicy
+
+_KINDS: dict[str, tuple[type[nn.Module], type]] = {
+    "removal": (RemovalPolicy, RemovalPolicyConfig),
+    "shrink": (ShrinkPolicy, ShrinkPolicyConfig),
+}
+
+
+def policy_spec(policy: Policy) -> dict[str, Any]:
+    """``{"kind": ..., "config": {...}}`` describing how to rebuild ``policy`` (plain types)."""
+    kind = getattr(policy, "kind", None)
+    if kind not in _KINDS:
+        raise ConfigError(f"{type(policy).__name__} is not a RemovalPolicy or ShrinkPolicy")
+    return {"kind": kind, "config": dataclasses.asdict(policy.config)}
+
+
+def build_policy(spec: dict[str, Any]) -> Policy:
+    """A fresh policy from a ``policy_spec`` dict (raises CheckpointError if it is not one)."""
+    try:
+        policy_cls, config_cls = _KINDS[spec["kind"]]
+        config = dict(spec["config"])
+    except (KeyError, TypeError):
+        raise CheckpointError(
+            f"policy spec {spec!r:.80} names no known policy kind; expected one of {sorted(_KINDS)}"
+        ) from None
+    if "ratios" in config:
+        config["ratios"] = tuple(config["ratios"])
+    try:
+        return policy_cls(config_cls(**config))
+    except (TypeError, ConfigError) as err:
+        raise CheckpointError(
+            f"saved {spec['kind']} policy config is invalid ({err}); re-save it"
+        ) from None
+
+
+def save_policy(policy: Policy, path: str | os.PathLike) -> None:
+    """Write ``policy`` to ``path`` as {format, kind, config, state_dict}.
+
+    Example::
+
+        save_policy(policy, "runs/x/removal.pt"); same = load_policy("runs/x/removal.pt")
+    """
+    state = {"format": POLICY_FORMAT, **policy_spec(policy), "state_dict": policy.state_dict()}
+    torch.save(state, os.fspath(path))
+
+
+def load_policy(path: str | os.PathLike) -> Policy:
+    """Rebuild a policy written by ``save_policy`` (``torch.load(weights_only=True)``).
+
+    Raises ``CheckpointError`` when the file is missing, corrupt, of another format, or its
+    weights do not match its config.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"no policy file at {path}; check the path or save one with save_policy"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling failure means a bad file
+        raise CheckpointError(
+            f"{path} is not a readable policy file ({type(err).__name__}); re-save it with save_policy"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT:
+        raise CheckpointError(f"{path} is not a {POLICY_FORMAT} file; save it with save_policy")
+    policy = build_policy(state)
+    try:
+        policy.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0][:120]
+        raise CheckpointError(
+            f"{path}: weights do not match the saved config ({first}); re-save it"
+        ) from None
+    return policy

@@ -1,0 +1,238 @@
+"""Render a run directory into tables (tabulate), report.md / report.txt and curves.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+from torch import fx
+
+from ..graph.cost import model_cost
+from ..graph.layers import analyze
+from ..reward.measure import latency_ms
+from ..rewrite import Diff
+from ..search.rundir import RunDir
+
+__all__ = ["summary_rows", "layer_table", "curves", "write_report"]
+
+SUMMARY_HEADERS = ["model", "acc.", "#params", "Δ acc.", "compr.", "FLOPs", "CPU latency (ms)"]
+
+
+def _fmt_acc(a: float | None) -> str:
+    return "n/a" if a is None or (isinstance(a, float) and math.isnan(a)) else f"{100 * a:.2f}%"
+
+
+def _fmt_n(n: float | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Rows in the layout of the paper's Table 1 (teacher, stage 1, stage 1+2)."""
+    t = summary["teacher"]
+    rows = [
+        [
+            "Teacher",
+            _fmt_acc(t["test_accuracy"]),
+            _fmt_n(t["params"]),
+            "—",
+            "1x",
+            _fmt_n(t["flops"]),
+            f"{t.get('latency_ms', float('nan')):.2f}",
+        ]
+    ]
+    for key, label in (("stage1", "Student (Stage1)"), ("stage2", "Student (Stage1+Stage2)")):
+        s = summary.get(key)
+        if not s:
+            continue
+        if summary.get("winner") == key:
+            label += " *"
+        d = s["test_accuracy"] - t["test_accuracy"]
+        rows.append(
+            [
+                label,
+                _fmt_acc(s["test_accuracy"]),
+                _fmt_n(s["params"]),
+                f"{100 * d:+.2f}%",
+                f"{t['params'] / max(1, s['params']):.2f}x",
+                _fmt_n(s["flops"]),
+                f"{s.get('latency_ms', float('nan')):.2f}",
+            ]
+        )
+    return rows
+
+
+def layer_table(teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> list[list[Any]]:
+    """Per teacher layer: kept/removed, old->new channels and kernel, params before/after, repairs."""
+    t_layers = analyze(teacher).layers
+    s_an = analyze(student)
+    rows = []
+    for lay in t_layers:
+        s = s_an.by_node.get(lay.node)
+        status = "removed" if lay.node in diff.removed else ("kept" if s is not None else "gone")
+        out = f"{lay.out}" if s is None or s.out == lay.out else f"{lay.out}->{s.out}"
+        k = f"{lay.kernel}" if s is None or s.kernel == lay.kernel else f"{lay.kernel}->{s.kernel}"
+        repairs = "; ".join(diff.repaired.get(lay.node, ()))
+        rows.append(
+            [
+                lay.node,
+                lay.kind.value,
+                status,
+                out,
+                k,
+                lay.params,
+                s.params if s else 0,
+                repairs[:80],
+            ]
+        )
+    return rows
+
+
+LAYER_HEADERS = [
+    "layer",
+    "type",
+    "status",
+    "out",
+    "kernel",
+    "params before",
+    "params after",
+    "repairs",
+]
+
+
+def _by_iteration(history: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
+    agg: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in history:
+        agg[(r["stage"], r["iteration"])].append(r)
+    out: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for (stage, it), rows in sorted(agg.items(), key=lambda kv: (kv[0][0] != "removal", kv[0][1])):
+        ok = [r for r in rows if not r.get("degenerate")]
+        out[stage].append(
+            {
+                "iteration": it,
+                "reward": sum(r["reward"] for r in rows) / len(rows),
+                "best_reward": max(r["reward"] for r in rows),
+                "accuracy": sum(r["accuracy"] for r in ok) / len(ok) if ok else math.nan,
+                "compression": sum(r["compression"] for r in ok) / len(ok) if ok else math.nan,
+                "degenerate": (len(rows) - len(ok)) / len(rows),
+            }
+        )
+    return out
+
+
+def curves(history: list[dict[str, Any]], path: Path) -> str | None:
+    """Reward / accuracy / compression vs iteration per stage (paper Figures 3-5) as PNG.
+
+    Returns None when written, else a one-line hint (matplotlib missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "install the plots extra (pip install 'n2n-fx[plots]') to get curves.png"
+    stages = _by_iteration(history)
+    if not stages:
+        return "no history to plot"
+    fig, axes = plt.subplots(len(stages), 1, figsize=(7, 3.2 * len(stages)), squeeze=False)
+    for ax, (stage, pts) in zip(axes[:, 0], stages.items(), strict=True):
+        it = [p["iteration"] + 1 for p in pts]
+        ax.plot(it, [p["compression"] for p in pts], label="compression", color="tab:blue")
+        ax.plot(it, [p["accuracy"] for p in pts], label="accuracy", color="tab:green")
+        ax.plot(it, [p["reward"] for p in pts], label="reward (mean)", color="tab:orange")
+        ax.plot(
+            it,
+            [p["best_reward"] for p in pts],
+            label="reward (best)",
+            color="tab:orange",
+            linestyle="--",
+        )
+        ax.set_title(f"stage: {stage}")
+        ax.set_xlabel("iteration")
+        ax.set_ylim(-1.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def write_report(run: RunDir, teacher: fx.GraphModule) -> dict[str, str]:
+    """Write summary.json, report.md, report.txt (and curves.png); return the rendered tables."""
+    from ..search.api import load_run
+
+    ck_final = {}
+    import torch
+
+    ck = torch.load(run.file("checkpoint.pt"), map_location="cpu", weights_only=True)
+    ck_final = ck.get("final", {})
+    t = dict(ck["teacher"])
+    size = tuple(teacher.graph.find_nodes(op="placeholder")[0].meta.get("n2n_input_size") or ())
+    t["latency_ms"] = latency_ms(teacher, size, repeats=10) if size else math.nan
+    summary: dict[str, Any] = {"teacher": t}
+    student, diff = load_run(run.path, teacher_gm=teacher, allow_pickle=True)
+    from ..search.rundir import safe_torch_load
+    from ..search.search import rebuild_student
+
+    for stage, key, fname in (
+        ("removal", "stage1", "student_stage1.pt"),
+        ("shrink", "stage2", "student_stage2.pt"),
+    ):
+        f = ck_final.get(stage)
+        if not f or not run.file(fname).is_file():
+            continue
+        summary[key] = dict(f)
+        c = safe_torch_load(run.file(fname))
+        m = rebuild_student(teacher, c["actions"], c["state_dict"]).student
+        summary[key]["latency_ms"] = latency_ms(m, size, repeats=10) if size else math.nan
+    summary["winner"] = "stage2" if ck_final.get("winner") == "shrink" else "stage1"
+    history = run.history()
+    summary["rollouts"] = len(history)
+    summary["degenerate_rollouts"] = sum(1 for r in history if r.get("degenerate"))
+    summary["cache_hits"] = sum(1 for r in history if r.get("cache_hit"))
+    run.write_json("summary.json", summary)
+
+    main = tabulate(summary_rows(summary), headers=SUMMARY_HEADERS, tablefmt="github")
+    layers = tabulate(layer_table(teacher, student, diff), headers=LAYER_HEADERS, tablefmt="github")
+    hint = curves(history, run.file("curves.png"))
+    cfg = json.loads(run.file("config.json").read_text())
+    sc = model_cost(student)
+    md = [
+        f"# n2n-fx compression report: {cfg.get('model')} on {cfg.get('dataset')}",
+        "",
+        "Accuracy is on the test split after final training (CE + λ·KD); rewards used the validation split. "
+        "`*` marks the run's result (the student with the highest search reward): `student.pt`.",
+        "",
+        main,
+        "",
+        f"{summary['rollouts']} rollouts ({summary['degenerate_rollouts']} degenerate, {summary['cache_hits']} reward-cache hits). "
+        f"Final student: {sc.params:,} parameters, {sc.flops:,} FLOPs per sample.",
+        "",
+        "## Graph diff (teacher -> student)",
+        "",
+        "```",
+        diff.table(),
+        "```",
+        "",
+        "## Per layer",
+        "",
+        layers,
+        "",
+    ]
+    md += ["![curves](curves.png)", ""] if hint is None else [f"_{hint}_", ""]
+    run.file("report.md").write_text("\n".join(md))
+    txt = "\n".join(
+        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), "", diff.table(), ""]
+        + ([] if hint is None else [hint])
+    )
+    run.file("report.txt").write_text(txt)
+    return {"summary": main, "layers": layers, "text": txt}

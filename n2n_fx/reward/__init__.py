@@ -1,0 +1,45 @@
+"""The N2N reward: compression x relative accuracy, constraints, measurements and a reward cache."""
+
+from .cache import CACHE_FORMAT, RewardCache, arch_hash, arch_signature
+from .constraints import (
+    PENALTY_MODES,
+    QUANTITIES,
+    SCHEDULES,
+    Constraints,
+    LinearConstraint,
+    Penalty,
+)
+from .evaluator import RewardEvaluator, RewardRecord
+from .formula import DEGENERATE_REWARD, compression, n2n_reward
+from .measure import (
+    Measurement,
+    count_flops,
+    count_params,
+    latency_ms,
+    measure,
+    peak_activation_bytes,
+)
+
+__all__ = [
+    "CACHE_FORMAT",
+    "DEGENERATE_REWARD",
+    "PENALTY_MODES",
+    "QUANTITIES",
+    "SCHEDULES",
+    "Constraints",
+    "LinearConstraint",
+    "Measurement",
+    "Penalty",
+    "RewardCache",
+    "RewardEvaluator",
+    "RewardRecord",
+    "arch_hash",
+    "arch_signature",
+    "compression",
+    "count_flops",
+    "count_params",
+    "latency_ms",
+    "measure",
+    "n2n_reward",
+    "peak_activation_bytes",
+]

@@ -1,0 +1,277 @@
+"""Score one rollout: measure the student, distill it, turn accuracy and size into the N2N reward.
+
+The search loop calls a ``RewardEvaluator`` once per rollout with the student, or with
+the degenerate marker surgery gave instead (``n2n_fx.rewrite.Degenerate``, or any object
+that is not a module, e.g. a reason string), and the search iteration ``t``. Degenerate
+reasons use the codes of ``n2n_fx.rewrite.Reason`` ("empty", "diverged", "failed", ...).
+Architectures already scored come from the reward cache without training; the
+constraint penalty is recomputed for the current ``t``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..distill.config import DistillConfig
+from ..distill.logit_cache import LogitCache, dataset_fingerprint
+from ..distill.trainer import distill
+from ..errors import ConfigError
+from .cache import RewardCache, arch_hash
+from .constraints import Constraints, Penalty
+from .formula import DEGENERATE_REWARD, compression, n2n_reward
+from .measure import count_flops, count_params, latency_ms, peak_activation_bytes
+
+__all__ = ["RewardRecord", "RewardEvaluator"]
+
+
+@dataclass(frozen=True)
+class RewardRecord:
+    """The outcome of scoring one student."""
+
+    reward: float  # final reward: raw reward after the constraint penalty (−1 if degenerate)
+    raw_reward: float  # C(2 − C) · A / A_teacher before constraints (−1 if degenerate)
+    accuracy: float | None  # student top-1 on the validation split after distillation
+    params: int | None  # trainable parameters of the student
+    flops: int | None  # FLOPs per sample (2 x MACs of conv/linear layers)
+    compression: float | None  # C = 1 − params / teacher_params
+    latency_ms: float | None = None  # median batch-1 CPU latency, if measured
+    activation_bytes: int | None = None  # peak activation bytes at batch 1, if measured
+    degenerate: str | None = (
+        None  # why the student is degenerate ("diverged", "empty: ..."); None if not
+    )
+    violations: tuple[str, ...] = ()  # constraints the student breaks
+    epsilon: float | None = (
+        None  # ε_t used by the annealed penalty (None when nothing was violated)
+    )
+    step: int = 0  # search iteration t the reward was computed for
+    arch: str | None = None  # architecture hash (reward-cache key)
+    cache_hit: bool = False  # True if training was skipped because the architecture was cached
+    wall_s: float = 0.0  # seconds this evaluation took
+    train_s: float | None = None  # seconds of distillation (of the original run for a cache hit)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form details (e.g. per-epoch losses)
+
+    @property
+    def is_degenerate(self) -> bool:
+        return self.degenerate is not None
+
+    def quantities(self) -> dict[str, float]:
+        """Measured quantities by name, for ``Constraints``."""
+        out = {"params": self.params, "flops": self.flops}
+        out.update(latency_ms=self.latency_ms, activation_bytes=self.activation_bytes)
+        return {k: float(v) for k, v in out.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (tuples become lists)."""
+        d = asdict(self)
+        d["violations"] = list(self.violations)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RewardRecord:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in data.items() if k in known}
+        d["violations"] = tuple(d.get("violations", ()))
+        return cls(**d)
+
+
+class RewardEvaluator:
+    """Turn students into rewards, with measurements, distillation, constraints and a cache.
+
+    ``train_data`` is the (un-augmented) training split the student is distilled on,
+    ``val_data`` the validation split its accuracy is read from (never the test split).
+    ``teacher_accuracy`` (validation) and ``teacher_params`` normalise the reward;
+    compression is always relative to the original teacher. Give ``logit_cache`` (built
+    on ``train_data``) or ``teacher``. Latency and activation memory are measured only
+    when a constraint needs them or ``measure_all`` is set. The student is trained in place.
+
+    Example:
+        >>> from n2n_fx.data import load_splits
+        >>> splits = load_splits("synthetic", num_samples=100, image_size=8)
+        >>> teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        >>> ev = RewardEvaluator(splits.train_plain, splits.val, teacher_accuracy=0.5,
+        ...                      teacher_params=650, input_size=(1, 8, 8), teacher=teacher,
+        ...                      config=DistillConfig(epochs=1))
+        >>> ev("empty: every layer was removed").reward
+        -1.0
+    """
+
+    def __init__(
+        self,
+        train_data: Dataset,
+        val_data: Dataset,
+        *,
+        teacher_accuracy: float,
+        teacher_params: int,
+        input_size: Sequence[int],
+        config: DistillConfig | None = None,
+        teacher: nn.Module | None = None,
+        logit_cache: LogitCache | None = None,
+        constraints: Constraints | None = None,
+        penalty: Penalty | None = None,
+        cache: RewardCache | None = None,
+        measure_all: bool = False,
+        latency_repeats: int = 20,
+    ) -> None:
+        if not 0 < teacher_accuracy <= 1:
+            raise ConfigError(f"teacher_accuracy={teacher_accuracy} must be in (0, 1]")
+        if teacher_params <= 0:
+            raise ConfigError(f"teacher_params={teacher_params} must be positive")
+        if teacher is None and logit_cache is None:
+            raise ConfigError("RewardEvaluator needs a teacher or a logit cache; pass one")
+        self.train_data = train_data
+        self.val_data = val_data
+        self.teacher_accuracy = float(teacher_accuracy)
+        self.teacher_params = int(teacher_params)
+        self.input_size = tuple(int(d) for d in input_size)
+        self.config = config or DistillConfig()
+        self.teacher = teacher
+        self.logit_cache = logit_cache
+        self.constraints = constraints or Constraints()
+        self.penalty = penalty or Penalty()
+        self.measure_all = measure_all
+        self.latency_repeats = latency_repeats
+        self.cache = cache if cache is not None else RewardCache()
+        self.cache.bind(self.context())
+        if logit_cache is not None:
+            logit_cache.check(train_data)
+
+    def context(self) -> dict[str, Any]:
+        """Settings a cached reward depends on (stored with the reward cache)."""
+        cfg = asdict(self.config)
+        for k in ("device", "amp", "num_workers", "eval_batch_size"):  # do not change results
+            cfg.pop(k, None)
+        return {
+            "teacher_accuracy": self.teacher_accuracy,
+            "teacher_params": self.teacher_params,
+            "input_size": list(self.input_size),
+            "train_data": dataset_fingerprint(self.train_data),
+            "val_data": dataset_fingerprint(self.val_data),
+            "distill": cfg,
+        }
+
+    # -- public -----------------------------------------------------------------------------
+
+    def __call__(self, student: nn.Module | Any, step: int = 0) -> RewardRecord:
+        """The reward record of ``student`` (or of a degenerate marker) at search iteration ``step``."""
+        start = time.perf_counter()
+        if not isinstance(student, nn.Module):
+            return self._degenerate(str(student), step, start)
+        params = count_params(student)
+        if params == 0:
+            return self._degenerate(
+                "no_trainable: the student has no trainable parameter", step, start, params=0
+            )
+        key = arch_hash(student)
+        cached = self.cache.get(key)
+        if cached is not None:
+            stored = RewardRecord.from_dict(cached)
+            record = self._fill_measurements(stored, student)
+            if record != stored:  # a newly needed quantity was measured: keep it
+                self.cache.put(key, record.to_dict())
+            return replace(
+                self._score(record, step), cache_hit=True, wall_s=time.perf_counter() - start
+            )
+        record = self._evaluate(student, key, params)
+        self.cache.put(key, record.to_dict())
+        return replace(self._score(record, step), wall_s=time.perf_counter() - start)
+
+    def reward(self, record: RewardRecord, step: int) -> RewardRecord:
+        """Re-score a record at another search iteration (the penalty anneals with ``step``)."""
+        return self._score(record, step)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _degenerate(self, reason: str, step: int, start: float, **kw: Any) -> RewardRecord:
+        return RewardRecord(
+            reward=DEGENERATE_REWARD,
+            raw_reward=DEGENERATE_REWARD,
+            accuracy=None,
+            params=kw.get("params"),
+            flops=None,
+            compression=None,
+            degenerate=reason,
+            step=step,
+            wall_s=time.perf_counter() - start,
+        )
+
+    def _needs(self, quantity: str) -> bool:
+        return self.measure_all or quantity in self.constraints.quantities
+
+    def _fill_measurements(self, record: RewardRecord, student: nn.Module) -> RewardRecord:
+        """Measure latency / activation memory if now needed and missing (no training)."""
+        if record.degenerate is not None:
+            return record
+        cpu = student if _on_cpu(student) else copy.deepcopy(student).cpu()
+        if record.latency_ms is None and self._needs("latency_ms"):
+            record = replace(
+                record, latency_ms=latency_ms(cpu, self.input_size, repeats=self.latency_repeats)
+            )
+        if record.activation_bytes is None and self._needs("activation_bytes"):
+            record = replace(record, activation_bytes=peak_activation_bytes(cpu, self.input_size))
+        return record
+
+    def _evaluate(self, student: nn.Module, key: str, params: int) -> RewardRecord:
+        base = RewardRecord(
+            reward=DEGENERATE_REWARD,
+            raw_reward=DEGENERATE_REWARD,
+            accuracy=None,
+            params=params,
+            flops=None,
+            compression=compression(params, self.teacher_params),
+            arch=key,
+        )
+        try:
+            base = replace(base, flops=count_flops(student, self.input_size))
+            base = self._fill_measurements(base, student)
+        except RuntimeError as e:  # the student cannot run on this input
+            return replace(base, degenerate=f"failed: {_first_line(e)}")
+        result = distill(
+            student,
+            self.train_data,
+            self.config,
+            teacher=self.teacher,
+            logit_cache=self.logit_cache,
+            val_data=self.val_data,
+        )
+        extra = {"losses": list(result.losses), "epochs": result.epochs, "steps": result.steps}
+        base = replace(base, train_s=result.wall_s, extra=extra)
+        if result.degenerate is not None:
+            return replace(base, degenerate=result.degenerate)
+        return replace(base, accuracy=result.val_accuracy)
+
+    def _score(self, record: RewardRecord, step: int) -> RewardRecord:
+        """Fill reward, raw reward, violations and ε from the record's measurements."""
+        if record.degenerate is not None or record.accuracy is None or record.compression is None:
+            return replace(
+                record,
+                reward=DEGENERATE_REWARD,
+                raw_reward=DEGENERATE_REWARD,
+                step=step,
+                violations=(),
+                epsilon=None,
+            )
+        raw = n2n_reward(record.accuracy, self.teacher_accuracy, record.compression)
+        violations = (
+            tuple(self.constraints.violations(record.quantities())) if self.constraints else ()
+        )
+        reward = self.penalty.apply(raw, not violations, step)
+        eps = self.penalty.epsilon(step) if violations and self.penalty.mode == "anneal" else None
+        return replace(
+            record, reward=reward, raw_reward=raw, violations=violations, epsilon=eps, step=step
+        )
+
+
+def _on_cpu(model: nn.Module) -> bool:
+    return all(t.device.type == "cpu" for t in model.parameters())
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -1,0 +1,216 @@
+"""The main job as a function: ``compress`` (Python API) and ``run_compress`` (CLI)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import CheckpointError, ConfigError, RunDirError
+from ..rewrite import Diff
+from ..teacher.trace import trace
+from ..teacher.zoo import build_model
+from .config import SearchConfig
+from .rundir import RunDir, atomic_torch_save, safe_torch_load
+from .search import Search, rebuild_student
+from .teacher_setup import load_data, prepare
+
+__all__ = ["CompressionResult", "compress", "run_compress", "load_run"]
+
+
+@dataclass
+class CompressionResult:
+    """What a compression run produced."""
+
+    student: fx.GraphModule  # the best student (trained), a GraphModule
+    diff: Diff  # teacher -> student changes
+    history: list[dict[str, Any]]  # one row per rollout
+    summary: dict[str, Any]  # teacher / stage-1 / final numbers (paper Table 1 layout)
+    run_dir: Path  # where everything is saved
+    tables: dict[str, str]  # rendered report tables (summary, layers)
+
+
+def _save_teacher_file(
+    run: RunDir, teacher: nn.Module, spec: dict[str, Any] | None, metrics: dict[str, Any]
+) -> None:
+    if spec is not None:
+        atomic_torch_save(
+            {
+                "state_dict": teacher.state_dict(),
+                "spec": spec,
+                "metrics": metrics,
+                "pickled": False,
+            },
+            run.file("teacher.pt"),
+        )
+    else:  # a user model that cannot be rebuilt by name: a full pickle, loaded only on request
+        atomic_torch_save(
+            {"module": teacher, "metrics": metrics, "pickled": True}, run.file("teacher.pt")
+        )
+
+
+def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict[str, Any] | None]:
+    path = run.file("teacher.pt")
+    try:
+        ck = safe_torch_load(path)
+        model = build_model(
+            str(ck["spec"]["model"]),
+            num_classes=int(ck["spec"]["num_classes"]),
+            in_channels=int(ck["spec"]["in_channels"]),
+        )
+        model.load_state_dict(ck["state_dict"])
+        return model.eval(), dict(ck["spec"])
+    except CheckpointError as e:
+        if "pickled" not in str(e):
+            raise
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{path} holds a pickled custom teacher; pass --allow-pickle (allow_pickle=True) if you trust this run"
+            ) from None
+        ck = safe_torch_load(path, allow_pickle=True)
+        return ck["module"].eval(), None
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path} does not match its spec ({str(e).splitlines()[0][:120]})"
+        ) from None
+
+
+def _finish(run: RunDir, search: Search, teacher_gm: fx.GraphModule) -> CompressionResult:
+    from ..report.report import write_report
+
+    tables = write_report(run, teacher_gm)
+    student, diff = load_run(run.path, allow_pickle=True, teacher_gm=teacher_gm)
+    summary = json.loads(run.file("summary.json").read_text())
+    return CompressionResult(student, diff, run.history(), summary, run.path, tables)
+
+
+def run_compress(
+    cfg: SearchConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    allow_pickle: bool = False,
+) -> CompressionResult:
+    """Run (or resume) the full compression described by ``cfg`` in ``run_dir``."""
+    say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    if resume:
+        run = RunDir.open(run_dir)
+        cfg = SearchConfig.from_dict(run.read_json("config.json"))
+        teacher, spec = _load_teacher_file(run, allow_pickle)
+        splits = load_data(cfg)
+    else:
+        RunDir.ensure_new(run_dir)  # before minutes of teacher training
+        prepared = prepare(cfg, log=say)
+        run = RunDir.create(run_dir)
+        run.write_json("config.json", cfg.to_dict())
+        teacher, spec, splits = prepared.model, prepared.spec, prepared.splits
+        _save_teacher_file(run, teacher, spec, prepared.metrics)
+        run.write_json(
+            "data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes}
+        )
+    gm = trace(teacher, input_size=splits.input_size).eval()
+    search = Search(cfg, run, gm, splits, quiet=quiet)
+    t0 = time.perf_counter()
+    search.run(resume=resume)
+    run.write_json("timing.json", {"search_s": time.perf_counter() - t0})
+    return _finish(run, search, gm)
+
+
+def _as_dataset(d: Dataset | DataLoader) -> Dataset:
+    return d.dataset if isinstance(d, DataLoader) else d
+
+
+def compress(
+    teacher: nn.Module,
+    train_data: Dataset | DataLoader,
+    val_data: Dataset | DataLoader,
+    test_data: Dataset | DataLoader | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    quiet: bool = True,
+    **config: Any,
+) -> CompressionResult:
+    """Compress your own ``teacher`` on your own data; everything lands in ``run_dir``.
+
+    ``train_data`` must give un-augmented ``(x, y)`` samples (teacher logits are cached on
+    it); ``val_data`` scores the rewards; ``test_data`` (default: ``val_data``) the final
+    report. ``config`` takes any ``SearchConfig`` field (iterations, rollouts, constraints...).
+
+    Example:
+        >>> result = compress(my_cnn, train_set, val_set, removal_iterations=10, max_params=1e5)
+        >>> result.student, result.summary["student"]["compression"]
+    """
+    from ..data.splits import DataSplits
+
+    train, val = _as_dataset(train_data), _as_dataset(val_data)
+    test = _as_dataset(test_data) if test_data is not None else val
+    x0, _ = train[0]
+    if not isinstance(x0, torch.Tensor):
+        raise ConfigError("train_data must yield (tensor, label) pairs; add a ToTensor transform")
+    run_dir = Path(run_dir or f"runs/compress-{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg = SearchConfig.from_dict({**config, "model": type(teacher).__name__, "dataset": "custom"})
+    splits = DataSplits(
+        train=train,
+        train_plain=train,
+        val=val,
+        test=test,
+        info=_custom_info(teacher, x0),
+        seed=cfg.seed,
+    )
+    if resume:
+        run = RunDir.open(run_dir)
+    else:
+        run = RunDir.create(run_dir)
+        run.write_json("config.json", cfg.to_dict())
+        _save_teacher_file(run, teacher, None, {})
+        run.write_json(
+            "data.json", {"input_size": list(x0.shape), "num_classes": splits.num_classes}
+        )
+    gm = trace(copy.deepcopy(teacher), input_size=tuple(x0.shape)).eval()
+    search = Search(cfg, run, gm, splits, quiet=quiet)
+    search.run(resume=resume)
+    return _finish(run, search, gm)
+
+
+def _custom_info(teacher: nn.Module, x0: torch.Tensor):
+    from ..data.dataset import DatasetInfo
+
+    was = teacher.training
+    teacher.eval()
+    with torch.no_grad():
+        n = int(teacher(x0.unsqueeze(0)).shape[-1])
+    teacher.train(was)
+    c = int(x0.shape[0])
+    return DatasetInfo("custom", n, c, int(x0.shape[-1]), (0.0,) * c, (1.0,) * c)
+
+
+def load_run(
+    run_dir: str | Path, *, allow_pickle: bool = False, teacher_gm: fx.GraphModule | None = None
+) -> tuple[fx.GraphModule, Diff]:
+    """The trained best student of a finished run (rebuilt from the teacher + actions) and its diff."""
+    run = RunDir.open(run_dir)
+    path = run.file("student.pt")
+    if not path.is_file():
+        raise RunDirError(
+            f"{run.path} has no student.pt yet; finish the run with `n2n-fx compress --resume {run.path}`"
+        )
+    ck = safe_torch_load(path)
+    if not isinstance(ck, dict) or ck.get("format") != "n2n_fx.student/1":
+        raise CheckpointError(f"{path} is not an n2n_fx student file")
+    if teacher_gm is None:
+        teacher, _ = _load_teacher_file(run, allow_pickle)
+        size = tuple(run.read_json("data.json")["input_size"])
+        teacher_gm = trace(teacher, input_size=size).eval()
+    cfg = SearchConfig.from_dict(run.read_json("config.json"))
+    r = rebuild_student(teacher_gm, ck["actions"], ck["state_dict"], cfg.max_linear_growth)
+    return r.student.eval(), r.diff

@@ -1,0 +1,137 @@
+"""The one configuration of a compression run: every choice, with a sensible default."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["SearchConfig", "STAGES", "load_config_file"]
+
+STAGES = ("removal", "shrink", "both")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a run depends on. Defaults give a complete few-minute CPU run on synthetic data."""
+
+    # -- teacher and data ---------------------------------------------------------------------
+    model: str = "vgg_tiny"  # teacher architecture (project model or torchvision classifier)
+    dataset: str = "synthetic"  # data set name (see n2n_fx.data.dataset_names())
+    data_root: str | None = None  # where data sets live (None: the default data root)
+    download: bool = False  # let torchvision download a missing data set
+    dataset_options: dict[str, Any] = field(
+        default_factory=lambda: {"num_samples": 2400}
+    )  # e.g. synthetic size
+    teacher_checkpoint: str | None = (
+        None  # trained teacher (n2n-fx train-teacher); None: train one, cached
+    )
+    teacher_epochs: int = 4  # epochs when the teacher is trained on the fly
+    # -- search (paper Algorithm 1) -----------------------------------------------------------
+    stage: str = "both"  # "removal", "shrink" or "both"
+    removal_iterations: int = 6  # N1: policy updates of the removal stage
+    shrink_iterations: int = 4  # N2: policy updates of the shrink stage
+    rollouts: int = 5  # m: students sampled per update (paper: 5)
+    removal_lr: float = 0.003  # Adam lr of the removal policy (paper: 0.003)
+    shrink_lr: float = 0.01  # Adam lr of the shrink policy (paper: 0.01)
+    algo: str = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
+    baseline_decay: float = 0.9  # EMA decay of the REINFORCE baseline
+    entropy_coef: float = 0.0  # entropy bonus weight
+    removal_policy: str | None = None  # pre-trained removal policy to start from (transfer)
+    shrink_policy: str | None = None  # pre-trained shrink policy to start from (transfer)
+    max_linear_growth: float = 8.0  # a Linear whose input grows more than this is degenerate
+    # -- reward evaluation (students trained briefly by KD, paper §3.5) -----------------------
+    reward_steps: int = 40  # optimiser steps of KD per student (0: use reward_epochs)
+    reward_epochs: int = 1  # epochs of KD per student when reward_steps is 0 (paper: 5)
+    reward_lr: float = 1e-3  # Adam lr of the KD training
+    batch_size: int = 64  # KD batch size
+    reward_subset: float | None = (
+        None  # train on a stratified part of the training split (count or fraction)
+    )
+    # -- constraints (paper §3.3.1) -------------------------------------------------------------
+    max_params: float | None = None  # student parameters <= this
+    max_flops: float | None = None  # student FLOPs per sample <= this
+    max_latency_ms: float | None = None  # student CPU latency (batch 1, median) <= this
+    penalty: str = "anneal"  # "anneal" (ε_t(R+1)−1), "hard" (−1) or "none"
+    penalty_schedule: str = "linear"  # how ε_t decays: "linear" or "exponential"
+    # -- final training (CE + λ·KD) ---------------------------------------------------------------
+    final_epochs: int = 3  # epochs of final training of the best students
+    final_lambda: float = 1.0  # λ of CE + λ·L2 KD
+    final_lr: float = 1e-3  # Adam lr of the final training
+    # -- run ---------------------------------------------------------------------------------------
+    seed: int = 0  # seeds data splits, policies and every student's training
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    amp: bool = False  # bfloat16 autocast for KD training on CUDA
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage {self.stage!r} is not one of {', '.join(STAGES)}")
+        for name in ("removal_iterations", "shrink_iterations", "rollouts", "batch_size"):
+            if getattr(self, name) < (0 if "iterations" in name else 1):
+                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
+        if self.reward_steps < 0 or self.reward_epochs < 1 and self.reward_steps == 0:
+            raise ConfigError("give reward_steps > 0 or reward_epochs >= 1")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device {self.device!r} must be auto, cpu or cuda")
+        if self.algo not in ("reinforce", "actor_critic"):
+            raise ConfigError(f"algo {self.algo!r} must be reinforce or actor_critic")
+        from ..reward import Constraints, Penalty
+
+        Constraints.from_limits(
+            max_params=self.max_params, max_flops=self.max_flops, max_latency_ms=self.max_latency_ms
+        )
+        Penalty(self.penalty, self.penalty_schedule)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                "device cuda was asked for but CUDA is not available; use --device cpu"
+            )
+        return self.device
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(unknown)}; see `n2n-fx compress --help`"
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (Python 3.11+) or JSON config file into a dict of SearchConfig fields."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            if sys.version_info < (3, 11):
+                raise ConfigError("TOML config files need Python 3.11+; use a .json file")
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"cannot parse {p}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a table of settings")
+    return data

@@ -1,0 +1,512 @@
+"""Paper Algorithm 1: the two-stage search, one checkpointed iteration at a time.
+
+Stage 1 samples m removal rollouts per iteration from the removal policy on the teacher;
+each becomes a student (surgery) and a reward (KD evaluation); the policy then takes one
+REINFORCE step. The best stage-1 student (trained weights) is stage 2's starting point,
+where the shrink policy acts the same way. The best students are trained to convergence
+with CE + λ·KD. After every iteration the whole search state is written atomically, so a
+crash or kill loses at most the iteration in flight (``resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from ..distill import DistillConfig, LogitCache, accuracy, distill
+from ..errors import CheckpointError, ConfigError, RunDirError
+from ..features import FEATURE_DIM, RATIOS, policy_input, shrink_input, shrink_steps
+from ..graph.cost import model_cost
+from ..graph.layers import analyze
+from ..policy import (
+    REMOVE,
+    Learner,
+    LearnerConfig,
+    RemovalPolicy,
+    RemovalPolicyConfig,
+    ShrinkPolicy,
+    ShrinkPolicyConfig,
+    load_policy,
+    save_policy,
+)
+from ..reward import Constraints, Penalty, RewardCache, RewardEvaluator
+from ..rewrite import apply_actions
+from .config import SearchConfig
+from .rundir import RunDir, atomic_torch_save, safe_torch_load
+
+__all__ = ["Search", "StageBest", "rebuild_student", "CKPT_FORMAT"]
+
+CKPT_FORMAT = "n2n_fx.search-checkpoint/1"
+PHASES = ("removal", "shrink", "final", "done")
+
+
+@dataclass
+class StageBest:
+    """The best student a stage found so far."""
+
+    reward: float  # its reward
+    record: dict[str, Any]  # its reward record (as dict)
+    actions: dict[str, Any]  # {"remove": [...]} and/or {"shrink": {...}} from the teacher
+    state_dict: dict[str, torch.Tensor] | None = None  # its weights after KD evaluation
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "reward": self.reward,
+            "record": self.record,
+            "actions": self.actions,
+            "state_dict": self.state_dict,
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any] | None) -> StageBest | None:
+        return (
+            None if d is None else cls(d["reward"], d["record"], d["actions"], d.get("state_dict"))
+        )
+
+
+def rebuild_student(
+    teacher: fx.GraphModule,
+    actions: dict[str, Any],
+    state_dict: dict | None = None,
+    max_linear_growth: float = 8.0,
+):
+    """Re-create a student from the teacher and its actions; load its weights if given.
+
+    Returns the ``Rewrite`` of the last stage applied (``.student`` holds the model)."""
+    r = apply_actions(
+        teacher, remove=actions.get("remove", ()), strict=False, max_linear_growth=max_linear_growth
+    )
+    if actions.get("shrink") and r.valid:
+        r2 = apply_actions(
+            r.student, shrink=actions["shrink"], strict=False, max_linear_growth=max_linear_growth
+        )
+        r2.diff = r.diff.then(r2.diff)
+        r2.teacher_cost = r.teacher_cost
+        r = r2
+    if not r.valid:
+        raise CheckpointError(f"the saved actions no longer give a valid student ({r.degenerate})")
+    if state_dict is not None:
+        try:
+            r.student.load_state_dict(state_dict)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"saved student weights do not fit its architecture: {str(e).splitlines()[0]}"
+            ) from None
+    return r
+
+
+@dataclass
+class _State:
+    phase: str = "removal"
+    iteration: int = 0  # next iteration to run in ``phase``
+    learners: dict[str, Any] = field(default_factory=dict)  # stage -> Learner.state_dict()
+    best: dict[str, StageBest | None] = field(
+        default_factory=lambda: {"removal": None, "shrink": None}
+    )
+    teacher: dict[str, Any] = field(default_factory=dict)  # val/test accuracy, params, flops
+    final: dict[str, Any] = field(default_factory=dict)  # final-training results per stage
+
+
+class Search:
+    """One compression run over a run directory (fresh or resumed)."""
+
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        run: RunDir,
+        teacher: fx.GraphModule,
+        splits,
+        *,
+        quiet: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = run
+        self.teacher = teacher.eval()
+        self.splits = splits
+        self.quiet = quiet
+        self.device = cfg.resolved_device()
+        self.state = _State()
+        self.teacher_cost = model_cost(teacher)
+
+    # -- logging -------------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _bar(self, total: int, desc: str, initial: int = 0):
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total,
+            initial=initial,
+            desc=desc,
+            disable=self.quiet or not sys.stderr.isatty(),
+            leave=False,
+        )
+
+    # -- checkpoint ------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        s = self.state
+        atomic_torch_save(
+            {
+                "format": CKPT_FORMAT,
+                "phase": s.phase,
+                "iteration": s.iteration,
+                "learners": s.learners,
+                "best": {k: (v.to_state() if v else None) for k, v in s.best.items()},
+                "teacher": s.teacher,
+                "final": s.final,
+                "torch_rng": torch.get_rng_state(),
+            },
+            self.run_dir.file("checkpoint.pt"),
+        )
+
+    def load_checkpoint(self) -> None:
+        ck = safe_torch_load(self.run_dir.file("checkpoint.pt"))
+        if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+            raise CheckpointError(
+                f"{self.run_dir.file('checkpoint.pt')} is not a search checkpoint of this version"
+            )
+        self.state = _State(
+            phase=ck["phase"],
+            iteration=int(ck["iteration"]),
+            learners=ck["learners"],
+            best={k: StageBest.from_state(v) for k, v in ck["best"].items()},
+            teacher=ck["teacher"],
+            final=ck.get("final", {}),
+        )
+        torch.set_rng_state(ck["torch_rng"])
+        order = {p: i for i, p in enumerate(PHASES)}
+        pos = (order[self.state.phase], self.state.iteration)
+        kept = self.run_dir.truncate_history(lambda r: (order[r["stage"]], r["iteration"]) < pos)
+        self.log(
+            f"resuming at {self.state.phase} iteration {self.state.iteration} ({kept} history rows kept)"
+        )
+
+    # -- setup -----------------------------------------------------------------------------------------
+    def _evaluator(self) -> RewardEvaluator:
+        cfg = self.cfg
+        train = self.splits.train_plain
+        if cfg.reward_subset:
+            train = self.splits.subset(train=cfg.reward_subset).train_plain
+        self.log(f"teacher logits: caching on {len(train)} training samples")
+        cache = LogitCache.build(self.teacher, train, device=self.device)
+        dcfg = DistillConfig(
+            loss="l2",
+            lr=cfg.reward_lr,
+            epochs=max(1, cfg.reward_epochs),
+            steps=cfg.reward_steps or None,
+            batch_size=cfg.batch_size,
+            device=self.device,
+            amp=cfg.amp,
+            seed=cfg.seed,
+        )
+        constraints = Constraints.from_limits(
+            max_params=cfg.max_params, max_flops=cfg.max_flops, max_latency_ms=cfg.max_latency_ms
+        )
+        horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations)
+        penalty = Penalty(cfg.penalty, cfg.penalty_schedule, horizon=horizon)
+        return RewardEvaluator(
+            train,
+            self.splits.val,
+            teacher_accuracy=max(1e-6, self.state.teacher["val_accuracy"]),
+            teacher_params=self.teacher_cost.params,
+            input_size=self.splits.input_size,
+            config=dcfg,
+            logit_cache=cache,
+            constraints=constraints,
+            penalty=penalty,
+            cache=RewardCache(self.run_dir.file("reward_cache.json")),
+        )
+
+    def _learner(self, stage: str) -> Learner:
+        cfg = self.cfg
+        ac = cfg.algo == "actor_critic"
+        path = cfg.removal_policy if stage == "removal" else cfg.shrink_policy
+        torch.manual_seed(cfg.seed * 7919 + (11 if stage == "removal" else 12))  # policy init
+        if path:
+            policy = load_policy(path)
+            if ac and getattr(policy, "value", None) is None:
+                raise ConfigError(
+                    f"{path} has no value head; actor_critic needs one (use --algo reinforce)"
+                )
+        elif stage == "removal":
+            policy = RemovalPolicy(RemovalPolicyConfig(feature_dim=FEATURE_DIM, value_head=ac))
+        else:
+            policy = ShrinkPolicy(
+                ShrinkPolicyConfig(feature_dim=FEATURE_DIM, ratios=RATIOS, value_head=ac)
+            )
+        lr = cfg.removal_lr if stage == "removal" else cfg.shrink_lr
+        seed = cfg.seed * 7919 + (1 if stage == "removal" else 2)
+        learner = Learner(
+            policy,
+            LearnerConfig(
+                algo=cfg.algo,
+                lr=lr,
+                rollouts=cfg.rollouts,
+                baseline_decay=cfg.baseline_decay,
+                entropy_coef=cfg.entropy_coef,
+                seed=seed,
+            ),
+        )
+        if stage in self.state.learners:
+            learner.load_state_dict(self.state.learners[stage])
+        return learner
+
+    # -- the stages ------------------------------------------------------------------------------------
+    def _stage(
+        self,
+        stage: str,
+        evaluator: RewardEvaluator,
+        base: fx.GraphModule,
+        base_actions: dict[str, Any],
+        offset: int,
+    ) -> None:
+        cfg = self.cfg
+        n_iter = cfg.removal_iterations if stage == "removal" else cfg.shrink_iterations
+        analysis = analyze(base)
+        layers = analysis.layers
+        if stage == "removal":
+            inputs = {
+                "x": policy_input(layers),
+                "removable": torch.tensor([lay.removable for lay in layers]),
+            }
+        else:
+            steps = shrink_steps(layers, RATIOS)
+            if not steps:
+                self.log("shrink: nothing left to shrink")
+                return
+            x, var, legal = shrink_input(layers, steps)
+            inputs = {"x": x, "variable": var, "legal": legal}
+        learner = self._learner(stage)
+        bar = self._bar(n_iter, f"stage {stage}", self.state.iteration)
+        while self.state.iteration < n_iter:
+            it = self.state.iteration
+            ro = learner.sample(**inputs)
+            rewards = []
+            for k in range(ro.actions.shape[0]):
+                a = ro.actions[k]
+                if stage == "removal":
+                    acts = {
+                        "remove": [
+                            layers[i].node for i in range(len(layers)) if int(a[i]) == REMOVE
+                        ]
+                    }
+                    rw = apply_actions(
+                        analysis,
+                        remove=acts["remove"],
+                        strict=False,
+                        max_linear_growth=cfg.max_linear_growth,
+                    )
+                else:
+                    shr: dict[str, dict[str, float]] = {}
+                    for st, ai in zip(steps, a.tolist(), strict=True):
+                        shr.setdefault(st.node, {})[st.variable] = RATIOS[ai]
+                    acts = {**base_actions, "shrink": shr}
+                    rw = apply_actions(
+                        analysis, shrink=shr, strict=False, max_linear_growth=cfg.max_linear_growth
+                    )
+                step = offset + it
+                torch.manual_seed(cfg.seed * 1_000_003 + step * 101 + k)
+                t0 = time.perf_counter()
+                rec = evaluator(rw.student if rw.valid else f"{rw.degenerate}", step=step)
+                rewards.append(rec.reward)
+                row = {
+                    "stage": stage,
+                    "iteration": it,
+                    "rollout": k,
+                    "step": step,
+                    "actions": acts.get("remove") if stage == "removal" else acts["shrink"],
+                    "params": rec.params,
+                    "flops": rec.flops,
+                    "accuracy": rec.accuracy,
+                    "compression": rec.compression,
+                    "reward": rec.reward,
+                    "raw_reward": rec.raw_reward,
+                    "degenerate": rec.degenerate,
+                    "violations": list(rec.violations),
+                    "cache_hit": rec.cache_hit,
+                    "surgery_s": rw.seconds,
+                    "wall_s": time.perf_counter() - t0,
+                }
+                self.run_dir.append_history(row)
+                best = self.state.best.get(stage)
+                if (
+                    rw.valid
+                    and not rec.is_degenerate
+                    and not rec.violations
+                    and (best is None or rec.reward > best.reward)
+                    and not rec.cache_hit
+                ):
+                    sd = {kk: v.detach().cpu().clone() for kk, v in rw.student.state_dict().items()}
+                    self.state.best[stage] = StageBest(rec.reward, rec.to_dict(), acts, sd)
+            stats = learner.update(ro, rewards, **inputs)
+            self.state.iteration = it + 1
+            self.state.learners[stage] = learner.state_dict()
+            self.save_checkpoint()
+            evaluator.cache.save(self.run_dir.file("reward_cache.json"))
+            self.run_dir.file("policies").mkdir(exist_ok=True)
+            save_policy(learner.policy, self.run_dir.file(f"policies/{stage}.pt"))
+            b = self.state.best.get(stage)
+            self.log(
+                f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
+                + (
+                    f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})"
+                    if b
+                    else ""
+                )
+            )
+            bar.update(1)
+        bar.close()
+
+    def _base_for_shrink(self) -> tuple[fx.GraphModule, dict[str, Any]]:
+        best1 = self.state.best.get("removal")
+        if best1 is None:
+            return self.teacher, {"remove": []}
+        r = rebuild_student(
+            self.teacher, best1.actions, best1.state_dict, self.cfg.max_linear_growth
+        )
+        return r.student.eval(), {"remove": list(best1.actions["remove"])}
+
+    def _final(self) -> None:
+        """Train the best students to convergence with CE + λ·KD; record test accuracy."""
+        cfg = self.cfg
+        dcfg = DistillConfig(
+            loss="ce+l2",
+            lam=cfg.final_lambda,
+            lr=cfg.final_lr,
+            epochs=max(1, cfg.final_epochs),
+            batch_size=cfg.batch_size,
+            device=self.device,
+            amp=cfg.amp,
+            seed=cfg.seed,
+        )
+        for stage in ("removal", "shrink"):
+            best = self.state.best.get(stage)
+            if best is None or stage in self.state.final:
+                continue
+            r = rebuild_student(self.teacher, best.actions, best.state_dict, cfg.max_linear_growth)
+            student = r.student
+            torch.manual_seed(cfg.seed)
+            self.log(
+                f"final training of the best {stage} student ({model_cost(student).params:,} params, {dcfg.epochs} epochs)"
+            )
+            teacher = self.teacher.to(self.device)
+            res = distill(
+                student, self.splits.train, dcfg, teacher=teacher, val_data=self.splits.val
+            )
+            self.teacher.cpu()
+            student.cpu().eval()
+            test_acc = accuracy(student, self.splits.test) if len(self.splits.test) else math.nan
+            val_acc = accuracy(student, self.splits.val) if len(self.splits.val) else math.nan
+            cost = model_cost(student)
+            name = "student_stage1" if stage == "removal" else "student_stage2"
+            atomic_torch_save(
+                {
+                    "format": "n2n_fx.student/1",
+                    "actions": best.actions,
+                    "state_dict": student.state_dict(),
+                    "params": cost.params,
+                    "flops": cost.flops,
+                },
+                self.run_dir.file(f"{name}.pt"),
+            )
+            self.run_dir.file(f"{name}.py").write_text(student.code)
+            self.run_dir.file(f"{name}_diff.txt").write_text(r.diff.table() + "\n")
+            self.run_dir.write_json(f"{name}_diff.json", json.loads(r.diff.to_json()))
+            self.state.final[stage] = {
+                "test_accuracy": test_acc,
+                "val_accuracy": val_acc,
+                "params": cost.params,
+                "flops": cost.flops,
+                "diverged": res.degenerate,
+                "epochs": dcfg.epochs,
+                "file": f"{name}.pt",
+            }
+            self.save_checkpoint()
+        b1, b2 = self.state.best.get("removal"), self.state.best.get("shrink")
+        winner = (
+            "shrink" if b2 is not None and (b1 is None or b2.reward >= b1.reward) else "removal"
+        )
+        self.state.final["winner"] = winner
+        if winner == "removal":  # stage 2 found nothing better: the stage-1 student is the result
+            for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
+                src = self.run_dir.file(f"student_stage1{ext}")
+                if src.is_file():
+                    self.run_dir.file(f"student{ext}").write_bytes(src.read_bytes())
+        else:
+            for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
+                src = self.run_dir.file(f"student_stage2{ext}")
+                if src.is_file():
+                    self.run_dir.file(f"student{ext}").write_bytes(src.read_bytes())
+
+    # -- main ------------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> _State:
+        cfg = self.cfg
+        if resume:
+            self.load_checkpoint()
+        else:
+            self.state.phase = "removal" if cfg.stage in ("removal", "both") else "shrink"
+        if not self.state.teacher:
+            t0 = time.perf_counter()
+            self.teacher.to(self.device)
+            val = (
+                accuracy(self.teacher, self.splits.val, device=self.device)
+                if len(self.splits.val)
+                else math.nan
+            )
+            test = (
+                accuracy(self.teacher, self.splits.test, device=self.device)
+                if len(self.splits.test)
+                else math.nan
+            )
+            self.teacher.cpu()
+            self.state.teacher = {
+                "val_accuracy": val,
+                "test_accuracy": test,
+                "params": self.teacher_cost.params,
+                "flops": self.teacher_cost.flops,
+                "eval_s": time.perf_counter() - t0,
+            }
+            if not val > 0:
+                raise ConfigError(
+                    "the teacher has zero validation accuracy; train it first (n2n-fx train-teacher)"
+                )
+            self.save_checkpoint()
+        evaluator = None
+        if self.state.phase in ("removal", "shrink"):
+            evaluator = self._evaluator()
+        if self.state.phase == "removal":
+            self._stage("removal", evaluator, self.teacher, {}, 0)
+            self.state.phase, self.state.iteration = (
+                ("shrink" if cfg.stage == "both" else "final"),
+                0,
+            )
+            self.save_checkpoint()
+        if self.state.phase == "shrink":
+            base, base_actions = self._base_for_shrink()
+            self._stage(
+                "shrink",
+                evaluator,
+                base,
+                base_actions,
+                cfg.removal_iterations if cfg.stage == "both" else 0,
+            )
+            self.state.phase, self.state.iteration = "final", 0
+            self.save_checkpoint()
+        if self.state.phase == "final":
+            if not any(self.state.best.values()):
+                raise RunDirError(
+                    "no valid student was found; raise the iterations or loosen the constraints"
+                )
+            self._final()
+            self.state.phase = "done"
+            self.save_checkpoint()
+        return self.state

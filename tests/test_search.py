@@ -1,0 +1,277 @@
+"""The main job end to end: run directory, resume after kill -9, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from n2n_fx.cli import main
+from n2n_fx.data import load_splits
+from n2n_fx.distill import accuracy
+from n2n_fx.search import SearchConfig, compress, load_run, run_compress
+
+TINY = dict(
+    model="vgg_tiny",
+    dataset="synthetic",
+    dataset_options={"num_samples": 360, "image_size": 16},
+    teacher_epochs=2,
+    removal_iterations=2,
+    shrink_iterations=2,
+    rollouts=2,
+    reward_steps=3,
+    final_epochs=1,
+    batch_size=32,
+)
+
+RUN_FILES = [
+    "run.json",
+    "config.json",
+    "data.json",
+    "teacher.pt",
+    "history.jsonl",
+    "checkpoint.pt",
+    "reward_cache.json",
+    "policies/removal.pt",
+    "policies/shrink.pt",
+    "student.pt",
+    "student.py",
+    "student_diff.txt",
+    "report.md",
+    "report.txt",
+    "summary.json",
+]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("N2N_FX_CACHE", str(tmp_path_factory.getbasetemp() / "n2n_cache"))
+
+
+def _history_key(rows):
+    return [
+        (
+            r["stage"],
+            r["iteration"],
+            r["rollout"],
+            r["actions"],
+            r["params"],
+            r["accuracy"],
+            r["reward"],
+        )
+        for r in rows
+    ]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    os.environ["N2N_FX_CACHE"] = str(tmp_path_factory.getbasetemp() / "n2n_cache")
+    d = tmp_path_factory.mktemp("run") / "r"
+    result = run_compress(SearchConfig(**TINY), d, quiet=True)
+    return d, result
+
+
+def test_run_directory_has_every_file(finished_run):
+    d, result = finished_run
+    for name in RUN_FILES:
+        assert (d / name).is_file(), name
+    rows = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
+    assert len(rows) == (2 + 2) * 2
+    for r in rows:
+        assert {
+            "stage",
+            "iteration",
+            "actions",
+            "params",
+            "flops",
+            "accuracy",
+            "reward",
+            "degenerate",
+            "wall_s",
+        } <= set(r)
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["rollouts"] == 2 and cfg["seed"] == 0
+    assert "Teacher" in result.tables["summary"] and "Student (Stage1)" in result.tables["summary"]
+
+
+def test_student_loads_back_and_matches_recorded_accuracy(finished_run):
+    d, result = finished_run
+    student, diff = load_run(d)
+    assert isinstance(student, torch.fx.GraphModule)
+    summary = json.loads((d / "summary.json").read_text())
+    key = summary["winner"]
+    splits = load_splits("synthetic", seed=0, **TINY["dataset_options"])
+    acc = accuracy(student, splits.test)
+    assert acc == pytest.approx(summary[key]["test_accuracy"], abs=1e-6)
+    assert sum(p.numel() for p in student.parameters()) == summary[key]["params"]
+
+
+def test_report_diff_export_commands(finished_run, capsys):
+    d, _ = finished_run
+    assert main(["report", str(d)]) == 0
+    assert "Teacher" in capsys.readouterr().out
+    assert main(["diff", str(d)]) == 0
+    assert main(["export", str(d), "--format", "torchscript"]) == 0
+    m = torch.jit.load(str(d / "student.torchscript.pt"))
+    assert m(torch.randn(1, 1, 16, 16)).shape == (1, 10)
+    assert main(["export", str(d), "--format", "fx"]) == 0
+    assert (d / "student_fx" / "module.py").is_file()
+
+
+def test_same_seed_same_history(tmp_path, finished_run):
+    d, _ = finished_run
+    run_compress(SearchConfig(**TINY), tmp_path / "again", quiet=True)
+    a = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "again" / "history.jsonl").read_text().splitlines()]
+    assert _history_key(a) == _history_key(b)
+
+
+def test_resume_after_kill(tmp_path):
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [
+        sys.executable,
+        "-m",
+        "n2n_fx",
+        "compress",
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        "--config",
+        str(tmp_path / "cfg.json"),
+    ]
+    cfg = {**TINY, "removal_iterations": 4, "reward_steps": 6}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    hist = run_dir / "history.jsonl"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # kill in the middle of the second iteration
+            if hist.is_file() and any(
+                json.loads(x)["iteration"] >= 1 for x in hist.read_text().splitlines() if x.strip()
+            ):
+                break
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+                )
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run did not reach its second iteration in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (run_dir / "student.pt").exists()
+    assert main(["compress", "--resume", str(run_dir), "--quiet"]) == 0
+    rows = [json.loads(x) for x in hist.read_text().splitlines()]
+    keys = [(r["stage"], r["iteration"], r["rollout"]) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate rows after resume"
+    expected = [("removal", i, k) for i in range(4) for k in range(2)] + [
+        ("shrink", i, k) for i in range(2) for k in range(2)
+    ]
+    assert sorted(keys) == sorted(expected)
+    assert (run_dir / "student.pt").is_file()
+
+
+class _Branchy(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x.flatten(1)[:, :10]
+        return x.flatten(1)[:, :10]
+
+
+def test_python_api_custom_model(tmp_path):
+    splits = load_splits("synthetic", seed=0, num_samples=240, image_size=12)
+    teacher = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+    r = compress(
+        teacher,
+        splits.train_plain,
+        splits.val,
+        splits.test,
+        run_dir=tmp_path / "api",
+        removal_iterations=1,
+        shrink_iterations=1,
+        rollouts=2,
+        reward_steps=2,
+        final_epochs=1,
+    )
+    assert isinstance(r.student, torch.fx.GraphModule)
+    assert r.student(torch.randn(2, 1, 12, 12)).shape == (2, 10)
+    assert len(r.history) == 4 and r.run_dir == tmp_path / "api"
+    # a custom teacher is stored as a pickle: loading it needs an explicit flag
+    with pytest.raises(Exception, match="allow-pickle"):
+        load_run(tmp_path / "api")
+    assert load_run(tmp_path / "api", allow_pickle=True)[0] is not None
+
+
+def _one_line_error(capsys, argv, must):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and must in err, err
+    return err
+
+
+def test_bad_input_one_line_errors(tmp_path, capsys, finished_run):
+    d, _ = finished_run
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    _one_line_error(
+        capsys,
+        ["compress", "--model", "resnet-18", "--run-dir", str(tmp_path / "a")],
+        "unknown model",
+    )
+    _one_line_error(
+        capsys,
+        [
+            "compress",
+            "--dataset",
+            "mnist",
+            "--data-root",
+            str(tmp_path / "empty"),
+            "--run-dir",
+            str(tmp_path / "b"),
+        ],
+        "mnist",
+    )
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    _one_line_error(
+        capsys,
+        ["compress", "--teacher-checkpoint", str(bad), "--run-dir", str(tmp_path / "c")],
+        "bad.pt",
+    )
+    _one_line_error(
+        capsys, ["compress", "--max-params", "0", "--run-dir", str(tmp_path / "d")], "impossible"
+    )
+    (tmp_path / "notarun").mkdir()
+    _one_line_error(capsys, ["report", str(tmp_path / "notarun")], "not an n2n-fx run")
+    _one_line_error(
+        capsys, ["compress", "--resume", str(tmp_path / "notarun")], "not an n2n-fx run"
+    )
+    _one_line_error(capsys, ["compress", "--run-dir", str(d)], "already holds a run")
+    after = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    assert before == after  # existing run files intact
+
+
+def test_untraceable_model_via_api(tmp_path):
+    from n2n_fx.errors import TraceError
+
+    splits = load_splits("synthetic", seed=0, num_samples=60, image_size=8)
+    with pytest.raises(TraceError):
+        compress(_Branchy(), splits.train_plain, splits.val, run_dir=tmp_path / "x")
