@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import random
 import sys
 import time
@@ -34,8 +35,47 @@ def main() -> None:
     ap.add_argument("--p-remove", type=float, default=0.3)
     ap.add_argument("--p-shrink", type=float, default=0.0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     names = classification_models() if args.models == "all" else args.models.split(",")
+    if args.one is None and len(names) > 1:  # one subprocess per model keeps memory bounded
+        import json
+        import subprocess
+
+        rows = []
+        for name in names:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--models",
+                name,
+                "--n",
+                str(args.n),
+                "--p-remove",
+                str(args.p_remove),
+                "--p-shrink",
+                str(args.p_shrink),
+                "--one",
+                "json",
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                rows.append(
+                    [
+                        name,
+                        "error",
+                        "",
+                        "",
+                        out.stderr.strip().splitlines()[-1][:100]
+                        if out.stderr.strip()
+                        else f"exit {out.returncode}",
+                    ]
+                )
+            else:
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(*rows[-1], flush=True)
+        _emit(rows, args)
+        return
     rows = []
     for name in names:
         t0 = time.time()
@@ -56,6 +96,8 @@ def main() -> None:
                     reasons[f"runtime: {str(e)[:60]}"] += 1
             else:
                 reasons[r.degenerate.reason.value] += 1
+            del r
+            gc.collect()  # big models: keep one student alive at a time
         rows.append(
             [
                 name,
@@ -65,14 +107,25 @@ def main() -> None:
                 ", ".join(f"{k} {v}" for k, v in reasons.items()),
             ]
         )
+        if args.one == "json":
+            import json
+
+            print(json.dumps(rows[-1]))
+            return
         print(*rows[-1], f"({time.time() - t0:.0f}s)", flush=True)
         del gm, a
+    _emit(rows, args)
+
+
+def _emit(rows, args) -> None:
     table = tabulate(
         rows, headers=["model", "valid", "%", "ms/rewrite", "degenerate reasons"], tablefmt="github"
     )
     print(table)
     if args.out:
-        cmd = "python benchmarks/zoo_validity.py " + " ".join(sys.argv[1:])
+        cmd = "python benchmarks/zoo_validity.py " + " ".join(
+            a if len(a) < 80 else "<models>" for a in sys.argv[1:]
+        )
         args.out.write_text(
             f"# Random-surgery validity over the zoo\n\nCommand: `{cmd}`\n\n{table}\n"
         )

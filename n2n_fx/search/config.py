@@ -64,6 +64,9 @@ class SearchConfig:
     final_lambda: float = 1.0  # λ of CE + λ·L2 KD
     final_lr: float = 1e-3  # Adam lr of the final training
     # -- run ---------------------------------------------------------------------------------------
+    executor: str = "sequential"  # who trains the m students of an iteration: sequential, local, ray
+    workers: int = 2  # worker processes of the local executor
+    ray_address: str | None = None  # Ray cluster address for the ray executor (None: start a local Ray)
     seed: int = 0  # seeds data splits, policies and every student's training
     device: str = "auto"  # "auto", "cpu" or "cuda"
     amp: bool = False  # bfloat16 autocast for KD training on CUDA

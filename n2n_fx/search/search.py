@@ -39,6 +39,7 @@ from ..policy import (
 from ..reward import Constraints, Penalty, RewardCache, RewardEvaluator
 from ..rewrite import apply_actions
 from .config import SearchConfig
+from .executors import Job, make_executor
 from .rundir import RunDir, atomic_torch_save, safe_torch_load
 
 __all__ = ["Search", "StageBest", "rebuild_student", "CKPT_FORMAT"]
@@ -134,6 +135,7 @@ class Search:
         self.device = cfg.resolved_device()
         self.state = _State()
         self.teacher_cost = model_cost(teacher)
+        self.executor = make_executor(cfg)
 
     # -- logging -------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -290,7 +292,7 @@ class Search:
         while self.state.iteration < n_iter:
             it = self.state.iteration
             ro = learner.sample(**inputs)
-            rewards = []
+            jobs, rewrites, all_acts = [], [], []
             for k in range(ro.actions.shape[0]):
                 a = ro.actions[k]
                 if stage == "removal":
@@ -314,15 +316,19 @@ class Search:
                         analysis, shrink=shr, strict=False, max_linear_growth=cfg.max_linear_growth
                     )
                 step = offset + it
-                torch.manual_seed(cfg.seed * 1_000_003 + step * 101 + k)
-                t0 = time.perf_counter()
-                rec = evaluator(rw.student if rw.valid else f"{rw.degenerate}", step=step)
+                seed = cfg.seed * 1_000_003 + step * 101 + k
+                jobs.append(Job(rw.student if rw.valid else f"{rw.degenerate}", step, seed))
+                rewrites.append(rw)
+                all_acts.append(acts)
+            records = self.executor.evaluate(evaluator, jobs)
+            rewards = []
+            for k, (rw, acts, rec) in enumerate(zip(rewrites, all_acts, records, strict=True)):
                 rewards.append(rec.reward)
                 row = {
                     "stage": stage,
                     "iteration": it,
                     "rollout": k,
-                    "step": step,
+                    "step": offset + it,
                     "actions": acts.get("remove") if stage == "removal" else acts["shrink"],
                     "params": rec.params,
                     "flops": rec.flops,
@@ -334,10 +340,11 @@ class Search:
                     "violations": list(rec.violations),
                     "cache_hit": rec.cache_hit,
                     "surgery_s": rw.seconds,
-                    "wall_s": time.perf_counter() - t0,
+                    "wall_s": rec.wall_s,
                 }
                 self.run_dir.append_history(row)
                 best = self.state.best.get(stage)
+                trained = jobs[k].trained  # None: trained in place, in this process
                 if (
                     rw.valid
                     and not rec.is_degenerate
@@ -345,7 +352,8 @@ class Search:
                     and (best is None or rec.reward > best.reward)
                     and not rec.cache_hit
                 ):
-                    sd = {kk: v.detach().cpu().clone() for kk, v in rw.student.state_dict().items()}
+                    sd = trained if trained is not None else rw.student.state_dict()
+                    sd = {kk: v.detach().cpu().clone() for kk, v in sd.items()}
                     self.state.best[stage] = StageBest(rec.reward, rec.to_dict(), acts, sd)
             stats = learner.update(ro, rewards, **inputs)
             self.state.iteration = it + 1

@@ -1,0 +1,423 @@
+"""Greedy filter pruning with the Taylor criterion (Molchanov et al. 2016), paper §4.4.1 baseline.
+
+Each step scores every output channel of every prunable channel space by
+Θ(z) = |mean over positions of activation × ∂loss/∂activation|, averaged over a few
+batches, normalised per space (L2, as Molchanov et al.); removes the globally
+lowest-ranked channels with ``apply_actions`` (coupled channels of residual adds go
+together: a channel of a space disappears from every tensor of the space); then
+fine-tunes briefly with CE (+ λ·KD). Pruning stops by the paper's rule: when accuracy
+falls more than ``tolerance`` below the reference student's, or when the parameter count
+falls below the reference's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..data.loaders import make_loader
+from ..data.splits import DataSplits
+from ..distill import DistillConfig, accuracy, distill
+from ..errors import ConfigError
+from ..graph.channels import ChannelClass
+from ..graph.cost import model_cost
+from ..graph.layers import Analysis, analyze
+from ..rewrite import apply_actions
+
+__all__ = [
+    "PruneConfig",
+    "Reference",
+    "PruneStep",
+    "PruneResult",
+    "prunable_spaces",
+    "taylor_scores",
+    "stop_reason",
+    "prune",
+    "STOP_ACCURACY",
+    "STOP_PARAMS",
+]
+
+STOP_ACCURACY = "accuracy"  # stop reason: accuracy fell more than the tolerance below the reference
+STOP_PARAMS = "params"  # stop reason: the parameter count fell below the reference's
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How the greedy pruning runs.
+
+    Example:
+        >>> PruneConfig(step_fraction=0.02, finetune_steps=50, kd_lambda=1.0).loss
+        'ce+l2'
+    """
+
+    step_fraction: float = 0.05  # share of the teacher's prunable channels removed per step
+    score_batches: int = 4  # batches the Taylor criterion is averaged over
+    finetune_steps: int = 30  # optimiser steps of fine-tuning after each pruning step (0: none)
+    finetune_lr: float = 1e-3  # Adam learning rate of the fine-tuning
+    kd_lambda: float = 0.0  # λ of CE + λ·L2 KD during fine-tuning (0: plain CE)
+    batch_size: int = 64  # batch size of scoring and fine-tuning
+    min_channels: int = 1  # channels every space keeps at least
+    max_steps: int = 200  # safety cap on the number of pruning steps
+    device: str = "cpu"  # torch device of scoring and fine-tuning
+    seed: int = 0  # seeds scoring batches and fine-tuning order
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.step_fraction < 1.0:
+            raise ConfigError(f"step_fraction={self.step_fraction} must be in (0, 1)")
+        if self.score_batches < 1 or self.batch_size < 1 or self.max_steps < 1:
+            raise ConfigError("score_batches, batch_size and max_steps must be >= 1")
+        if self.finetune_steps < 0 or self.kd_lambda < 0 or self.min_channels < 1:
+            raise ConfigError("finetune_steps and kd_lambda must be >= 0, min_channels >= 1")
+        if not self.finetune_lr > 0:
+            raise ConfigError(f"finetune_lr={self.finetune_lr} must be positive")
+
+    @property
+    def loss(self) -> str:
+        """The fine-tuning loss: "ce", or "ce+l2" when ``kd_lambda`` > 0."""
+        return "ce+l2" if self.kd_lambda > 0 else "ce"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The student pruning is compared with (paper: the N2N student).
+
+    Example:
+        >>> Reference(accuracy=0.97, params=20_000).floor
+        0.96
+    """
+
+    accuracy: float  # its (validation) accuracy in [0, 1]
+    params: int | None = None  # its parameter count; None: no size floor
+    tolerance: float = 0.01  # allowed accuracy drop below it (paper: 1%, absolute)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.accuracy <= 1.0 or self.tolerance < 0:
+            raise ConfigError(f"reference accuracy {self.accuracy} must be in [0, 1], tolerance >= 0")
+        if self.params is not None and self.params < 1:
+            raise ConfigError(f"reference params={self.params} must be positive")
+
+    @property
+    def floor(self) -> float:
+        """The lowest accuracy pruning may reach."""
+        return round(self.accuracy - self.tolerance, 12)
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """One row of the pruning log (step 0 is the unpruned teacher)."""
+
+    step: int  # pruning step (0: the teacher)
+    pruned: dict[str, int]  # owner layer of each space -> channels removed at this step
+    channels: int  # prunable channels left after the step
+    params: int  # parameters after the step
+    flops: int  # FLOPs per sample after the step
+    accuracy: float  # accuracy after fine-tuning (what the stopping rule reads)
+    stop: str | None  # why pruning stops here (STOP_ACCURACY, STOP_PARAMS, ...), or None
+    seconds: float  # wall time of the step (scoring, surgery, fine-tuning, evaluation)
+
+
+@dataclass
+class PruneResult:
+    """The outcome of ``prune``."""
+
+    student: fx.GraphModule  # the pruned, fine-tuned student that is reported
+    accuracy: float  # its accuracy (as given by ``evaluate``: validation by default)
+    params: int  # its parameters
+    teacher_params: int  # the teacher's parameters
+    step: int  # the step it comes from (0: nothing could be pruned)
+    stop: str  # why pruning stopped
+    log: list[PruneStep] = field(default_factory=list)  # every step, the rejected last one too
+
+    @property
+    def compression(self) -> float:
+        """Teacher params / student params (the paper's "×")."""
+        return self.teacher_params / max(1, self.params)
+
+    def log_rows(self) -> list[dict[str, Any]]:
+        """The log as JSON-able dicts."""
+        return [asdict(s) for s in self.log]
+
+
+def prunable_spaces(analysis: Analysis) -> dict[int, tuple[ChannelClass, str]]:
+    """Shrinkable channel spaces by root id, with the layer that owns their output channels.
+
+    Spaces of grouped convs (channels kept evenly per group) are left out.
+
+    Example:
+        >>> {cls.size for cls, owner in prunable_spaces(analyze(gm)).values()}
+    """
+    out: dict[int, tuple[ChannelClass, str]] = {}
+    for lay in analysis.layers:
+        if "out" not in lay.shrinkable:
+            continue
+        cls = analysis.spaces.class_of(lay.node)
+        if cls is not None and cls.shrinkable and cls.groups == 1 and cls.root not in out:
+            out[cls.root] = (cls, lay.node)
+    return out
+
+
+class _Capture(fx.Interpreter):
+    """Runs a GraphModule and keeps the outputs of the named nodes (autograd graph intact)."""
+
+    def __init__(self, gm: fx.GraphModule, names: set[str]) -> None:
+        super().__init__(gm)
+        self.names = names
+        self.values: dict[str, torch.Tensor] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        if n.name in self.names and isinstance(out, torch.Tensor) and out.requires_grad:
+            self.values[n.name] = out
+        return out
+
+
+def _exits(analysis: Analysis, spaces: dict[int, tuple[ChannelClass, str]]) -> dict[str, tuple]:
+    """Member tensors of each space read by a node outside it: node -> (root, channel dim)."""
+    nodes = {n.name: n for n in analysis.gm.graph.nodes}
+    out: dict[str, tuple[int, int]] = {}
+    for root, (cls, _) in spaces.items():
+        members = set(cls.members)
+        for name in cls.members:
+            info = analysis.spaces.info.get(name)
+            node = nodes.get(name)
+            if node is None or info is None or info.dim is None:
+                continue
+            if any(u.name not in members for u in node.users):
+                out[name] = (root, info.dim)
+    return out
+
+
+def taylor_scores(
+    gm: fx.GraphModule,
+    data,
+    *,
+    batches: int = 4,
+    batch_size: int = 64,
+    device: str = "cpu",
+    seed: int = 0,
+    analysis: Analysis | None = None,
+) -> dict[int, torch.Tensor]:
+    """Taylor importance of every channel of every prunable space: root -> ``(size,)`` scores.
+
+    For each tensor of a space that leaves it (feeds a conv, linear, flatten, ...), the
+    per-sample |mean over positions of a·∂CE/∂a| is averaged over ``batches`` batches of
+    ``data``; a space's score sums its tensors' and is L2-normalised (Molchanov et al.).
+    The model runs in eval mode on a copy; ``gm`` is not changed.
+
+    Example:
+        >>> scores = taylor_scores(gm, splits.train_plain, batches=2)
+        >>> {root: s.shape for root, s in scores.items()}
+    """
+    analysis = analysis or analyze(gm)
+    spaces = prunable_spaces(analysis)
+    exits = _exits(analysis, spaces)
+    model = copy.deepcopy(gm).to(device).eval()
+    for mod in model.modules():
+        if getattr(mod, "inplace", False) is True:
+            mod.inplace = False  # an in-place op would overwrite a captured activation
+    for p in model.parameters():
+        p.requires_grad_(True)
+    sums = {name: torch.zeros(int(spaces[r][0].size)) for name, (r, _) in exits.items()}
+    seen = 0
+    loader = make_loader(data, batch_size, shuffle=True, seed=seed)
+    for i, batch in enumerate(loader):
+        if i >= batches:
+            break
+        x, y = batch[0].to(device), batch[1].to(device)
+        cap = _Capture(model, set(exits))
+        loss = F.cross_entropy(cap.run(x), y)
+        names = [n for n in exits if n in cap.values]
+        grads = torch.autograd.grad(loss, [cap.values[n] for n in names], allow_unused=True)
+        for name, g in zip(names, grads, strict=True):
+            if g is None:
+                continue
+            dim = exits[name][1]
+            a = cap.values[name].detach()
+            prod = (a * g).movedim(dim, 1).flatten(2) if a.dim() > 2 else a * g  # (N, C, ...)
+            per_sample = prod.mean(dim=2) if prod.dim() == 3 else prod  # (N, C)
+            sums[name] += per_sample.abs().sum(dim=0).float().cpu()
+        seen += int(x.shape[0])
+    if seen == 0:
+        raise ConfigError("no data to score channels on; give a non-empty training split")
+    scores = {root: torch.zeros(int(cls.size)) for root, (cls, _) in spaces.items()}
+    for name, (root, _) in exits.items():
+        scores[root] += sums[name] / seen
+    for root, s in scores.items():
+        norm = torch.linalg.vector_norm(s)
+        if norm > 0:
+            scores[root] = s / norm
+    return scores
+
+
+def stop_reason(accuracy: float, params: int, reference: Reference) -> str | None:
+    """The paper's stopping rule (§4.4.1) for a pruned student; None to go on.
+
+    ``STOP_ACCURACY`` when accuracy is more than the tolerance below the reference (that
+    student is rejected: the previous one is reported), ``STOP_PARAMS`` when the student has
+    fewer parameters than the reference (it is reported).
+
+    Example:
+        >>> ref = Reference(0.90, params=1000)
+        >>> stop_reason(0.895, 5000, ref), stop_reason(0.85, 5000, ref), stop_reason(0.9, 900, ref)
+        (None, 'accuracy', 'params')
+    """
+    if not math.isfinite(accuracy) or accuracy < reference.floor:
+        return STOP_ACCURACY
+    if reference.params is not None and params < reference.params:
+        return STOP_PARAMS
+    return None
+
+
+def _keep_importance(keep: dict[int, torch.Tensor]) -> Callable:
+    """An importance function that makes exactly the ``keep`` mask's channels the top ones."""
+
+    def importance(gm: fx.GraphModule, cls: ChannelClass) -> torch.Tensor:
+        return keep[cls.root].float() if cls.root in keep else torch.ones(cls.size)
+
+    return importance
+
+
+def _prune_step(scores: dict[int, torch.Tensor], analysis: Analysis, n: int, cfg: PruneConfig):
+    """Remove the ``n`` globally lowest-scored channels; returns (Rewrite | None, pruned)."""
+    spaces = prunable_spaces(analysis)
+    cands: list[tuple[float, int, int]] = []
+    for root, (cls, _) in spaces.items():
+        s = scores.get(root)
+        if s is None or cls.size <= cfg.min_channels:
+            continue
+        order = torch.argsort(s)[: cls.size - cfg.min_channels]  # never the last channels
+        cands += [(float(s[i]), root, int(i)) for i in order]
+    if not cands:
+        return None, {}
+    cands.sort()
+    keep = {root: torch.ones(spaces[root][0].size, dtype=torch.bool) for root in spaces}
+    for _, root, ch in cands[:n]:
+        keep[root][ch] = False
+    shrink, pruned = {}, {}
+    for root, mask in keep.items():
+        cls, owner = spaces[root]
+        k = int(mask.sum())
+        if k < cls.size:
+            shrink[owner] = {"out": k / cls.size}
+            pruned[owner] = cls.size - k
+    r = apply_actions(analysis, shrink=shrink, importance=_keep_importance(keep))
+    return r, pruned
+
+
+def _channels(analysis: Analysis) -> int:
+    return sum(int(cls.size) for cls, _ in prunable_spaces(analysis).values())
+
+
+def prune(
+    teacher: fx.GraphModule,
+    splits: DataSplits,
+    config: PruneConfig | None = None,
+    reference: Reference | None = None,
+    *,
+    evaluate: Callable[[nn.Module], float] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> PruneResult:
+    """Greedy Taylor pruning of ``teacher`` (a traced GraphModule), stopped by the paper's rule.
+
+    Channels are scored on ``splits.train_plain``, fine-tuning uses ``splits.train`` (with
+    the teacher's logits when ``kd_lambda`` > 0), accuracy is ``evaluate(model)`` (default:
+    validation accuracy). Without ``reference`` the teacher's own accuracy is the
+    reference (no size floor). The teacher is not modified.
+
+    Example:
+        >>> res = prune(trace(model, input_size=(1, 28, 28)), splits, PruneConfig(),
+        ...             Reference(accuracy=0.95, params=20_000))
+        >>> res.student, res.accuracy, res.compression, res.stop
+    """
+    cfg = config or PruneConfig()
+    say = log or (lambda m: None)
+    evaluate = evaluate or (lambda m: accuracy(m, splits.val, device=cfg.device))
+    teacher = teacher.eval()
+    t0 = time.perf_counter()
+    teacher_cost = model_cost(teacher)
+    acc0 = float(evaluate(teacher))
+    ref = reference or Reference(acc0)
+    analysis = analyze(teacher)
+    total = _channels(analysis)
+    if total == 0:
+        raise ConfigError("the teacher has no prunable channel space (all pinned or grouped)")
+    n = max(1, round(cfg.step_fraction * total))
+    steps = [
+        PruneStep(
+            0, {}, total, teacher_cost.params, teacher_cost.flops, acc0, None, time.perf_counter() - t0
+        )
+    ]
+    current, cur_acc, cur_step = teacher, acc0, 0
+    stop = "max_steps"
+    kd_teacher = teacher if cfg.kd_lambda > 0 else None
+    for step in range(1, cfg.max_steps + 1):
+        t0 = time.perf_counter()
+        scores = taylor_scores(
+            current,
+            splits.train_plain,
+            batches=cfg.score_batches,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            seed=cfg.seed + step,
+            analysis=analysis,
+        )
+        r, pruned = _prune_step(scores, analysis, n, cfg)
+        if r is None:
+            stop = "nothing left to prune"
+            break
+        if not r.valid:
+            stop = f"degenerate: {r.degenerate}"
+            break
+        student = r.student
+        if cfg.finetune_steps:
+            dcfg = DistillConfig(
+                loss=cfg.loss,
+                lam=cfg.kd_lambda,
+                lr=cfg.finetune_lr,
+                steps=cfg.finetune_steps,
+                batch_size=cfg.batch_size,
+                device=cfg.device,
+                seed=cfg.seed + step,
+            )
+            res = distill(student, splits.train, dcfg, teacher=kd_teacher)
+            if not res.ok:
+                stop = f"fine-tuning failed: {res.degenerate}"
+                break
+        student.cpu().eval()
+        acc = float(evaluate(student))
+        cost = model_cost(student)
+        new_analysis = analyze(student)
+        reason = stop_reason(acc, cost.params, ref)
+        steps.append(
+            PruneStep(
+                step,
+                pruned,
+                _channels(new_analysis),
+                cost.params,
+                cost.flops,
+                acc,
+                reason,
+                time.perf_counter() - t0,
+            )
+        )
+        say(f"prune step {step}: {cost.params:,} params, accuracy {acc:.4f}")
+        if reason == STOP_ACCURACY:
+            stop = reason
+            break
+        current, cur_acc, cur_step, analysis = student, acc, step, new_analysis
+        if reason == STOP_PARAMS:
+            stop = reason
+            break
+    if cur_step == 0:
+        current = copy.deepcopy(teacher)  # nothing pruned: a copy, never the caller's teacher
+    return PruneResult(
+        current, cur_acc, model_cost(current).params, teacher_cost.params, cur_step, stop, steps
+    )

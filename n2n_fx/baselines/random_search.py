@@ -1,0 +1,169 @@
+"""Random search: the control for the RL search, with the same action spaces and rollout budget.
+
+Stage 1 samples removal masks where every removable layer is removed with probability
+``p_remove`` (0.5: what a fresh removal policy does); stage 2 samples a uniformly random
+legal ratio for every shrink variable of the best stage-1 student. Everything else is the
+N2N main job unchanged: the same surgery, the same ``RewardEvaluator`` (KD on cached
+teacher logits), the same history rows, checkpoints, final CE + λ·KD training and report.
+It is built by giving ``Search`` a learner that samples from a policy frozen at the
+uniform distribution and never updates it, so the two searches differ only in learning.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx
+
+from ..errors import ConfigError
+from ..features import FEATURE_DIM, RATIOS
+from ..policy import (
+    Learner,
+    LearnerConfig,
+    RemovalPolicy,
+    RemovalPolicyConfig,
+    Rollout,
+    ShrinkPolicy,
+    ShrinkPolicyConfig,
+    UpdateStats,
+)
+from ..search import CompressionResult, RunDir, SearchConfig
+from ..search.api import _finish, _load_teacher_file, _save_teacher_file
+from ..search.search import Search
+from ..search.teacher_setup import load_data, prepare
+from ..teacher.trace import trace
+
+__all__ = ["RandomLearner", "RandomSearch", "run_random_search", "BASELINE_FILE"]
+
+BASELINE_FILE = "baseline.json"  # marks a run directory as a baseline run (method, settings)
+
+
+class RandomLearner(Learner):
+    """A ``Learner`` whose policy is uniform and stays so: ``update`` only records the rewards.
+
+    Removal: each removable layer is removed with probability ``p_remove``. Shrink: each
+    variable gets a ratio drawn uniformly from its legal ratios. Sampling goes through the
+    real policies' code (same masks, same generator seeding), so the action spaces are
+    exactly those of the RL search.
+
+    Example:
+        >>> learner = RandomLearner("removal", LearnerConfig(rollouts=5, seed=0))
+        >>> ro = learner.sample(x=policy_input(layers), removable=removable)  # (5, L) actions
+        >>> learner.update(ro, rewards, x=..., removable=...).mean_reward   # no learning
+    """
+
+    def __init__(self, stage: str, config: LearnerConfig, p_remove: float = 0.5) -> None:
+        if stage == "removal":
+            policy = RemovalPolicy(
+                RemovalPolicyConfig(feature_dim=FEATURE_DIM, remove_prior=p_remove, init_scale=0.0)
+            )
+        elif stage == "shrink":
+            policy = ShrinkPolicy(
+                ShrinkPolicyConfig(feature_dim=FEATURE_DIM, ratios=RATIOS, init_scale=0.0)
+            )
+        else:
+            raise ConfigError(f"stage {stage!r} must be removal or shrink")
+        super().__init__(policy, config)
+
+    def update(
+        self, actions: Rollout | torch.Tensor, rewards: Any, **inputs: Any
+    ) -> UpdateStats:  # noqa: ARG002 - same signature as Learner.update
+        """Record one batch of rewards; the policy is not changed (there is nothing to learn)."""
+        r = torch.as_tensor(rewards, dtype=torch.float32).flatten()  # (m,)
+        mean = float(r.mean()) if r.numel() else math.nan
+        self.updates += 1
+        nan = math.nan
+        return UpdateStats(self.updates, mean, nan, 0.0, 0.0, nan, nan, 0.0)
+
+
+class RandomSearch(Search):
+    """``Search`` with random sampling instead of learned policies (same budget and rewards).
+
+    Example:
+        >>> search = RandomSearch(cfg, RunDir.create("runs/rand"), teacher_gm, splits)
+        >>> state = search.run()   # state.best["removal"], state.best["shrink"]
+    """
+
+    def __init__(self, *args: Any, p_remove: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not 0.0 < p_remove < 1.0:
+            raise ConfigError(f"p_remove={p_remove} must be strictly between 0 and 1")
+        if self.cfg.removal_policy or self.cfg.shrink_policy:
+            raise ConfigError("random search learns no policy; drop removal_policy/shrink_policy")
+        self.p_remove = p_remove
+
+    def _learner(self, stage: str) -> Learner:
+        cfg = self.cfg
+        seed = cfg.seed * 7919 + (1 if stage == "removal" else 2)  # as Search: same first draws
+        learner = RandomLearner(
+            stage,
+            LearnerConfig(lr=1e-3, rollouts=cfg.rollouts, seed=seed),
+            p_remove=self.p_remove,
+        )
+        if stage in self.state.learners:
+            learner.load_state_dict(self.state.learners[stage])
+        return learner
+
+
+def run_random_search(
+    cfg: SearchConfig,
+    run_dir: str | Path,
+    *,
+    p_remove: float = 0.5,
+    resume: bool = False,
+    quiet: bool = False,
+    teacher: torch.nn.Module | None = None,
+) -> CompressionResult:
+    """Random search over ``run_dir``: the N2N main job with the policies replaced by sampling.
+
+    The run directory has the layout of ``n2n-fx compress`` (history.jsonl in the same row
+    format, report.md, student*.pt) plus ``baseline.json``; ``n2n-fx report`` reads it.
+    ``teacher`` (optional) replaces the teacher ``cfg`` would load, e.g. an N2N run's own.
+
+    Example:
+        >>> res = run_random_search(SearchConfig(removal_iterations=6, rollouts=5), "runs/rand")
+        >>> res.summary["stage2"]["test_accuracy"], res.history[0]["reward"]
+    """
+    say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    if resume:
+        run = RunDir.open(run_dir)
+        meta = run.read_json(BASELINE_FILE)
+        if meta.get("method") != "random_search":
+            raise ConfigError(f"{run.path} is not a random-search run; resume it with its command")
+        p_remove = float(meta["p_remove"])
+        cfg = SearchConfig.from_dict(run.read_json("config.json"))
+        model, _ = _load_teacher_file(run, allow_pickle=False)
+        splits = load_data(cfg)
+    else:
+        RunDir.ensure_new(run_dir)
+        if teacher is None:
+            prepared = prepare(cfg, log=say)
+            model, spec, splits = prepared.model, prepared.spec, prepared.splits
+            metrics = prepared.metrics
+        else:
+            splits, model, metrics = load_data(cfg), teacher.eval(), {}
+            spec = {
+                "model": cfg.model,
+                "num_classes": splits.num_classes,
+                "in_channels": splits.in_channels,
+                "input_size": tuple(splits.input_size),
+                "dataset": cfg.dataset,
+            }
+        run = RunDir.create(run_dir)
+        run.write_json("config.json", cfg.to_dict())
+        run.write_json(BASELINE_FILE, {"method": "random_search", "p_remove": p_remove})
+        _save_teacher_file(run, model, spec, metrics)
+        run.write_json(
+            "data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes}
+        )
+    gm: fx.GraphModule = trace(model, input_size=splits.input_size).eval()
+    search = RandomSearch(cfg, run, gm, splits, quiet=quiet, p_remove=p_remove)
+    t0 = time.perf_counter()
+    search.run(resume=resume)
+    run.write_json("timing.json", {"search_s": time.perf_counter() - t0})
+    return _finish(run, search, gm)
