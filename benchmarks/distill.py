@@ -49,12 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=str(REPO.parent / "shared" / "data"),
         help="folder holding mnist/raw/",
     )
-    p.add_argument(
-        "--teacher", default="conv4", help="teacher model (conv4, vgg_tiny, vgg13_small)"
-    )
-    p.add_argument(
-        "--teacher-epochs", type=int, default=None, help="override the cpu preset's epochs"
-    )
+    p.add_argument("--teacher", default="conv4", help="teacher model (conv4, vgg_tiny, vgg13_small)")
+    p.add_argument("--teacher-epochs", type=int, default=None, help="override the cpu preset's epochs")
     p.add_argument(
         "--teacher-ckpt",
         default=None,
@@ -67,12 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="half-width student by n2n_fx.rewrite.shrink (surgery), by hand (manual, conv4 only), "
         "or surgery when n2n_fx.rewrite is importable (auto)",
     )
-    p.add_argument(
-        "--reward-epochs", type=int, default=1, help="distillation budget of one reward evaluation"
-    )
-    p.add_argument(
-        "--paper-epochs", type=int, default=5, help="epochs of the paper protocol (from scratch)"
-    )
+    p.add_argument("--reward-epochs", type=int, default=1, help="distillation budget of one reward evaluation")
+    p.add_argument("--paper-epochs", type=int, default=5, help="epochs of the paper protocol (from scratch)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the students")
     p.add_argument(
@@ -153,9 +145,7 @@ def reinitialised(model: nn.Module, seed: int) -> nn.Module:
 # -- the bare loop --------------------------------------------------------------------------------
 
 
-def bare_loop(
-    student: nn.Module, train_data, logits: torch.Tensor, batch_size: int, lr: float, seed: int
-) -> int:
+def bare_loop(student: nn.Module, train_data, logits: torch.Tensor, batch_size: int, lr: float, seed: int) -> int:
     """One epoch of logit-L2 training written directly in PyTorch, on distill()'s batches."""
     loader = make_loader(IndexedDataset(train_data), batch_size, shuffle=True, seed=seed)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)
@@ -180,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     subset = int(args.subset) if args.subset and args.subset > 1 else args.subset
-    splits = load_splits(
-        "mnist10k", args.data_root, val_size=0, test_size=2000, subset=subset, seed=args.seed
-    )
+    splits = load_splits("mnist10k", args.data_root, val_size=0, test_size=2000, subset=subset, seed=args.seed)
     train, test = splits.train_plain, splits.test
     print(f"data: {splits}")
 
@@ -193,12 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher, teacher_train_s = loaded.model, float(loaded.metrics.get("wall_s", float("nan")))
         print(f"teacher: loaded {ckpt}")
     else:
-        teacher = build_model(
-            args.teacher, num_classes=splits.num_classes, in_channels=splits.in_channels
-        )
-        teacher, metrics = train_teacher(
-            teacher, splits, "cpu", epochs=args.teacher_epochs, seed=args.seed, log=print
-        )
+        teacher = build_model(args.teacher, num_classes=splits.num_classes, in_channels=splits.in_channels)
+        teacher, metrics = train_teacher(teacher, splits, "cpu", epochs=args.teacher_epochs, seed=args.seed, log=print)
         teacher_train_s = metrics["wall_s"]
         if ckpt is not None:
             save_teacher(
@@ -269,12 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     e = args.reward_epochs
     rows.append(run("student, inherited weights", e, copy.deepcopy(inherited), use_cache=True))
     rows.append(run("student, inherited weights", e, copy.deepcopy(inherited), use_cache=False))
-    rows.append(
-        run("student, from scratch", e, reinitialised(inherited, args.seed), use_cache=True)
-    )
-    rows.append(
-        run("student, from scratch", e, reinitialised(inherited, args.seed), use_cache=False)
-    )
+    rows.append(run("student, from scratch", e, reinitialised(inherited, args.seed), use_cache=True))
+    rows.append(run("student, from scratch", e, reinitialised(inherited, args.seed), use_cache=False))
     rows.append(
         run(
             "paper protocol: from scratch",
@@ -299,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         r = distill(b, train, cfg, logit_cache=cache)
         kd_times.append(time.perf_counter() - t0)
     bare_s, kd_s = min(bare_times), min(kd_times)
-    max_diff = max(
-        (pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters(), strict=True)
-    )
+    max_diff = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
     overhead = [
         ["bare PyTorch loop", steps, f"{bare_s:.2f}", f"{1000 * bare_s / steps:.1f}"],
         ["n2n_fx.distill.distill", r.steps, f"{kd_s:.2f}", f"{1000 * kd_s / r.steps:.1f}"],

@@ -57,11 +57,7 @@ def bench_tp(model, size, ratio, repeat, deepcopy):
 
     def once():
         m = copy.deepcopy(model) if deepcopy else model_fresh()
-        ignored = [
-            mod
-            for mod in m.modules()
-            if isinstance(mod, torch.nn.Linear) and mod.out_features == 10
-        ]
+        ignored = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear) and mod.out_features == 10]
         pruner = tp.pruner.MagnitudePruner(
             m,
             x,
@@ -83,9 +79,7 @@ def bench_tp(model, size, ratio, repeat, deepcopy):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument(
-        "--models", default="resnet18,resnet50,resnet152,densenet121,mobilenet_v2,vgg16_bn"
-    )
+    ap.add_argument("--models", default="resnet18,resnet50,resnet152,densenet121,mobilenet_v2,vgg16_bn")
     ap.add_argument("--size", default="3x224x224")
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--repeat", type=int, default=3)

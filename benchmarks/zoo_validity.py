@@ -66,9 +66,7 @@ def main() -> None:
                         "error",
                         "",
                         "",
-                        out.stderr.strip().splitlines()[-1][:100]
-                        if out.stderr.strip()
-                        else f"exit {out.returncode}",
+                        out.stderr.strip().splitlines()[-1][:100] if out.stderr.strip() else f"exit {out.returncode}",
                     ]
                 )
             else:
@@ -118,17 +116,11 @@ def main() -> None:
 
 
 def _emit(rows, args) -> None:
-    table = tabulate(
-        rows, headers=["model", "valid", "%", "ms/rewrite", "degenerate reasons"], tablefmt="github"
-    )
+    table = tabulate(rows, headers=["model", "valid", "%", "ms/rewrite", "degenerate reasons"], tablefmt="github")
     print(table)
     if args.out:
-        cmd = "python benchmarks/zoo_validity.py " + " ".join(
-            a if len(a) < 80 else "<models>" for a in sys.argv[1:]
-        )
-        args.out.write_text(
-            f"# Random-surgery validity over the zoo\n\nCommand: `{cmd}`\n\n{table}\n"
-        )
+        cmd = "python benchmarks/zoo_validity.py " + " ".join(a if len(a) < 80 else "<models>" for a in sys.argv[1:])
+        args.out.write_text(f"# Random-surgery validity over the zoo\n\nCommand: `{cmd}`\n\n{table}\n")
 
 
 if __name__ == "__main__":

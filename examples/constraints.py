@@ -14,9 +14,7 @@ ap.add_argument("--max-params", type=float, default=20_000)
 ap.add_argument("--run-dir", default="runs/constrained")
 args = ap.parse_args()
 
-cfg = SearchConfig(
-    max_params=args.max_params, penalty="anneal", removal_iterations=8, shrink_iterations=6
-)
+cfg = SearchConfig(max_params=args.max_params, penalty="anneal", removal_iterations=8, shrink_iterations=6)
 result = run_compress(cfg, args.run_dir)
 print(result.tables["summary"])
 final = result.summary.get(result.summary["winner"], {})

@@ -24,9 +24,7 @@ class ResidualNet(nn.Module):
             nn.Conv2d(c, c, 3, padding=1),
             nn.BatchNorm2d(c),
         )
-        self.down = nn.Sequential(
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU()
-        )
+        self.down = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU())
         self.block2 = nn.Sequential(
             nn.Conv2d(2 * c, 2 * c, 3, padding=1),
             nn.BatchNorm2d(2 * c),

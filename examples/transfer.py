@@ -29,10 +29,7 @@ def task(name):
     x = policy_input(layers)
     removable = torch.tensor([lay.removable for lay in layers])
     target = torch.tensor(
-        [
-            lay.removable and lay.s_start > 0 and lay.kind in (Kind.BATCHNORM, Kind.RELU)
-            for lay in layers
-        ]
+        [lay.removable and lay.s_start > 0 and lay.kind in (Kind.BATCHNORM, Kind.RELU) for lay in layers]
     )
     return x, removable, target
 

@@ -10,6 +10,9 @@ from _zoo import input_size_for
 
 from n2n_fx.teacher.trace import trace
 
+# Small models on few cores: one intra-op thread is faster and keeps results bit-stable.
+torch.set_num_threads(1)
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 

@@ -46,17 +46,13 @@ def test_synthetic_is_deterministic_for_a_seed():
 
 
 def test_synthetic_shapes_balance_and_colour():
-    images, labels = make_synthetic(
-        105, SyntheticConfig(num_classes=7, image_size=10, channels=3), seed=0
-    )
+    images, labels = make_synthetic(105, SyntheticConfig(num_classes=7, image_size=10, channels=3), seed=0)
     assert images.shape == (105, 3, 10, 10) and images.dtype == torch.uint8
     assert labels.bincount().tolist() == [15] * 7
     assert images.float().std() > 10  # not blank
 
 
-@pytest.mark.parametrize(
-    "kw", [dict(num_classes=1), dict(num_classes=1000), dict(channels=2), dict(image_size=4)]
-)
+@pytest.mark.parametrize("kw", [dict(num_classes=1), dict(num_classes=1000), dict(channels=2), dict(image_size=4)])
 def test_synthetic_rejects_bad_config(kw):
     with pytest.raises(ConfigError):
         SyntheticConfig(**kw)
@@ -64,9 +60,7 @@ def test_synthetic_rejects_bad_config(kw):
 
 def test_synthetic_train_and_test_differ():
     train = get_dataset("synthetic", num_samples=40, image_size=10, transform=None)
-    test = get_dataset(
-        "synthetic", split="test", num_samples=40, num_test=40, image_size=10, transform=None
-    )
+    test = get_dataset("synthetic", split="test", num_samples=40, num_test=40, image_size=10, transform=None)
     assert not torch.equal(train.source, test.source)
 
 
@@ -123,9 +117,7 @@ def test_test_size_is_refused_for_official_test_split():
 
 
 def test_cifar_augmentation_is_random_and_keeps_shape():
-    train_t = build_transform(
-        image_size=8, channels=3, mean=(0.5,) * 3, std=(1.0,) * 3, augment="crop_flip"
-    )
+    train_t = build_transform(image_size=8, channels=3, mean=(0.5,) * 3, std=(1.0,) * 3, augment="crop_flip")
     eval_t = build_transform(image_size=8, channels=3, mean=(0.5,) * 3, std=(1.0,) * 3)
     img = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
     torch.manual_seed(0)
@@ -205,9 +197,7 @@ def test_read_idx_and_mnist_layout(tmp_path):
     images = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
     _write_idx(raw / "t10k-images-idx3-ubyte.gz", images)
     _write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2]))
-    assert torch.equal(
-        read_idx(raw / "t10k-images-idx3-ubyte.gz"), torch.from_numpy(images.astype(np.uint8))
-    )
+    assert torch.equal(read_idx(raw / "t10k-images-idx3-ubyte.gz"), torch.from_numpy(images.astype(np.uint8)))
     ds = get_dataset("mnist", root=tmp_path, split="test", transform=None)
     assert len(ds) == 3 and ds.source.shape == (3, 1, 28, 28) and ds.targets.tolist() == [0, 1, 2]
     (raw / "bad.gz").write_bytes(b"not gzip")

@@ -163,8 +163,7 @@ def test_train_and_eval_modes_are_correct_in_every_epoch(splits):
     steps_per_epoch = r.steps // 3
     grads = [grad for grad, _ in student.log]
     assert (
-        grads[steps_per_epoch] is False
-        and grads[steps_per_epoch + 1 :][:steps_per_epoch] == [True] * steps_per_epoch
+        grads[steps_per_epoch] is False and grads[steps_per_epoch + 1 :][:steps_per_epoch] == [True] * steps_per_epoch
     )
     assert not student.training  # returned ready for evaluation
 
@@ -195,17 +194,13 @@ def test_weights_broken_by_the_last_step_count_as_diverged(splits):
 def test_broken_student_is_marked_failed(splits):
     broken = nn.Sequential(nn.Flatten(), nn.Linear(7, 10))  # wrong input features
     r = distill(broken, splits.train_plain, DistillConfig(epochs=1), teacher=small_cnn(8))
-    assert (
-        r.degenerate is not None and r.degenerate.startswith("failed:") and "\n" not in r.degenerate
-    )
+    assert r.degenerate is not None and r.degenerate.startswith("failed:") and "\n" not in r.degenerate
 
 
 def test_training_reduces_the_loss(splits):
     teacher = small_cnn(8)
     cache = LogitCache.build(teacher, splits.train_plain)
-    r = distill(
-        small_cnn(4), splits.train_plain, DistillConfig(epochs=3, lr=3e-3), logit_cache=cache
-    )
+    r = distill(small_cnn(4), splits.train_plain, DistillConfig(epochs=3, lr=3e-3), logit_cache=cache)
     assert r.ok and r.losses[-1] < 0.7 * r.losses[0]
 
 

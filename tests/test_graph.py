@@ -52,9 +52,7 @@ def test_coupled_shrink_variables_resnet18(traced):
     by = a.by_node
     # conv2 of each block feeds the residual add: coupled with the stem conv (owner), so no own "out"
     assert "out" in by["conv1"].shrinkable
-    assert (
-        "out" not in by["layer1_0_conv2"].shrinkable and by["layer1_0_conv2"].out_owner == "conv1"
-    )
+    assert "out" not in by["layer1_0_conv2"].shrinkable and by["layer1_0_conv2"].out_owner == "conv1"
     assert "out" in by["layer1_0_conv1"].shrinkable
     assert by["fc"].shrinkable == ()
 

@@ -141,9 +141,7 @@ def test_reinforce_update_matches_formula():
         expected_loss = float(-(logp * (r - b)).sum() / 5)
         # the gradient of the formula, computed independently
         policy.zero_grad()
-        (
-            -(policy.log_prob(inputs["x"], inputs["removable"], ro.actions) * (r - b)).sum() / 5
-        ).backward()
+        (-(policy.log_prob(inputs["x"], inputs["removable"], ro.actions) * (r - b)).sum() / 5).backward()
         grads = [p.grad.clone() for p in policy.parameters()]
         stats = learner.update(ro, r, **inputs)
         assert stats.baseline == pytest.approx(b)
@@ -227,9 +225,7 @@ def test_learner_state_errors():
     with pytest.raises(CheckpointError, match="lr=0.01"):
         Learner(RemovalPolicy(feature_dim=F), LearnerConfig(lr=0.02)).load_state_dict(state)
     with pytest.raises(CheckpointError, match="another policy config"):
-        Learner(
-            RemovalPolicy(feature_dim=F, hidden_size=8), LearnerConfig(lr=0.01)
-        ).load_state_dict(state)
+        Learner(RemovalPolicy(feature_dim=F, hidden_size=8), LearnerConfig(lr=0.01)).load_state_dict(state)
     with pytest.raises(CheckpointError, match="not a n2n_fx.learner/1 state"):
         Learner.from_state_dict({"policy": {}})
     broken = dict(state)
@@ -254,9 +250,7 @@ def _teacher_task(name: str):
     layers = find_layers(trace(name, input_size=(3, 32, 32)))
     x = policy_input(layers)  # (L, FEATURE_DIM)
     removable = torch.tensor([lay.removable for lay in layers])  # (L,)
-    target = torch.tensor(
-        [lay.kind in (Kind.BATCHNORM, Kind.RELU) and lay.s_start > 0 for lay in layers]
-    )
+    target = torch.tensor([lay.kind in (Kind.BATCHNORM, Kind.RELU) and lay.s_start > 0 for lay in layers])
     target &= removable
 
     def reward(actions: torch.Tensor) -> torch.Tensor:  # (m, L) -> (m,)

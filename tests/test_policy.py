@@ -292,9 +292,7 @@ def test_save_load_round_trip(tmp_path):
         loaded = load_policy(path)
         assert type(loaded) is type(policy) and loaded.config == policy.config
         ro = policy.sample(*inputs, m=4, generator=5)
-        assert torch.equal(
-            loaded.log_prob(*inputs, ro.actions), policy.log_prob(*inputs, ro.actions)
-        )
+        assert torch.equal(loaded.log_prob(*inputs, ro.actions), policy.log_prob(*inputs, ro.actions))
         assert torch.equal(loaded.sample(*inputs, m=4, generator=5).actions, ro.actions)
 
 

@@ -39,10 +39,7 @@ def test_appendix_11_1_cases():
 
 def test_reward_is_monotone_and_compression_is_against_the_teacher():
     cs = [i / 10 for i in range(11)]
-    assert all(
-        n2n_reward(0.5, 0.9, a) < n2n_reward(0.5, 0.9, b)
-        for a, b in zip(cs[:-1], cs[1:], strict=True)
-    )
+    assert all(n2n_reward(0.5, 0.9, a) < n2n_reward(0.5, 0.9, b) for a, b in zip(cs[:-1], cs[1:], strict=True))
     assert n2n_reward(0.4, 0.9, 0.5) < n2n_reward(0.6, 0.9, 0.5)
     assert compression(250, 1000) == pytest.approx(0.75)
     assert n2n_reward(0.9, 0.9, compression(2000, 1000)) == -1.0  # twice the teacher: floored
@@ -131,12 +128,7 @@ def test_peak_activation_counts_live_tensors_and_aliases_once():
     # the copying ReLU holds its input (32 B) and output (32 B) at once
     assert peak_activation_bytes(copying, (4,)) == 32 + 32
     m = measure(copying, (4,), latency=True, activation=True, latency_repeats=3)
-    assert (
-        m.params == 58
-        and m.flops == 2 * (32 + 16)
-        and m.activation_bytes == 64
-        and m.latency_ms > 0
-    )
+    assert m.params == 58 and m.flops == 2 * (32 + 16) and m.activation_bytes == 64 and m.latency_ms > 0
     assert latency_ms(copying, (4,), repeats=3) > 0
 
 
@@ -150,9 +142,7 @@ def test_arch_hash_same_for_independent_builds_and_different_for_other_archs():
     a = trace("vgg_tiny", input_size=(1, 16, 16))
     torch.manual_seed(1)
     b = trace("vgg_tiny", input_size=(1, 16, 16))
-    assert not torch.equal(
-        a.get_submodule("features.0").weight, b.get_submodule("features.0").weight
-    )
+    assert not torch.equal(a.get_submodule("features.0").weight, b.get_submodule("features.0").weight)
     b.eval()
     assert arch_hash(a) == arch_hash(b)
     other = trace("vgg_tiny", input_size=(1, 16, 16), num_classes=5)
@@ -267,18 +257,14 @@ def test_evaluator_constraint_penalty_anneals_on_cache_hits(setup):
     assert r2.cache_hit and r2.epsilon == pytest.approx(0.5)
     assert r2.reward == pytest.approx(0.5 * (r0.raw_reward + 1) - 1)
     assert ev(_student(4, 1), step=4).reward == pytest.approx(-1.0)
-    hard = _evaluator(
-        setup, constraints=Constraints.from_limits(max_params=100), penalty=Penalty("hard")
-    )
+    hard = _evaluator(setup, constraints=Constraints.from_limits(max_params=100), penalty=Penalty("hard"))
     assert hard(_student(4, 0)).reward == -1.0
 
 
 def test_evaluator_resumes_from_json(setup, tmp_path, monkeypatch):
     path = tmp_path / "rewards.json"
     first = _evaluator(setup, cache=RewardCache(path))(_student(4, 0))
-    monkeypatch.setattr(
-        evaluator_mod, "distill", lambda *a, **k: pytest.fail("retrained a cached architecture")
-    )
+    monkeypatch.setattr(evaluator_mod, "distill", lambda *a, **k: pytest.fail("retrained a cached architecture"))
     resumed = _evaluator(setup, cache=RewardCache(path))(_student(4, 3))
     assert resumed.cache_hit and resumed.accuracy == first.accuracy
     with pytest.raises(ConfigError):  # other distillation settings: refuse to mix rewards

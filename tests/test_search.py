@@ -159,9 +159,7 @@ def test_resume_after_kill(tmp_path):
             ):
                 break
             if proc.poll() is not None:
-                pytest.fail(
-                    f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-                )
+                pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}")
             time.sleep(0.05)
         else:
             pytest.fail("the run did not reach its second iteration in time")
@@ -256,14 +254,10 @@ def test_bad_input_one_line_errors(tmp_path, capsys, finished_run):
         ["compress", "--teacher-checkpoint", str(bad), "--run-dir", str(tmp_path / "c")],
         "bad.pt",
     )
-    _one_line_error(
-        capsys, ["compress", "--max-params", "0", "--run-dir", str(tmp_path / "d")], "impossible"
-    )
+    _one_line_error(capsys, ["compress", "--max-params", "0", "--run-dir", str(tmp_path / "d")], "impossible")
     (tmp_path / "notarun").mkdir()
     _one_line_error(capsys, ["report", str(tmp_path / "notarun")], "not an n2n-fx run")
-    _one_line_error(
-        capsys, ["compress", "--resume", str(tmp_path / "notarun")], "not an n2n-fx run"
-    )
+    _one_line_error(capsys, ["compress", "--resume", str(tmp_path / "notarun")], "not an n2n-fx run")
     _one_line_error(capsys, ["compress", "--run-dir", str(d)], "already holds a run")
     after = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
     assert before == after  # existing run files intact

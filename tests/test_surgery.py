@@ -61,16 +61,12 @@ def test_teacher_is_never_mutated(traced):
     gm = traced("resnet18")
     before = copy.deepcopy(gm.state_dict())
     code = gm.code
-    r = apply_actions(
-        gm, remove=["layer1.0.relu", "layer2.0.conv1"], shrink={"layer3.0.conv1": 0.5}
-    )
+    r = apply_actions(gm, remove=["layer1.0.relu", "layer2.0.conv1"], shrink={"layer3.0.conv1": 0.5})
     _train_step_ok(r.student, _x("resnet18"))
     assert gm.code == code
     for k, v in gm.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert all(
-        p.data_ptr() != q.data_ptr() for p in gm.parameters() for q in r.student.parameters()
-    )
+    assert all(p.data_ptr() != q.data_ptr() for p in gm.parameters() for q in r.student.parameters())
 
 
 def test_remove_relu_inside_residual_block(traced):
@@ -80,9 +76,7 @@ def test_remove_relu_inside_residual_block(traced):
     # parameter-free removal: same parameters, still exact weights elsewhere
     assert r.student_cost.params == r.teacher_cost.params
     assert "layer1_0_relu" not in {n.name for n in r.student.graph.nodes}
-    assert "layer1_0_relu_1" in {
-        n.name for n in r.student.graph.nodes
-    }  # the shared module's other use stays
+    assert "layer1_0_relu_1" in {n.name for n in r.student.graph.nodes}  # the shared module's other use stays
     _train_step_ok(r.student, _x("resnet18"))
 
 
@@ -172,9 +166,7 @@ def test_params_add_up(traced):
 
 def test_training_reduces_loss(traced):
     gm = traced("resnet18")
-    r = apply_actions(
-        gm, remove=["layer1.0.relu", "layer3.0.conv1"], shrink={"layer2.0.conv1": 0.5}
-    )
+    r = apply_actions(gm, remove=["layer1.0.relu", "layer3.0.conv1"], shrink={"layer2.0.conv1": 0.5})
     s = r.student.train()
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))

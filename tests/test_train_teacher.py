@@ -33,9 +33,7 @@ def test_paper_presets_follow_appendix_10_2():
 def test_cli_trains_saves_and_load_teacher_rebuilds(tmp_path, capsys):
     out = tmp_path / "t.pt"
     argv = ["train-teacher", "vgg_tiny", "--dataset", "synthetic", *TINY_DATA]
-    rc = main(
-        [*argv, "--epochs", "1", "--out", str(out), "--device", "cpu", "--quiet", "--seed", "3"]
-    )
+    rc = main([*argv, "--epochs", "1", "--out", str(out), "--device", "cpu", "--quiet", "--seed", "3"])
     assert rc == 0 and out.is_file()
     printed = capsys.readouterr().out
     assert "val accuracy" in printed and "test accuracy" in printed and str(out) in printed
@@ -57,9 +55,7 @@ def test_cli_trains_saves_and_load_teacher_rebuilds(tmp_path, capsys):
 
 
 def test_cli_reports_data_errors_as_one_line(tmp_path, capsys):
-    rc = main(
-        ["train-teacher", "conv4", "--dataset", "cifar10", "--data-root", str(tmp_path), "--quiet"]
-    )
+    rc = main(["train-teacher", "conv4", "--dataset", "cifar10", "--data-root", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "cifar10 not found" in err and err.count("\n") == 1
 
@@ -69,11 +65,7 @@ def test_train_teacher_learns_and_overrides_preset():
     model, metrics = train_teacher(
         build_model("vgg_tiny", in_channels=1), splits, "cpu", epochs=2, lr=3e-3, batch_size=32
     )
-    assert (
-        metrics["epochs"] == 2
-        and metrics["recipe"]["lr"] == 3e-3
-        and metrics["recipe"]["batch_size"] == 32
-    )
+    assert metrics["epochs"] == 2 and metrics["recipe"]["lr"] == 3e-3 and metrics["recipe"]["batch_size"] == 32
     assert metrics["val_accuracy"] > 0.2  # chance is 0.1
     assert not model.training
 
@@ -85,9 +77,7 @@ def test_corrupt_or_mismatched_checkpoints_raise_checkpoint_error(tmp_path):
     torch.save({"state_dict": {}}, no_spec)
     mismatch = tmp_path / "mismatch.pt"
     model = build_model("vgg_tiny", num_classes=10, in_channels=1)
-    save_teacher(
-        mismatch, model, model_name="vgg_tiny", num_classes=7, in_channels=1, input_size=(1, 12, 12)
-    )
+    save_teacher(mismatch, model, model_name="vgg_tiny", num_classes=7, in_channels=1, input_size=(1, 12, 12))
     unknown = tmp_path / "unknown.pt"
     save_teacher(
         unknown,

@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from ..data.splits import DataSplits
@@ -69,7 +68,7 @@ def _stack(cfg: Sequence, width: float, hidden: int, num_classes: int, in_channe
     ]
     model = nn.Sequential(*layers)
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.device.type != "meta":
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -105,6 +104,9 @@ def count_model_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+_CFGS = {"vgg_small": (VGG_SMALL_CFG, VGG_SMALL_HIDDEN), "fitnet": (FITNET_CFG, FITNET_HIDDEN)}
+
+
 def _builder(arch: str) -> Callable[..., nn.Sequential]:
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown hand-made student {arch!r}; use one of {sorted(ARCHITECTURES)}")
@@ -112,13 +114,19 @@ def _builder(arch: str) -> Callable[..., nn.Sequential]:
 
 
 def _params_at(arch: str, width: float, num_classes: int, in_channels: int) -> int:
-    with torch.device("meta"):  # no memory, no initialisation: only the shapes
-        return count_model_params(_builder(arch)(num_classes, in_channels, width))
+    """Parameter count of ``arch`` at ``width``, computed from its layer widths (no model built)."""
+    cfg, hidden = _CFGS[arch]
+    total, c = 0, in_channels
+    for v in cfg:
+        if v != "M":
+            w = _scaled(int(v), width)
+            total += c * w * 9 + 2 * w  # 3x3 conv without bias, BN weight and bias
+            c = w
+    h = _scaled(hidden, width)
+    return total + c * h + h + h * num_classes + num_classes
 
 
-def width_for_params(
-    arch: str, target: float, num_classes: int = 10, in_channels: int = 3
-) -> float:
+def width_for_params(arch: str, target: float, num_classes: int = 10, in_channels: int = 3) -> float:
     """The width multiplier whose student has the parameter count nearest to ``target``.
 
     Example:
@@ -130,10 +138,8 @@ def width_for_params(
     p_lo = _params_at(arch, lo, num_classes, in_channels)
     p_hi = _params_at(arch, hi, num_classes, in_channels)
     if not p_lo <= target <= p_hi:
-        raise ConfigError(
-            f"{arch} cannot have {target:,.0f} parameters; it spans {p_lo:,} to {p_hi:,}"
-        )
-    for _ in range(60):  # bisection in log space: smallest width with params >= target
+        raise ConfigError(f"{arch} cannot have {target:,.0f} parameters; it spans {p_lo:,} to {p_hi:,}")
+    for _ in range(100):  # bisection in log space: smallest width with params >= target
         mid = math.sqrt(lo * hi)
         if _params_at(arch, mid, num_classes, in_channels) >= target:
             hi = mid
@@ -141,9 +147,7 @@ def width_for_params(
             lo = mid
         if hi / lo < 1 + 1e-6:
             break
-    best = min(
-        (lo, hi), key=lambda w: abs(_params_at(arch, w, num_classes, in_channels) - target)
-    )
+    best = min((lo, hi), key=lambda w: abs(_params_at(arch, w, num_classes, in_channels) - target))
     return float(best)
 
 
@@ -169,9 +173,7 @@ def build_handmade(
     if input_size is not None:
         c, h, w = (int(d) for d in input_size)
         if c != in_channels or min(h, w) < MIN_INPUT:
-            raise ConfigError(
-                f"input {tuple(input_size)} needs {in_channels} channels and sides >= {MIN_INPUT}"
-            )
+            raise ConfigError(f"input {tuple(input_size)} needs {in_channels} channels and sides >= {MIN_INPUT}")
     if target_params is not None:
         width = width_for_params(arch, target_params, num_classes, in_channels)
     return _builder(arch)(num_classes, in_channels, 1.0 if width is None else width)
@@ -198,15 +200,16 @@ def train_handmade(
 ) -> HandmadeResult:
     """Train ``student`` from scratch with CE + λ·KD against ``teacher`` (paper §4.4.2).
 
-    Default config: ``DistillConfig(loss="ce+l2", lam=1.0, epochs=3)`` (the final training
-    of the N2N main job); pass the same config the N2N students got for a fair comparison.
+    Default config: ``DistillConfig(loss="ce+l2", lam=1.0, epochs=10)``. Students start from
+    scratch, so they need more epochs than an N2N student fine-tuned from inherited weights
+    (the paper trains them to convergence).
 
     Example:
         >>> res = train_handmade("vgg_small", build_handmade("vgg_small", 10, 1, width=0.5),
         ...                      splits, teacher, DistillConfig(loss="ce+l2", epochs=5))
         >>> res.test_accuracy, res.params
     """
-    cfg = config or DistillConfig(loss="ce+l2", lam=1.0, epochs=3)
+    cfg = config or DistillConfig(loss="ce+l2", lam=1.0, epochs=10)
     res = distill(student, splits.train, cfg, teacher=teacher.eval(), val_data=splits.val)
     student.cpu().eval()
     teacher.cpu()

@@ -58,9 +58,9 @@ class PruneConfig:
         'ce+l2'
     """
 
-    step_fraction: float = 0.05  # share of the teacher's prunable channels removed per step
+    step_fraction: float = 0.1  # share of the teacher's prunable channels removed per step
     score_batches: int = 4  # batches the Taylor criterion is averaged over
-    finetune_steps: int = 30  # optimiser steps of fine-tuning after each pruning step (0: none)
+    finetune_steps: int = 20  # optimiser steps of fine-tuning after each pruning step (0: none)
     finetune_lr: float = 1e-3  # Adam learning rate of the fine-tuning
     kd_lambda: float = 0.0  # λ of CE + λ·L2 KD during fine-tuning (0: plain CE)
     batch_size: int = 64  # batch size of scoring and fine-tuning
@@ -219,6 +219,8 @@ def taylor_scores(
     analysis = analysis or analyze(gm)
     spaces = prunable_spaces(analysis)
     exits = _exits(analysis, spaces)
+    if not exits:  # nothing prunable is left (every space at its last channels)
+        return {root: torch.zeros(int(cls.size)) for root, (cls, _) in spaces.items()}
     model = copy.deepcopy(gm).to(device).eval()
     for mod in model.modules():
         if getattr(mod, "inplace", False) is True:
@@ -235,14 +237,16 @@ def taylor_scores(
         cap = _Capture(model, set(exits))
         loss = F.cross_entropy(cap.run(x), y)
         names = [n for n in exits if n in cap.values]
+        if not names:
+            raise ConfigError("no prunable activation depends on a trainable parameter")
         grads = torch.autograd.grad(loss, [cap.values[n] for n in names], allow_unused=True)
         for name, g in zip(names, grads, strict=True):
             if g is None:
                 continue
-            dim = exits[name][1]
-            a = cap.values[name].detach()
-            prod = (a * g).movedim(dim, 1).flatten(2) if a.dim() > 2 else a * g  # (N, C, ...)
-            per_sample = prod.mean(dim=2) if prod.dim() == 3 else prod  # (N, C)
+            root, dim = exits[name]
+            prod = (cap.values[name].detach() * g).movedim(dim, 1)  # (N, C', ...)
+            # (N, C, positions); after a flatten, channel c owns a run of C'/C features
+            per_sample = prod.reshape(prod.shape[0], int(spaces[root][0].size), -1).mean(dim=2)  # (N, C)
             sums[name] += per_sample.abs().sum(dim=0).float().cpu()
         seen += int(x.shape[0])
     if seen == 0:
@@ -352,7 +356,14 @@ def prune(
     n = max(1, round(cfg.step_fraction * total))
     steps = [
         PruneStep(
-            0, {}, total, teacher_cost.params, teacher_cost.flops, acc0, None, time.perf_counter() - t0
+            0,
+            {},
+            total,
+            teacher_cost.params,
+            teacher_cost.flops,
+            acc0,
+            None,
+            time.perf_counter() - t0,
         )
     ]
     current, cur_acc, cur_step = teacher, acc0, 0
@@ -418,6 +429,4 @@ def prune(
             break
     if cur_step == 0:
         current = copy.deepcopy(teacher)  # nothing pruned: a copy, never the caller's teacher
-    return PruneResult(
-        current, cur_acc, model_cost(current).params, teacher_cost.params, cur_step, stop, steps
-    )
+    return PruneResult(current, cur_acc, model_cost(current).params, teacher_cost.params, cur_step, stop, steps)

@@ -59,20 +59,14 @@ class RandomLearner(Learner):
 
     def __init__(self, stage: str, config: LearnerConfig, p_remove: float = 0.5) -> None:
         if stage == "removal":
-            policy = RemovalPolicy(
-                RemovalPolicyConfig(feature_dim=FEATURE_DIM, remove_prior=p_remove, init_scale=0.0)
-            )
+            policy = RemovalPolicy(RemovalPolicyConfig(feature_dim=FEATURE_DIM, remove_prior=p_remove, init_scale=0.0))
         elif stage == "shrink":
-            policy = ShrinkPolicy(
-                ShrinkPolicyConfig(feature_dim=FEATURE_DIM, ratios=RATIOS, init_scale=0.0)
-            )
+            policy = ShrinkPolicy(ShrinkPolicyConfig(feature_dim=FEATURE_DIM, ratios=RATIOS, init_scale=0.0))
         else:
             raise ConfigError(f"stage {stage!r} must be removal or shrink")
         super().__init__(policy, config)
 
-    def update(
-        self, actions: Rollout | torch.Tensor, rewards: Any, **inputs: Any
-    ) -> UpdateStats:  # noqa: ARG002 - same signature as Learner.update
+    def update(self, actions: Rollout | torch.Tensor, rewards: Any, **inputs: Any) -> UpdateStats:
         """Record one batch of rewards; the policy is not changed (there is nothing to learn)."""
         r = torch.as_tensor(rewards, dtype=torch.float32).flatten()  # (m,)
         mean = float(r.mean()) if r.numel() else math.nan
@@ -90,9 +84,9 @@ class RandomSearch(Search):
     """
 
     def __init__(self, *args: Any, p_remove: float = 0.5, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         if not 0.0 < p_remove < 1.0:
             raise ConfigError(f"p_remove={p_remove} must be strictly between 0 and 1")
+        super().__init__(*args, **kwargs)
         if self.cfg.removal_policy or self.cfg.shrink_policy:
             raise ConfigError("random search learns no policy; drop removal_policy/shrink_policy")
         self.p_remove = p_remove
@@ -158,9 +152,7 @@ def run_random_search(
         run.write_json("config.json", cfg.to_dict())
         run.write_json(BASELINE_FILE, {"method": "random_search", "p_remove": p_remove})
         _save_teacher_file(run, model, spec, metrics)
-        run.write_json(
-            "data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes}
-        )
+        run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
     gm: fx.GraphModule = trace(model, input_size=splits.input_size).eval()
     search = RandomSearch(cfg, run, gm, splits, quiet=quiet, p_remove=p_remove)
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "report": "report_cmd",
     "diff": "diff_cmd",
     "export": "export_cmd",
+    "baseline": "baseline_cmd",
 }
 
 

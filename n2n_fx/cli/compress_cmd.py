@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..search import SearchConfig, load_config_file, run_compress
+from .train_teacher_cmd import _parse_options
 
 # CLI flag -> SearchConfig field, for the flags that take a value
 _FLAGS = {
@@ -38,6 +39,9 @@ _FLAGS = {
     "final_lambda": float,
     "seed": int,
     "device": str,
+    "executor": str,
+    "workers": int,
+    "ray_address": str,
 }
 
 
@@ -65,13 +69,16 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
         default=None,
         help="where to write the run (default runs/<model>-<dataset>-<time>)",
     )
-    p.add_argument(
-        "--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run"
-    )
-    p.add_argument(
-        "--max-params", type=_size, default=None, help="constraint on student parameters, e.g. 20K"
-    )
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--max-params", type=_size, default=None, help="constraint on student parameters, e.g. 20K")
     p.add_argument("--download", action="store_true", help="let torchvision download the data set")
+    p.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data set option, e.g. num_samples=5000 (repeatable)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     p.add_argument(
         "--allow-pickle",
@@ -81,9 +88,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     for flag, typ in _FLAGS.items():
         default = getattr(defaults, flag)
         conv = _size if flag == "max_flops" else typ
-        p.add_argument(
-            "--" + flag.replace("_", "-"), type=conv, default=None, help=f"(default: {default})"
-        )
+        p.add_argument("--" + flag.replace("_", "-"), type=conv, default=None, help=f"(default: {default})")
     return p
 
 
@@ -103,15 +108,13 @@ def run(args: argparse.Namespace) -> int:
             cli["max_params"] = args.max_params
         if args.download:
             cli["download"] = True
+        if args.data_option:
+            cli["dataset_options"] = _parse_options(args.data_option)
         known = {f.name for f in dataclasses.fields(SearchConfig)}
         cfg = SearchConfig.from_dict(
-            {k: v for k, v in {**data, **cli}.items() if k in known}
-            | {k: v for k, v in data.items() if k not in known}
+            {k: v for k, v in {**data, **cli}.items() if k in known} | {k: v for k, v in data.items() if k not in known}
         )
-        run_dir = (
-            args.run_dir
-            or Path("runs") / f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        run_dir = args.run_dir or Path("runs") / f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         if cfg.stage == "shrink" and cfg.removal_iterations and not cfg.shrink_iterations:
             raise ConfigError("stage shrink needs --shrink-iterations > 0")
         result = run_compress(cfg, run_dir, quiet=args.quiet, allow_pickle=args.allow_pickle)

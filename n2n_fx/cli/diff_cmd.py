@@ -12,9 +12,7 @@ from ..search.api import load_run
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help="print the teacher -> student graph diff of a run")
     p.add_argument("run_dir", type=Path)
-    p.add_argument(
-        "--dot", type=Path, default=None, help="also write the student graph as Graphviz DOT"
-    )
+    p.add_argument("--dot", type=Path, default=None, help="also write the student graph as Graphviz DOT")
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled custom teacher")
     return p
 

@@ -13,14 +13,10 @@ from ..teacher.trace import example_input_of
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        name, help="export a run's student as ONNX, TorchScript or fx (code + weights)"
-    )
+    p = sub.add_parser(name, help="export a run's student as ONNX, TorchScript or fx (code + weights)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--format", choices=["onnx", "torchscript", "fx"], default="torchscript")
-    p.add_argument(
-        "--out", type=Path, default=None, help="output path (default RUN_DIR/student.<ext>)"
-    )
+    p.add_argument("--out", type=Path, default=None, help="output path (default RUN_DIR/student.<ext>)")
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled custom teacher")
     return p
 
@@ -44,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
                 dynamo=False,
             )
         except ImportError as e:
-            raise ConfigError(
-                f"ONNX export needs the onnx package ({e.name}); pip install 'n2n-fx[onnx]'"
-            ) from None
+            raise ConfigError(f"ONNX export needs the onnx package ({e.name}); pip install 'n2n-fx[onnx]'") from None
     else:
         out = args.out or args.run_dir / "student_fx"
         student.to_folder(str(out), "Student")

@@ -22,8 +22,6 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         from ..errors import RunDirError
 
-        raise RunDirError(
-            f"{run.path} has no {name} yet; finish it with `n2n-fx compress --resume {run.path}`"
-        )
+        raise RunDirError(f"{run.path} has no {name} yet; finish it with `n2n-fx compress --resume {run.path}`")
     print(path.read_text())
     return 0

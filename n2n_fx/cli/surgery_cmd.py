@@ -29,9 +29,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
         metavar="NAME=RATIO",
         help="shrink a layer: NAME=0.5 (output channels) or NAME:kernel=0.6",
     )
-    p.add_argument(
-        "--dot", type=Path, default=None, help="write the student graph as Graphviz DOT here"
-    )
+    p.add_argument("--dot", type=Path, default=None, help="write the student graph as Graphviz DOT here")
     p.add_argument("--code", action="store_true", help="print the student's generated forward()")
     return p
 

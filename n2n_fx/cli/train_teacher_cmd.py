@@ -39,9 +39,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="data-set option, e.g. num_samples=2000 or image_size=32 (repeatable)",
     )
-    p.add_argument(
-        "--preset", choices=("paper", "cpu"), default="cpu", help="training recipe (default: cpu)"
-    )
+    p.add_argument("--preset", choices=("paper", "cpu"), default="cpu", help="training recipe (default: cpu)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
@@ -51,13 +49,9 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         default=None,
         help="train on this fraction (<1) or count of the training split",
     )
-    p.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)"
-    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", default=None, help="checkpoint path (default: MODEL-DATASET.pt)")
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of splits, initialisation and shuffling"
-    )
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and shuffling")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch progress")
     return p
 

@@ -60,9 +60,7 @@ class ImageDataset(Dataset):
         indices: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         self.source = source
-        self._targets = torch.as_tensor(
-            targets, dtype=torch.long
-        )  # (N,) labels of the whole source
+        self._targets = torch.as_tensor(targets, dtype=torch.long)  # (N,) labels of the whole source
         self.info = info
         self.transform = transform
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
@@ -87,9 +85,7 @@ class ImageDataset(Dataset):
     @property
     def targets(self) -> torch.Tensor:
         """Labels of this view, ``(len(self),)`` int64."""
-        return (
-            self._targets if self.indices is None else self._targets[torch.from_numpy(self.indices)]
-        )
+        return self._targets if self.indices is None else self._targets[torch.from_numpy(self.indices)]
 
     def view(
         self,

@@ -43,9 +43,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise DataError(
-            f"cannot read IDX file {path} ({e}); re-download it or check --data-root"
-        ) from None
+        raise DataError(f"cannot read IDX file {path} ({e}); re-download it or check --data-root") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number); re-download it")
     dtype, ndim = _IDX_DTYPES[data[2]], data[3]
@@ -53,9 +51,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(data) - header != expected:
-        raise DataError(
-            f"{path} holds {len(data) - header} data bytes but its header says {expected}; re-download it"
-        )
+        raise DataError(f"{path} holds {len(data) - header} data bytes but its header says {expected}; re-download it")
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
 

@@ -115,11 +115,7 @@ def _synthetic(root, download, split, options):
     if split == "train":
         n = int(n_train if n_train is not None else 6000)
     else:
-        n = int(
-            n_test
-            if n_test is not None
-            else (2000 if n_train is None else max(int(n_train) // 5, 1))
-        )
+        n = int(n_test if n_test is not None else (2000 if n_train is None else max(int(n_train) // 5, 1)))
     images, labels = _synthetic_cached(n, cfg, seed if split == "train" else seed + 1_000_003)
     info = DatasetInfo(
         "synthetic",
@@ -141,9 +137,7 @@ def _mnist_info(name: str, **kw) -> DatasetInfo:
     return DatasetInfo(name, 10, 1, 28, **_MNIST_NORM, **kw)
 
 
-@_register(
-    "mnist", "MNIST 60k/10k from IDX files under root (or MNIST/raw/); --download fetches them"
-)
+@_register("mnist", "MNIST 60k/10k from IDX files under root (or MNIST/raw/); --download fetches them")
 def _mnist(root, download, split, options):
     _no_options("mnist", options)
     try:
@@ -232,9 +226,7 @@ def _imagefolder(root, download, split, options):
     size = int(options.pop("image_size", 64))
     _no_options("imagefolder", options)
     if not path.is_dir():
-        raise DataError(
-            f"image folder {path} does not exist; give imagefolder:PATH with one sub-folder per class"
-        )
+        raise DataError(f"image folder {path} does not exist; give imagefolder:PATH with one sub-folder per class")
     import torchvision.datasets as tvd
 
     try:
@@ -292,9 +284,7 @@ def get_dataset(
     """
     base, _, arg = name.partition(":")
     if base not in _LOADERS:
-        raise ConfigError(
-            f"unknown data set {name!r}; use one of {', '.join(dataset_names())} (imagefolder:PATH)"
-        )
+        raise ConfigError(f"unknown data set {name!r}; use one of {', '.join(dataset_names())} (imagefolder:PATH)")
     if base == "imagefolder":
         if not arg:
             raise ConfigError("imagefolder needs a folder: write imagefolder:PATH")

@@ -26,20 +26,14 @@ def resolve_count(size: int | float, pool: int, what: str) -> int:
         raise ConfigError(f"{what}={size!r} must be a count or a fraction in [0, 1]")
     if isinstance(size, (float, np.floating)):
         if not 0.0 <= size <= 1.0:
-            raise ConfigError(
-                f"{what}={size} is not a fraction in [0, 1]; give a fraction or a count"
-            )
+            raise ConfigError(f"{what}={size} is not a fraction in [0, 1]; give a fraction or a count")
         return int(round(size * pool))
     if not 0 <= size <= pool:
-        raise ConfigError(
-            f"{what}={size} is more than the {pool} samples available; give at most {pool}"
-        )
+        raise ConfigError(f"{what}={size} is more than the {pool} samples available; give at most {pool}")
     return int(size)
 
 
-def stratified_split(
-    targets: Sequence[int] | torch.Tensor, sizes: Sequence[int], seed: int = 0
-) -> list[np.ndarray]:
+def stratified_split(targets: Sequence[int] | torch.Tensor, sizes: Sequence[int], seed: int = 0) -> list[np.ndarray]:
     """Disjoint index sets of the given ``sizes``, each with the class mix of ``targets``.
 
     Each class's samples are shuffled and spread evenly over [0, 1); taking consecutive
@@ -80,9 +74,7 @@ class DataSplits:
     """Train / validation / test views of one data set (all share its images)."""
 
     train: ImageDataset  # training split with the data set's training augmentation
-    train_plain: (
-        ImageDataset  # the same samples without augmentation (logit cache, reward training)
-    )
+    train_plain: ImageDataset  # the same samples without augmentation (logit cache, reward training)
     val: ImageDataset  # validation, carved from the training data; rewards use it
     test: ImageDataset  # official test split (or carved when there is none); final reports only
     info: DatasetInfo  # classes, channels, image size, normalisation
@@ -171,15 +163,11 @@ def load_splits(
         test = get_dataset(name, root, download, split="test", transform=eval_t, **options)
         pool = np.arange(len(raw))
     else:
-        n_test = resolve_count(
-            info.default_test_size if test_size is None else test_size, len(raw), "test_size"
-        )
+        n_test = resolve_count(info.default_test_size if test_size is None else test_size, len(raw), "test_size")
         test_idx, pool = stratified_split(raw.targets, [n_test, len(raw) - n_test], seed)
         test = raw.view(test_idx, eval_t)
     pool_targets = raw.targets[torch.from_numpy(pool)]
-    n_val = resolve_count(
-        info.default_val_size if val_size is None else val_size, len(pool), "val_size"
-    )
+    n_val = resolve_count(info.default_val_size if val_size is None else val_size, len(pool), "val_size")
     val_pos, train_pos = stratified_split(pool_targets, [n_val, len(pool) - n_val], seed + 1)
     splits = DataSplits(
         train=raw.view(pool[train_pos], train_t),

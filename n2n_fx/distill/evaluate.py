@@ -31,9 +31,7 @@ def _batches(data: Dataset | DataLoader, batch_size: int) -> Iterator:
 def _forward_all(model: nn.Module, data: Dataset | DataLoader, batch_size: int, device, fn) -> None:
     """Run ``model`` in eval mode over ``data``; call ``fn(logits, labels)`` per batch; restore mode."""
     if not isinstance(data, DataLoader) and len(data) == 0:  # type: ignore[arg-type]
-        raise DataError(
-            "cannot evaluate on an empty data set; give a non-empty validation/test split"
-        )
+        raise DataError("cannot evaluate on an empty data set; give a non-empty validation/test split")
     device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()
@@ -74,9 +72,7 @@ def accuracy(
 
     _forward_all(model, data, batch_size, device, count)
     if total == 0:
-        raise DataError(
-            "cannot evaluate on an empty data set; give a non-empty validation/test split"
-        )
+        raise DataError("cannot evaluate on an empty data set; give a non-empty validation/test split")
     return float(correct) / total
 
 
@@ -89,7 +85,5 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits ``(N, n_classes)`` float32 on CPU of ``model`` over ``data``, in data-set order."""
     parts: list[torch.Tensor] = []
-    _forward_all(
-        model, data, batch_size, device, lambda logits, _: parts.append(logits.float().cpu())
-    )
+    _forward_all(model, data, batch_size, device, lambda logits, _: parts.append(logits.float().cpu()))
     return torch.cat(parts)

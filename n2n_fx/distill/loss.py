@@ -32,9 +32,7 @@ def kd_l2_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
     return diff.pow(2).sum(dim=1).mean()
 
 
-def kd_kl_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
-) -> torch.Tensor:
+def kd_kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
     """``T² · KL(p_teacher^T || p_student^T)``, averaged over the batch (Hinton et al. 2015).
 
     Example:

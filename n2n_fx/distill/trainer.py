@@ -37,15 +37,11 @@ class DistillResult:
     """What training one student gave."""
 
     student: nn.Module  # the trained student: the module passed in, trained in place, in eval mode
-    val_accuracy: (
-        float | None
-    )  # top-1 on val_data after training (None without val data or if degenerate)
+    val_accuracy: float | None  # top-1 on val_data after training (None without val data or if degenerate)
     epochs: int  # epochs started
     steps: int  # optimiser steps taken
     losses: tuple[float, ...]  # mean training loss of each completed epoch
-    val_history: tuple[
-        float, ...
-    ]  # validation accuracy at each evaluation (eval_every, then the end)
+    val_history: tuple[float, ...]  # validation accuracy at each evaluation (eval_every, then the end)
     degenerate: str | None  # why training stopped ("diverged", "failed: ..."); None if it finished
     wall_s: float  # seconds spent, evaluation included
 
@@ -60,9 +56,7 @@ class DistillResult:
 
 def _optimizer(params: list[nn.Parameter], cfg: DistillConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -135,17 +129,13 @@ def distill(
             teacher.to(device).eval()
         cached = logit_cache.logits.to(device) if use_cache else None  # (N, n_classes)
         data = IndexedDataset(train_data) if use_cache else train_data
-        loader = make_loader(
-            data, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers
-        )
+        loader = make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers)
         if len(loader) == 0:
             raise ConfigError("the training set is empty; give a non-empty training split")
         total = cfg.steps if cfg.steps is not None else cfg.epochs * len(loader)
         optimizer = _optimizer(params, cfg)
         scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-            if cfg.schedule == "cosine"
-            else None
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total) if cfg.schedule == "cosine" else None
         )
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
@@ -186,9 +176,7 @@ def distill(
                     break
             mean_loss = float(loss_sum) / max(n_batches, 1)
             losses.append(mean_loss)
-            if not math.isfinite(mean_loss) or not all(
-                bool(torch.isfinite(p).all()) for p in params
-            ):
+            if not math.isfinite(mean_loss) or not all(bool(torch.isfinite(p).all()) for p in params):
                 return result(DIVERGED)  # the last step may have broken the weights
             val_acc = None
             if val_data is not None and cfg.eval_every and epochs % cfg.eval_every == 0:

@@ -42,10 +42,7 @@ def raw_features(layers: list[Layer]) -> np.ndarray:
         >>> raw_features(find_layers(trace("resnet18", input_size=(3, 32, 32)))).shape
         (60, 7)
     """
-    rows = [
-        (lay.kind.code, lay.kernel, lay.stride, lay.padding, lay.out, lay.s_start, lay.s_end)
-        for lay in layers
-    ]
+    rows = [(lay.kind.code, lay.kernel, lay.stride, lay.padding, lay.out, lay.s_start, lay.s_end) for lay in layers]
     return np.asarray(rows, dtype=np.int64).reshape(len(layers), len(RAW_COLUMNS))
 
 
@@ -87,9 +84,7 @@ def _legal_out(lay: Layer, ratios: tuple[float, ...], groups: int) -> tuple[bool
 
 
 def _legal_kernel(lay: Layer, ratios: tuple[float, ...]) -> tuple[bool, ...]:
-    return tuple(
-        r == 1.0 or kernel_after(lay.kernel, lay.padding, 1, r) is not None for r in ratios
-    )
+    return tuple(r == 1.0 or kernel_after(lay.kernel, lay.padding, 1, r) is not None for r in ratios)
 
 
 def shrink_steps(
@@ -100,18 +95,12 @@ def shrink_steps(
     steps = []
     for lay in layers:
         for var in lay.shrinkable:
-            legal = (
-                _legal_out(lay, ratios, groups.get(lay.node, 1))
-                if var == "out"
-                else _legal_kernel(lay, ratios)
-            )
+            legal = _legal_out(lay, ratios, groups.get(lay.node, 1)) if var == "out" else _legal_kernel(lay, ratios)
             steps.append(ShrinkStep(lay.index, lay.node, var, legal))
     return steps
 
 
-def shrink_input(
-    layers: list[Layer], steps: list[ShrinkStep]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def shrink_input(layers: list[Layer], steps: list[ShrinkStep]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tensors for the shrink policy: features ``(T, F)``, variable ids ``(T,)``, legal mask ``(T, R)``."""
     x = policy_input(layers)
     if not steps:

@@ -93,9 +93,7 @@ def find_blocks(gm: fx.GraphModule) -> list[Block]:
     return blocks
 
 
-def skip_positions(
-    gm: fx.GraphModule, blocks: list[Block] | None = None
-) -> dict[str, tuple[int, int]]:
+def skip_positions(gm: fx.GraphModule, blocks: list[Block] | None = None) -> dict[str, tuple[int, int]]:
     """(s_start, s_end) for every layer node inside a block, from its innermost block."""
     if blocks is None:
         blocks = find_blocks(gm)

@@ -91,12 +91,8 @@ class ChannelClass:
     producers: list[str] = field(default_factory=list)  # conv/linear nodes whose output starts it
     pinned: list[str] = field(default_factory=list)  # reasons its size cannot change
     groups: int = 1  # channels must be kept evenly in this many groups (grouped convs)
-    attrs: dict[str, int] = field(
-        default_factory=dict
-    )  # get_attr node -> channel axis of that tensor
-    segments: list[str] = field(
-        default_factory=list
-    )  # for a channel cat: its operand nodes, in order
+    attrs: dict[str, int] = field(default_factory=dict)  # get_attr node -> channel axis of that tensor
+    segments: list[str] = field(default_factory=list)  # for a channel cat: its operand nodes, in order
 
     @property
     def shrinkable(self) -> bool:
@@ -183,13 +179,9 @@ def analyze_channels(gm: fx.GraphModule) -> ChannelSpaces:
             attr_roots[node] = ci.root
         elif node.op == "call_function" and node.target in _FUNCTIONAL_NORMS and first is not None:
             ci = same(first, val)
-            if node.target is F.layer_norm and (
-                first.dim != val.dim() - 1 or len(node.args[1]) != 1
-            ):
+            if node.target is F.layer_norm and (first.dim != val.dim() - 1 or len(node.args[1]) != 1):
                 pin(first, f"normalized over by {node.name}")
-            params = list(node.args[_FUNCTIONAL_NORMS[node.target] + 1 :]) + list(
-                node.kwargs.values()
-            )
+            params = list(node.args[_FUNCTIONAL_NORMS[node.target] + 1 :]) + list(node.kwargs.values())
             for a in params:
                 if isinstance(a, fx.Node) and a in attr_roots and ci.dim is not None:
                     attr_dims[a] = 0
@@ -311,9 +303,7 @@ def _layer_info(gm, node, kind, val, first, uf, new, same, pin, producers, group
         return ci
     if kind is Kind.NORM and node.op == "call_module":
         mod = gm.get_submodule(node.target)
-        if isinstance(mod, nn.LayerNorm) and (
-            first.dim != val.dim() - 1 or len(mod.normalized_shape) != 1
-        ):
+        if isinstance(mod, nn.LayerNorm) and (first.dim != val.dim() - 1 or len(mod.normalized_shape) != 1):
             pin(first, f"normalized over by '{node.target}'")
     return same(first, val)
 
@@ -327,9 +317,7 @@ def _flatten(first: ChannelInfo, val, start_dim: int, src: fx.Node, same, new, p
         return same(first, val)
     if first.dim == start:
         expand = math.prod(int(s) for s in in_val.shape[start + 1 :]) * first.expand
-        return ChannelInfo(
-            first.root, start, int(val.shape[start]) if val.dim() > start else 0, expand
-        )
+        return ChannelInfo(first.root, start, int(val.shape[start]) if val.dim() > start else 0, expand)
     pin(first, f"flattened by {src.name}")
     return new(val, None)
 
@@ -366,9 +354,7 @@ def _other(node, val, first, ins, info, same, new, pin) -> ChannelInfo:
     name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
     src = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     in_val = src.meta.get(META_KEY) if src is not None else None
-    if first is not None and (
-        target in _FLATTEN_FN or (node.op == "call_method" and target == "flatten")
-    ):
+    if first is not None and (target in _FLATTEN_FN or (node.op == "call_method" and target == "flatten")):
         start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
         return _flatten(first, val, start, src, same, new, pin)
     if first is not None and target in _PERMUTE and first.dim is not None:
@@ -383,23 +369,13 @@ def _other(node, val, first, ins, info, same, new, pin) -> ChannelInfo:
             dims[a], dims[b] = dims[b], dims[a]
         return same(first, val, dims.index(first.dim))
     if (
-        (
-            first is not None
-            and node.op == "call_method"
-            and target in ("view", "reshape")
-            and first.dim == 1
-        )
+        (first is not None and node.op == "call_method" and target in ("view", "reshape") and first.dim == 1)
         and val.dim() == 2
         and in_val is not None
         and val.shape[0] == in_val.shape[0]
     ):
         return _flatten(first, val, 1, src, same, new, pin)
-    if (
-        first is not None
-        and node.op == "call_method"
-        and target in _REDUCE
-        and first.dim is not None
-    ):
+    if first is not None and node.op == "call_method" and target in _REDUCE and first.dim is not None:
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
         if dims is not None:

@@ -8,7 +8,6 @@ anything unknown are not layers.
 from __future__ import annotations
 
 import enum
-import operator  # noqa: F401  (kept for users extending the tables)
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +51,7 @@ _METHOD_KINDS: dict[str, Kind] = {}
 def register_module_kind(module_type: type, kind: Kind) -> None:
     """Declare that modules of ``module_type`` are layers of ``kind``. Registering twice raises."""
     if module_type in _MODULE_KINDS:
-        raise ConfigError(
-            f"{module_type.__name__} already has layer kind {_MODULE_KINDS[module_type].value}"
-        )
+        raise ConfigError(f"{module_type.__name__} already has layer kind {_MODULE_KINDS[module_type].value}")
     _MODULE_KINDS[module_type] = kind
 
 

@@ -168,27 +168,12 @@ def analyze(gm: fx.GraphModule) -> Analysis:
         k, s, p = _conv_geometry(mod) if mod is not None else _functional_geometry(node)
         ci_out = spaces.info.get(node.name)
         ci_in = spaces.info.get(node.args[0].name)
-        out = (
-            ci_out.size
-            if ci_out and ci_out.dim is not None
-            else int(val.shape[-1] if val.dim() else 0)
-        )
-        in_size = (
-            ci_in.size
-            if ci_in and ci_in.dim is not None
-            else int(src.shape[-1] if src.dim() else 0)
-        )
+        out = ci_out.size if ci_out and ci_out.dim is not None else int(val.shape[-1] if val.dim() else 0)
+        in_size = ci_in.size if ci_in and ci_in.dim is not None else int(src.shape[-1] if src.dim() else 0)
         cls_out = spaces.class_of(node.name)
-        changes_channels = in_size != out or (
-            ci_in is not None and ci_out is not None and ci_in.root != ci_out.root
-        )
+        changes_channels = in_size != out or (ci_in is not None and ci_out is not None and ci_in.root != ci_out.root)
         fixed = ""
-        if (
-            cls_out is not None
-            and cls_out.pinned
-            and changes_channels
-            and node.name in cls_out.producers
-        ):
+        if cls_out is not None and cls_out.pinned and changes_channels and node.name in cls_out.producers:
             fixed = f"its output size is fixed ({cls_out.pinned[0]})"
         elif cls_out is not None and cls_out.pinned and in_size != out:
             fixed = f"removal changes a fixed size ({cls_out.pinned[0]})"

@@ -53,12 +53,7 @@ _SAME_SHAPE = (
 
 def call_module_meta(module: nn.Module, args: tuple, kwargs: dict) -> Any:
     """Run ``module`` on meta inputs, with meta stand-ins for its weights."""
-    if (
-        isinstance(module, _SAME_SHAPE)
-        and len(args) == 1
-        and not kwargs
-        and isinstance(args[0], torch.Tensor)
-    ):
+    if isinstance(module, _SAME_SHAPE) and len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
         _check_features(module, args[0])
         return torch.empty_like(args[0], device="meta")
     try:
@@ -84,32 +79,20 @@ def _map_tensors(fn, x: Any) -> Any:
 def _check_features(module: nn.Module, x: torch.Tensor) -> None:
     """The shape checks the skipped forward would have made."""
     n = getattr(module, "num_features", None)
-    if (
-        isinstance(module, nn.modules.batchnorm._NormBase)
-        and n is not None
-        and (x.dim() < 2 or x.shape[1] != n)
+    if isinstance(module, nn.modules.batchnorm._NormBase) and n is not None and (x.dim() < 2 or x.shape[1] != n):
+        raise RuntimeError(f"{type(module).__name__} expects {n} channels, got input {tuple(x.shape)}")
+    if isinstance(module, nn.LayerNorm) and tuple(x.shape[-len(module.normalized_shape) :]) != tuple(
+        module.normalized_shape
     ):
-        raise RuntimeError(
-            f"{type(module).__name__} expects {n} channels, got input {tuple(x.shape)}"
-        )
-    if isinstance(module, nn.LayerNorm) and tuple(
-        x.shape[-len(module.normalized_shape) :]
-    ) != tuple(module.normalized_shape):
-        raise RuntimeError(
-            f"LayerNorm over {tuple(module.normalized_shape)} got input {tuple(x.shape)}"
-        )
+        raise RuntimeError(f"LayerNorm over {tuple(module.normalized_shape)} got input {tuple(x.shape)}")
     if isinstance(module, nn.GroupNorm) and (x.dim() < 2 or x.shape[1] != module.num_channels):
-        raise RuntimeError(
-            f"GroupNorm expects {module.num_channels} channels, got input {tuple(x.shape)}"
-        )
+        raise RuntimeError(f"GroupNorm expects {module.num_channels} channels, got input {tuple(x.shape)}")
     if (
         isinstance(module, nn.PReLU)
         and module.num_parameters > 1
         and (x.dim() < 2 or x.shape[1] != module.num_parameters)
     ):
-        raise RuntimeError(
-            f"PReLU expects {module.num_parameters} channels, got input {tuple(x.shape)}"
-        )
+        raise RuntimeError(f"PReLU expects {module.num_parameters} channels, got input {tuple(x.shape)}")
 
 
 def _fetch_attr(gm: nn.Module, target: str) -> Any:

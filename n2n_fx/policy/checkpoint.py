@@ -47,9 +47,7 @@ def build_policy(spec: dict[str, Any]) -> Policy:
     try:
         return policy_cls(config_cls(**config))
     except (TypeError, ConfigError) as err:
-        raise CheckpointError(
-            f"saved {spec['kind']} policy config is invalid ({err}); re-save it"
-        ) from None
+        raise CheckpointError(f"saved {spec['kind']} policy config is invalid ({err}); re-save it") from None
 
 
 def save_policy(policy: Policy, path: str | os.PathLike) -> None:
@@ -71,9 +69,7 @@ def load_policy(path: str | os.PathLike) -> Policy:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(
-            f"no policy file at {path}; check the path or save one with save_policy"
-        )
+        raise CheckpointError(f"no policy file at {path}; check the path or save one with save_policy")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling failure means a bad file
@@ -87,7 +83,5 @@ def load_policy(path: str | os.PathLike) -> Policy:
         policy.load_state_dict(state["state_dict"])
     except (KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0][:120]
-        raise CheckpointError(
-            f"{path}: weights do not match the saved config ({first}); re-save it"
-        ) from None
+        raise CheckpointError(f"{path}: weights do not match the saved config ({first}); re-save it") from None
     return policy

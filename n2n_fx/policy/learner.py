@@ -97,9 +97,7 @@ class Learner:
         elif kwargs:
             raise ConfigError(f"pass either a LearnerConfig or keyword args, not both: {kwargs}")
         if config.algo == "actor_critic" and getattr(policy, "value", None) is None:
-            raise ConfigError(
-                "actor_critic needs a policy with a value head; build it with value_head=True"
-            )
+            raise ConfigError("actor_critic needs a policy with a value head; build it with value_head=True")
         policy_spec(policy)  # raises ConfigError for anything but our two policies
         self.policy = policy
         self.config = config
@@ -113,9 +111,7 @@ class Learner:
     def sample(self, m: int | None = None, **inputs: Any) -> Rollout:
         """``config.rollouts`` (or ``m``) rollouts from the learner's generator, without grad."""
         with torch.no_grad():
-            return self.policy.sample(
-                **inputs, m=m or self.config.rollouts, generator=self.generator
-            ).detach()
+            return self.policy.sample(**inputs, m=m or self.config.rollouts, generator=self.generator).detach()
 
     def greedy(self, **inputs: Any) -> torch.Tensor:
         """The policy's greedy actions for evaluation (no randomness consumed)."""
@@ -139,9 +135,7 @@ class Learner:
         cfg = self.config
         r = torch.as_tensor(rewards, dtype=torch.float32).flatten()  # (m,)
         if r.numel() != actions.shape[0] or not torch.isfinite(r).all():
-            raise ConfigError(
-                f"got {r.numel()} rewards for {actions.shape[0]} rollouts; give one finite reward each"
-            )
+            raise ConfigError(f"got {r.numel()} rewards for {actions.shape[0]} rollouts; give one finite reward each")
         m = r.numel()
         self.policy.train()
         ev = self.policy.evaluate(**inputs, actions=actions)
@@ -227,9 +221,7 @@ class Learner:
             self.generator.set_state(state["generator"])
         except (KeyError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0][:120]
-            raise CheckpointError(
-                f"learner checkpoint does not match its policy ({first}); re-save it"
-            ) from None
+            raise CheckpointError(f"learner checkpoint does not match its policy ({first}); re-save it") from None
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
         self.updates = int(state["updates"])
 
@@ -240,9 +232,7 @@ class Learner:
         try:
             config = LearnerConfig(**state["config"])
         except (TypeError, ConfigError) as err:
-            raise CheckpointError(
-                f"learner checkpoint config is invalid ({err}); re-save it"
-            ) from None
+            raise CheckpointError(f"learner checkpoint config is invalid ({err}); re-save it") from None
         learner = cls(build_policy(state["policy_spec"]), config)
         learner.load_state_dict(state)
         return learner
@@ -261,6 +251,4 @@ def _check_format(state: Any) -> None:
         "generator",
     } - set(state)
     if missing:
-        raise CheckpointError(
-            f"learner state lacks {sorted(missing)}; re-save it with Learner.state_dict()"
-        )
+        raise CheckpointError(f"learner state lacks {sorted(missing)}; re-save it with Learner.state_dict()")

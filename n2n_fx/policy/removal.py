@@ -37,9 +37,7 @@ class RemovalPolicyConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_dim", resolve_feature_dim(self.feature_dim))
         if self.hidden_size <= 0 or self.num_layers <= 0:
-            raise ConfigError(
-                f"hidden_size={self.hidden_size}, num_layers={self.num_layers} must be positive"
-            )
+            raise ConfigError(f"hidden_size={self.hidden_size}, num_layers={self.num_layers} must be positive")
         if not 0.0 < self.remove_prior < 1.0:
             raise ConfigError(f"remove_prior={self.remove_prior} must be strictly between 0 and 1")
         if self.init_scale < 0:
@@ -72,9 +70,7 @@ class RemovalPolicy(nn.Module):
         if config is None:
             config = RemovalPolicyConfig(**kwargs)
         elif kwargs:
-            raise ConfigError(
-                f"pass either a RemovalPolicyConfig or keyword args, not both: {kwargs}"
-            )
+            raise ConfigError(f"pass either a RemovalPolicyConfig or keyword args, not both: {kwargs}")
         self.config = config
         h = config.hidden_size
         self.lstm = nn.LSTM(
@@ -94,9 +90,7 @@ class RemovalPolicy(nn.Module):
 
     # ---- inputs ----------------------------------------------------------------------------
 
-    def _check(
-        self, x: torch.Tensor, removable: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check(self, x: torch.Tensor, removable: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 2 or x.shape[1] != self.config.feature_dim:
             raise ConfigError(
                 f"policy input has shape {tuple(x.shape)}, expected (L, {self.config.feature_dim}); "
@@ -107,9 +101,7 @@ class RemovalPolicy(nn.Module):
             removable = torch.ones(x.shape[0], dtype=torch.bool)
         removable = torch.as_tensor(removable, dtype=torch.bool)
         if removable.shape != (x.shape[0],):
-            raise ConfigError(
-                f"removable has shape {tuple(removable.shape)}, expected ({x.shape[0]},): one per layer"
-            )
+            raise ConfigError(f"removable has shape {tuple(removable.shape)}, expected ({x.shape[0]},): one per layer")
         return x, removable
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,9 +122,7 @@ class RemovalPolicy(nn.Module):
         """P(remove) per layer, ``(L,)``; 0 for fixed layers."""
         return torch.sigmoid(self.logits(x, removable))
 
-    def _score(
-        self, feats: torch.Tensor, z: torch.Tensor, removable: torch.Tensor, actions: torch.Tensor
-    ) -> Rollout:
+    def _score(self, feats: torch.Tensor, z: torch.Tensor, removable: torch.Tensor, actions: torch.Tensor) -> Rollout:
         """Scores of ``actions  # (m, L)`` from trunk features and remove-logits ``z  # (L,)``."""
         m, n = actions.shape
         logp_remove = F.logsigmoid(z)  # (L,)
@@ -188,18 +178,14 @@ class RemovalPolicy(nn.Module):
         with torch.no_grad():
             return (self.logits(x, removable) > 0).long()
 
-    def evaluate(
-        self, x: torch.Tensor, removable: torch.Tensor | None = None, *, actions: torch.Tensor
-    ) -> Rollout:
+    def evaluate(self, x: torch.Tensor, removable: torch.Tensor | None = None, *, actions: torch.Tensor) -> Rollout:
         """Re-score stored ``actions  # (m, L)`` (or ``(L,)``) with gradients: a ``Rollout``."""
         x, removable = self._check(x, removable)
         actions = torch.as_tensor(actions).long()
         if actions.dim() == 1:
             actions = actions.unsqueeze(0)
         if actions.dim() != 2 or actions.shape[1] != x.shape[0]:
-            raise ConfigError(
-                f"actions have shape {tuple(actions.shape)}, expected (m, {x.shape[0]}): one per layer"
-            )
+            raise ConfigError(f"actions have shape {tuple(actions.shape)}, expected (m, {x.shape[0]}): one per layer")
         if ((actions != KEEP) & (actions != REMOVE)).any():
             raise ConfigError("removal actions must be KEEP=0 or REMOVE=1")
         if (actions[:, ~removable] == REMOVE).any():
@@ -209,8 +195,6 @@ class RemovalPolicy(nn.Module):
         feats = self._trunk(x)  # (L, 2H + F)
         return self._score(feats, self.head(feats).squeeze(-1), removable, actions)
 
-    def log_prob(
-        self, x: torch.Tensor, removable: torch.Tensor | None, actions: torch.Tensor
-    ) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, removable: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
         """Summed log-probability of each stored rollout, ``(m,)`` (with gradients)."""
         return self.evaluate(x, removable, actions=actions).log_prob

@@ -50,9 +50,7 @@ class Rollout:
     def detach(self) -> Rollout:
         """The same rollout with every tensor cut from the autograd graph."""
         values = None if self.values is None else self.values.detach()
-        return Rollout(
-            self.actions, self.log_probs.detach(), self.entropy.detach(), self.mask, values
-        )
+        return Rollout(self.actions, self.log_probs.detach(), self.entropy.detach(), self.mask, values)
 
 
 def resolve_feature_dim(feature_dim: int | None) -> int:
@@ -66,9 +64,7 @@ def resolve_feature_dim(feature_dim: int | None) -> int:
             ) from None
         feature_dim = int(FEATURE_DIM)
     if int(feature_dim) <= 0:
-        raise ConfigError(
-            f"feature_dim={feature_dim} must be a positive int (width of a layer row)"
-        )
+        raise ConfigError(f"feature_dim={feature_dim} must be a positive int (width of a layer row)")
     return int(feature_dim)
 
 

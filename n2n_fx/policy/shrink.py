@@ -33,6 +33,7 @@ class ShrinkPolicyConfig:
     variable_dim: int = 8  # width of the variable-id embedding
     action_dim: int = 8  # width of the previous-action embedding (ratio index or start token)
     init_scale: float = 0.01  # std of the output head's initial weights (fresh policy ~ uniform)
+    keep_bias: float = 0.0  # initial logit of ratio r is keep_bias * r (0: uniform; > 0: mild shrinks first)
     value_head: bool = False  # add a critic (fc on the LSTM state -> scalar) for actor-critic
 
     def __post_init__(self) -> None:
@@ -77,9 +78,7 @@ class ShrinkPolicy(nn.Module):
         if config is None:
             config = ShrinkPolicyConfig(**kwargs)
         elif kwargs:
-            raise ConfigError(
-                f"pass either a ShrinkPolicyConfig or keyword args, not both: {kwargs}"
-            )
+            raise ConfigError(f"pass either a ShrinkPolicyConfig or keyword args, not both: {kwargs}")
         self.config = config
         n, h = config.n_ratios, config.hidden_size
         self.variable_embed = nn.Embedding(config.n_variables, config.variable_dim)
@@ -92,7 +91,7 @@ class ShrinkPolicy(nn.Module):
         self.value = nn.Linear(head_in, 1) if config.value_head else None
         with torch.no_grad():
             nn.init.normal_(self.head.weight, std=config.init_scale)
-            self.head.bias.zero_()
+            self.head.bias.copy_(config.keep_bias * torch.tensor(config.ratios))
 
     @property
     def start_token(self) -> int:
@@ -121,16 +120,12 @@ class ShrinkPolicy(nn.Module):
         if variable.shape != (steps,):
             raise ConfigError(f"variable has shape {tuple(variable.shape)}, expected ({steps},)")
         if steps and (variable.min() < 0 or variable.max() >= cfg.n_variables):
-            raise ConfigError(
-                f"variable ids must be in 0..{cfg.n_variables - 1}; raise n_variables in the config"
-            )
+            raise ConfigError(f"variable ids must be in 0..{cfg.n_variables - 1}; raise n_variables in the config")
         if legal is None:
             legal = torch.ones(steps, cfg.n_ratios, dtype=torch.bool)
         legal = torch.as_tensor(legal, dtype=torch.bool)  # (T, n)
         if legal.shape != (steps, cfg.n_ratios):
-            raise ConfigError(
-                f"legal has shape {tuple(legal.shape)}, expected ({steps}, {cfg.n_ratios})"
-            )
+            raise ConfigError(f"legal has shape {tuple(legal.shape)}, expected ({steps}, {cfg.n_ratios})")
         if steps and not legal.any(dim=1).all():
             bad = int((~legal.any(dim=1)).nonzero()[0, 0])
             raise ConfigError(f"shrink step {bad} has no legal ratio; allow at least ratio 1.0")
@@ -181,9 +176,7 @@ class ShrinkPolicy(nn.Module):
         """
         return self._decode(x, variable, legal, m=m, generator=generator, greedy=False)
 
-    def greedy(
-        self, x: torch.Tensor, variable: torch.Tensor, legal: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def greedy(self, x: torch.Tensor, variable: torch.Tensor, legal: torch.Tensor | None = None) -> torch.Tensor:
         """Most likely ratio index per step, fed back autoregressively; ``(T,)`` long."""
         with torch.no_grad():
             return self._decode(x, variable, legal, m=1, generator=None, greedy=True).actions[0]
@@ -200,10 +193,7 @@ class ShrinkPolicy(nn.Module):
         prev = torch.full((m,), self.start_token, dtype=torch.long)  # (m,)
         # one step at a time through the nn.LSTM's own weights (lstm_cell: ~2x faster per step)
         cells = [
-            tuple(
-                getattr(self.lstm, f"{w}_l{k}")
-                for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            )
+            tuple(getattr(self.lstm, f"{w}_l{k}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
             for k in range(self.config.num_layers)
         ]
         h = [static.new_zeros(m, self.config.hidden_size) for _ in cells]  # each (m, H)
@@ -243,16 +233,12 @@ class ShrinkPolicy(nn.Module):
             actions = actions.unsqueeze(0)
         steps = x.shape[0]
         if actions.dim() != 2 or actions.shape[1] != steps:
-            raise ConfigError(
-                f"actions have shape {tuple(actions.shape)}, expected (m, {steps}): one per step"
-            )
+            raise ConfigError(f"actions have shape {tuple(actions.shape)}, expected (m, {steps}): one per step")
         m = actions.shape[0]
         if steps == 0:
             return self._empty(m)
         if actions.min() < 0 or actions.max() >= self.config.n_ratios:
-            raise ConfigError(
-                f"shrink actions must be ratio indices in 0..{self.config.n_ratios - 1}"
-            )
+            raise ConfigError(f"shrink actions must be ratio indices in 0..{self.config.n_ratios - 1}")
         if not legal.gather(1, actions.t()).all():
             raise ConfigError("shrink actions pick an illegal ratio; they do not match this input")
         start = torch.full((m, 1), self.start_token, dtype=torch.long)

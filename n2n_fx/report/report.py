@@ -169,20 +169,16 @@ def curves(history: list[dict[str, Any]], path: Path) -> str | None:
 def write_report(run: RunDir, teacher: fx.GraphModule) -> dict[str, str]:
     """Write summary.json, report.md, report.txt (and curves.png); return the rendered tables."""
     from ..search.api import load_run
+    from ..search.rundir import safe_torch_load
+    from ..search.search import rebuild_student
 
-    ck_final = {}
-    import torch
-
-    ck = torch.load(run.file("checkpoint.pt"), map_location="cpu", weights_only=True)
+    ck = safe_torch_load(run.file("checkpoint.pt"))
     ck_final = ck.get("final", {})
     t = dict(ck["teacher"])
     size = tuple(teacher.graph.find_nodes(op="placeholder")[0].meta.get("n2n_input_size") or ())
     t["latency_ms"] = latency_ms(teacher, size, repeats=10) if size else math.nan
     summary: dict[str, Any] = {"teacher": t}
     student, diff = load_run(run.path, teacher_gm=teacher, allow_pickle=True)
-    from ..search.rundir import safe_torch_load
-    from ..search.search import rebuild_student
-
     for stage, key, fname in (
         ("removal", "stage1", "student_stage1.pt"),
         ("shrink", "stage2", "student_stage2.pt"),

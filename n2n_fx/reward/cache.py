@@ -38,11 +38,7 @@ def _canon(value: Any, index: dict[fx.Node, int]) -> str:
         inner = ", ".join(_canon(v, index) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner})"
     if isinstance(value, dict):
-        return (
-            "{"
-            + ", ".join(f"{k!r}: {_canon(v, index)}" for k, v in sorted(value.items(), key=str))
-            + "}"
-        )
+        return "{" + ", ".join(f"{k!r}: {_canon(v, index)}" for k, v in sorted(value.items(), key=str)) + "}"
     if isinstance(value, slice):
         return f"slice({_canon(value.start, index)}, {_canon(value.stop, index)}, {_canon(value.step, index)})"
     if isinstance(value, (torch.dtype, torch.device, torch.memory_format, torch.layout)):
@@ -66,15 +62,11 @@ def arch_signature(model: nn.Module) -> str:
         for i, node in enumerate(model.graph.nodes):
             index[node] = i
             target = _callable_name(node.target) if node.op == "call_function" else str(node.target)
-            lines.append(
-                f"node {node.op} {target} {_canon(node.args, index)} {_canon(node.kwargs, index)}"
-            )
+            lines.append(f"node {node.op} {target} {_canon(node.args, index)} {_canon(node.kwargs, index)}")
     for name, mod in model.named_modules():
         if mod is model:
             continue
-        lines.append(
-            f"module {name} {type(mod).__module__}.{type(mod).__qualname__}({mod.extra_repr()})"
-        )
+        lines.append(f"module {name} {type(mod).__module__}.{type(mod).__qualname__}({mod.extra_repr()})")
     for name, p in model.named_parameters():
         lines.append(f"param {name} {tuple(p.shape)} {p.dtype} {p.requires_grad}")
     for name, b in model.named_buffers():
@@ -109,9 +101,7 @@ class RewardCache:
         (True, 0.5, 1)
     """
 
-    def __init__(
-        self, path: str | Path | None = None, context: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, path: str | Path | None = None, context: dict[str, Any] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.context: dict[str, Any] | None = None
         self._entries: dict[str, dict[str, Any]] = {}
@@ -126,9 +116,7 @@ class RewardCache:
         """Attach ``context``; ConfigError if the cache already holds entries of another one."""
         context = json.loads(json.dumps(context))  # normalise (tuples -> lists)
         if self.context is not None and self.context != context:
-            changed = sorted(
-                k for k in set(self.context) | set(context) if self.context.get(k) != context.get(k)
-            )
+            changed = sorted(k for k in set(self.context) | set(context) if self.context.get(k) != context.get(k))
             where = f" {self.path}" if self.path else ""
             raise ConfigError(
                 f"reward cache{where} was made with other settings ({', '.join(changed)} differ); "
@@ -171,6 +159,15 @@ class RewardCache:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, path)
+
+    def discard_where(self, predicate) -> int:
+        """Drop the entries for which ``predicate(entry)`` holds (e.g. newer than a checkpoint)."""
+        gone = [k for k, e in self._entries.items() if predicate(e)]
+        for k in gone:
+            del self._entries[k]
+        if gone and self.path is not None:
+            self.save(self.path)
+        return len(gone)
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries

@@ -47,15 +47,11 @@ class LinearConstraint:
 
     def __post_init__(self) -> None:
         if len(self.coeffs) != len(QUANTITIES):
-            raise ConfigError(
-                f"a constraint row needs {len(QUANTITIES)} coefficients ({', '.join(QUANTITIES)})"
-            )
+            raise ConfigError(f"a constraint row needs {len(QUANTITIES)} coefficients ({', '.join(QUANTITIES)})")
         if not all(math.isfinite(c) for c in self.coeffs) or not math.isfinite(self.bound):
             raise ConfigError(f"constraint {self.describe()} has a non-finite coefficient or bound")
         if all(c == 0 for c in self.coeffs):
-            raise ConfigError(
-                f"constraint row {self.describe()} has no nonzero coefficient; remove it"
-            )
+            raise ConfigError(f"constraint row {self.describe()} has no nonzero coefficient; remove it")
         if all(c >= 0 for c in self.coeffs) and self.bound <= 0:
             raise ConfigError(
                 f"constraint {self.describe()} is impossible (every quantity is positive); raise its bound above 0"
@@ -69,20 +65,14 @@ class LinearConstraint:
     def describe(self) -> str:
         if self.label:
             return self.label
-        terms = [
-            (q if c == 1 else f"{_fmt(c)}*{q}")
-            for q, c in zip(QUANTITIES, self.coeffs, strict=True)
-            if c != 0
-        ]
+        terms = [(q if c == 1 else f"{_fmt(c)}*{q}") for q, c in zip(QUANTITIES, self.coeffs, strict=True) if c != 0]
         return f"{' + '.join(terms) or '0'} <= {_fmt(self.bound)}"
 
     def value(self, x: Mapping[str, float]) -> float:
         """``A_row · x``; ConfigError if a needed quantity was not measured."""
         missing = [q for q in self.quantities if x.get(q) is None]
         if missing:
-            raise ConfigError(
-                f"constraint {self.describe()} needs {missing}, which were not measured"
-            )
+            raise ConfigError(f"constraint {self.describe()} needs {missing}, which were not measured")
         return sum(c * float(x[q]) for q, c in zip(QUANTITIES, self.coeffs, strict=True) if c != 0)
 
     def holds(self, x: Mapping[str, float]) -> bool:
@@ -138,12 +128,8 @@ class Constraints:
     def from_matrix(cls, A: Sequence[Sequence[float]], b: Sequence[float]) -> Constraints:
         """Rows of ``A`` (columns in ``QUANTITIES`` order) with bounds ``b``."""
         if len(A) != len(b):
-            raise ConfigError(
-                f"A has {len(A)} rows but b has {len(b)} entries; give one bound per row"
-            )
-        return cls(
-            tuple(LinearConstraint(_row(row), float(v)) for row, v in zip(A, b, strict=True))
-        )
+            raise ConfigError(f"A has {len(A)} rows but b has {len(b)} entries; give one bound per row")
+        return cls(tuple(LinearConstraint(_row(row), float(v)) for row, v in zip(A, b, strict=True)))
 
     def __bool__(self) -> bool:
         return bool(self.rows)
@@ -168,15 +154,11 @@ def _row(row: Mapping[str, float] | Sequence[float]) -> tuple[float, ...]:
     if isinstance(row, Mapping):
         unknown = set(row) - set(QUANTITIES)
         if unknown:
-            raise ConfigError(
-                f"unknown constrained quantities {sorted(unknown)}; use {', '.join(QUANTITIES)}"
-            )
+            raise ConfigError(f"unknown constrained quantities {sorted(unknown)}; use {', '.join(QUANTITIES)}")
         return tuple(float(row.get(q, 0.0)) for q in QUANTITIES)
     values = tuple(float(v) for v in row)
     if len(values) != len(QUANTITIES):
-        raise ConfigError(
-            f"a constraint row needs {len(QUANTITIES)} coefficients ({', '.join(QUANTITIES)})"
-        )
+        raise ConfigError(f"a constraint row needs {len(QUANTITIES)} coefficients ({', '.join(QUANTITIES)})")
     return values
 
 
@@ -197,17 +179,11 @@ class Penalty:
 
     def __post_init__(self) -> None:
         if self.mode not in PENALTY_MODES:
-            raise ConfigError(
-                f"unknown penalty mode {self.mode!r}; use one of {sorted(PENALTY_MODES)}"
-            )
+            raise ConfigError(f"unknown penalty mode {self.mode!r}; use one of {sorted(PENALTY_MODES)}")
         if self.schedule not in SCHEDULES:
-            raise ConfigError(
-                f"unknown penalty schedule {self.schedule!r}; use one of {sorted(SCHEDULES)}"
-            )
+            raise ConfigError(f"unknown penalty schedule {self.schedule!r}; use one of {sorted(SCHEDULES)}")
         if self.horizon <= 0:
-            raise ConfigError(
-                f"penalty horizon={self.horizon} must be a positive number of iterations"
-            )
+            raise ConfigError(f"penalty horizon={self.horizon} must be a positive number of iterations")
         if not 0 < self.final < 1:
             raise ConfigError(f"penalty final={self.final} must be in (0, 1)")
 

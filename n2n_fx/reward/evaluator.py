@@ -43,13 +43,9 @@ class RewardRecord:
     compression: float | None  # C = 1 − params / teacher_params
     latency_ms: float | None = None  # median batch-1 CPU latency, if measured
     activation_bytes: int | None = None  # peak activation bytes at batch 1, if measured
-    degenerate: str | None = (
-        None  # why the student is degenerate ("diverged", "empty: ..."); None if not
-    )
+    degenerate: str | None = None  # why the student is degenerate ("diverged", "empty: ..."); None if not
     violations: tuple[str, ...] = ()  # constraints the student breaks
-    epsilon: float | None = (
-        None  # ε_t used by the annealed penalty (None when nothing was violated)
-    )
+    epsilon: float | None = None  # ε_t used by the annealed penalty (None when nothing was violated)
     step: int = 0  # search iteration t the reward was computed for
     arch: str | None = None  # architecture hash (reward-cache key)
     cache_hit: bool = False  # True if training was skipped because the architecture was cached
@@ -165,9 +161,7 @@ class RewardEvaluator:
             return self._degenerate(str(student), step, start)
         params = count_params(student)
         if params == 0:
-            return self._degenerate(
-                "no_trainable: the student has no trainable parameter", step, start, params=0
-            )
+            return self._degenerate("no_trainable: the student has no trainable parameter", step, start, params=0)
         key = arch_hash(student)
         cached = self.cache.get(key)
         if cached is not None:
@@ -175,10 +169,8 @@ class RewardEvaluator:
             record = self._fill_measurements(stored, student)
             if record != stored:  # a newly needed quantity was measured: keep it
                 self.cache.put(key, record.to_dict())
-            return replace(
-                self._score(record, step), cache_hit=True, wall_s=time.perf_counter() - start
-            )
-        record = self._evaluate(student, key, params)
+            return replace(self._score(record, step), cache_hit=True, wall_s=time.perf_counter() - start)
+        record = replace(self._evaluate(student, key, params), step=step)  # step: when it was trained
         self.cache.put(key, record.to_dict())
         return replace(self._score(record, step), wall_s=time.perf_counter() - start)
 
@@ -210,9 +202,7 @@ class RewardEvaluator:
             return record
         cpu = student if _on_cpu(student) else copy.deepcopy(student).cpu()
         if record.latency_ms is None and self._needs("latency_ms"):
-            record = replace(
-                record, latency_ms=latency_ms(cpu, self.input_size, repeats=self.latency_repeats)
-            )
+            record = replace(record, latency_ms=latency_ms(cpu, self.input_size, repeats=self.latency_repeats))
         if record.activation_bytes is None and self._needs("activation_bytes"):
             record = replace(record, activation_bytes=peak_activation_bytes(cpu, self.input_size))
         return record
@@ -258,14 +248,10 @@ class RewardEvaluator:
                 epsilon=None,
             )
         raw = n2n_reward(record.accuracy, self.teacher_accuracy, record.compression)
-        violations = (
-            tuple(self.constraints.violations(record.quantities())) if self.constraints else ()
-        )
+        violations = tuple(self.constraints.violations(record.quantities())) if self.constraints else ()
         reward = self.penalty.apply(raw, not violations, step)
         eps = self.penalty.epsilon(step) if violations and self.penalty.mode == "anneal" else None
-        return replace(
-            record, reward=reward, raw_reward=raw, violations=violations, epsilon=eps, step=step
-        )
+        return replace(record, reward=reward, raw_reward=raw, violations=violations, epsilon=eps, step=step)
 
 
 def _on_cpu(model: nn.Module) -> bool:

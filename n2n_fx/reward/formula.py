@@ -8,9 +8,7 @@ from ..errors import ConfigError
 
 __all__ = ["DEGENERATE_REWARD", "compression", "n2n_reward"]
 
-DEGENERATE_REWARD = (
-    -1.0
-)  # reward of a degenerate student (appendix 11.2) and the floor of all rewards
+DEGENERATE_REWARD = -1.0  # reward of a degenerate student (appendix 11.2) and the floor of all rewards
 
 
 def compression(student_params: int, teacher_params: int) -> float:

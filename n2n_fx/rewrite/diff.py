@@ -20,12 +20,8 @@ class Diff:
     """Teacher -> student changes, by fx node name."""
 
     removed: tuple[str, ...] = ()  # layers bypassed
-    shrunk: dict[str, dict[str, tuple]] = field(
-        default_factory=dict
-    )  # layer -> {variable: (old, new)}
-    repaired: dict[str, tuple[str, ...]] = field(
-        default_factory=dict
-    )  # node -> what was changed to fit
+    shrunk: dict[str, dict[str, tuple]] = field(default_factory=dict)  # layer -> {variable: (old, new)}
+    repaired: dict[str, tuple[str, ...]] = field(default_factory=dict)  # node -> what was changed to fit
     inserted: dict[str, str] = field(default_factory=dict)  # new node -> why (pad, narrow, pool)
     collapsed: tuple[str, ...] = ()  # joins whose branches merged into one (now identity)
 
@@ -89,9 +85,7 @@ def _shape(node: fx.Node) -> tuple | None:
     return tuple(v.shape) if isinstance(v, torch.Tensor) else None
 
 
-def compare(
-    teacher: fx.GraphModule, student: fx.GraphModule
-) -> list[tuple[str, str, int, int, int, int]]:
+def compare(teacher: fx.GraphModule, student: fx.GraphModule) -> list[tuple[str, str, int, int, int, int]]:
     """Per teacher node: (node, status, params before, after, FLOPs before, after).
 
     Status is "removed" when the node is gone from the student, "changed" when its
@@ -138,17 +132,13 @@ def to_dot(student: fx.GraphModule, diff: Diff, teacher: fx.GraphModule | None =
     if teacher is not None:
         t_nodes = {n.name: n for n in teacher.graph.nodes}
         for r in diff.removed:
-            lines.append(
-                f'  "{r}" [label="{r}\\n(removed)", style="dashed", color=red, fontcolor=red];'
-            )
+            lines.append(f'  "{r}" [label="{r}\\n(removed)", style="dashed", color=red, fontcolor=red];')
             src = t_nodes.get(r)
             if (
                 src is not None
                 and src.all_input_nodes
                 and src.all_input_nodes[0].name in {m.name for m in student.graph.nodes}
             ):
-                lines.append(
-                    f'  "{src.all_input_nodes[0].name}" -> "{r}" [style=dashed, color=red];'
-                )
+                lines.append(f'  "{src.all_input_nodes[0].name}" -> "{r}" [style=dashed, color=red];')
     lines.append("}")
     return "\n".join(lines)

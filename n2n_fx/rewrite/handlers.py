@@ -33,9 +33,7 @@ class RebuildContext:
 
     in_idx: torch.Tensor  # (C_in',) teacher input channel per student input channel, -1 = none
     in_size: int  # student input channels (or features)
-    out_idx: (
-        torch.Tensor | None
-    )  # (C_out',) teacher output channels to keep; None = decided by input
+    out_idx: torch.Tensor | None  # (C_out',) teacher output channels to keep; None = decided by input
     coupled: bool  # output channels are the input channels (depthwise / grouped with in == out)
     kernel: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # new (kernel_size, padding)
     stride: int | None = None  # new stride (moved from a removed layer)
@@ -45,9 +43,7 @@ class RebuildContext:
 @dataclass
 class Rebuilt:
     module: nn.Module  # the student's module
-    out_idx: (
-        torch.Tensor | None
-    )  # teacher index per output channel (-1 = none); None = same as input
+    out_idx: torch.Tensor | None  # teacher index per output channel (-1 = none); None = same as input
 
 
 _HANDLERS: dict[type, Callable[[nn.Module, RebuildContext], Rebuilt]] = {}
@@ -100,9 +96,7 @@ def _identity(idx: torch.Tensor, n: int) -> bool:
 def _generic(module: nn.Module, ctx: RebuildContext) -> Rebuilt:
     has_params = any(True for _ in module.parameters())
     if has_params and not _identity(ctx.in_idx, _in_features(module, ctx)):
-        raise RepairError(
-            f"{type(module).__name__} has weights and no rebuild handler; its input changed"
-        )
+        raise RepairError(f"{type(module).__name__} has weights and no rebuild handler; its input changed")
     return Rebuilt(copy.deepcopy(module), None)
 
 
@@ -150,20 +144,12 @@ def _conv(m: nn.modules.conv._ConvNd, ctx: RebuildContext) -> Rebuilt:
         neww = gather(gather(w, out_idx, 0), in_idx, 1)
     elif ctx.coupled and g == cin:  # depthwise: one filter per input channel
         mult = cout // cin
-        out_idx = (
-            in_idx
-            if mult == 1
-            else torch.stack([in_idx * mult + j for j in range(mult)], 1).flatten()
-        )
+        out_idx = in_idx if mult == 1 else torch.stack([in_idx * mult + j for j in range(mult)], 1).flatten()
         out_idx = torch.where(in_idx.repeat_interleave(mult) < 0, -1, out_idx)
         groups2 = cin2
         neww = gather(w, out_idx, 0)
     else:  # grouped: keep weights when channels were kept evenly per group, else re-initialise
-        out_idx = (
-            in_idx
-            if ctx.coupled
-            else (ctx.out_idx if ctx.out_idx is not None else torch.arange(cout))
-        )
+        out_idx = in_idx if ctx.coupled else (ctx.out_idx if ctx.out_idx is not None else torch.arange(cout))
         pin = _per_group(in_idx, cin, g)
         pout = _per_group(out_idx, cout, g)
         if pin is not None and pout is not None:

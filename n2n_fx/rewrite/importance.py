@@ -29,11 +29,7 @@ def l1_importance(gm: fx.GraphModule, cls: ChannelClass) -> torch.Tensor:
             continue
         mod = gm.get_submodule(node.target)
         w = getattr(mod, "weight", None)
-        if (
-            not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear))
-            or w is None
-            or w.shape[0] != cls.size
-        ):
+        if not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) or w is None or w.shape[0] != cls.size:
             continue
         s = torch.linalg.vector_norm(w.detach(), ord=1, dim=tuple(range(1, w.dim()))).float()
         score += s / s.mean().clamp_min(1e-12)

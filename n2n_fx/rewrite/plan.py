@@ -28,12 +28,8 @@ class Plan:
     kernels: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(
         default_factory=dict
     )  # conv -> (kernel, padding)
-    strides: dict[str, tuple[str, int]] = field(
-        default_factory=dict
-    )  # conv -> (removed layer, stride moved onto it)
-    shrunk_out: dict[str, tuple[int, int]] = field(
-        default_factory=dict
-    )  # owner layer -> (old, new) channels
+    strides: dict[str, tuple[str, int]] = field(default_factory=dict)  # conv -> (removed layer, stride moved onto it)
+    shrunk_out: dict[str, tuple[int, int]] = field(default_factory=dict)  # owner layer -> (old, new) channels
 
     @property
     def is_noop(self) -> bool:
@@ -45,17 +41,11 @@ def _resolve(analysis: Analysis, name: str) -> str:
         return analysis.layer(name).node
     except KeyError:
         close = [lay.node for lay in analysis.layers if name in lay.node or name in lay.target][:4]
-        hint = (
-            f" (did you mean {', '.join(close)}?)"
-            if close
-            else "; run `n2n-fx inspect MODEL` for the layer names"
-        )
+        hint = f" (did you mean {', '.join(close)}?)" if close else "; run `n2n-fx inspect MODEL` for the layer names"
         raise ConfigError(f"no layer named {name!r}{hint}") from None
 
 
-def _next_conv(
-    gm: fx.GraphModule, node: fx.Node, removed: frozenset[str], kinds: dict[str, Kind]
-) -> fx.Node | None:
+def _next_conv(gm: fx.GraphModule, node: fx.Node, removed: frozenset[str], kinds: dict[str, Kind]) -> fx.Node | None:
     """The next kept conv on the same single path after ``node`` (no fork or join in between)."""
     cur = node
     for _ in range(16):
@@ -109,16 +99,10 @@ def make_plan(
         if node in removed:
             continue
         lay = analysis.by_node[node]
-        ratios = (
-            {"out": float(spec)}
-            if isinstance(spec, (int, float))
-            else {k: float(v) for k, v in spec.items()}
-        )
+        ratios = {"out": float(spec)} if isinstance(spec, (int, float)) else {k: float(v) for k, v in spec.items()}
         for var, r in ratios.items():
             if var not in ("out", "kernel"):
-                raise ConfigError(
-                    f"unknown shrink variable {var!r} for {node}; use 'out' or 'kernel'"
-                )
+                raise ConfigError(f"unknown shrink variable {var!r} for {node}; use 'out' or 'kernel'")
             if not 0.0 < r <= 1.0:
                 raise ConfigError(f"shrink ratio {r} for {node}.{var} must be in (0, 1]")
             if r == 1.0:
@@ -126,9 +110,7 @@ def make_plan(
             if var == "out":
                 cls = analysis.spaces.class_of(node)
                 if cls is None or node not in cls.producers:
-                    raise ConfigError(
-                        f"layer {node} ({lay.kind.value}) has no output channels to shrink"
-                    )
+                    raise ConfigError(f"layer {node} ({lay.kind.value}) has no output channels to shrink")
                 if not cls.shrinkable:
                     why = cls.pinned[0] if cls.pinned else "nothing to shrink"
                     raise ConfigError(f"output channels of {node} cannot shrink: {why}")
@@ -139,15 +121,9 @@ def make_plan(
                     plan.kept[cls.root] = kept
                     plan.shrunk_out[lay.out_owner] = (cls.size, int(kept.numel()))
             else:
-                mod = (
-                    gm.get_submodule(nodes[node].target)
-                    if nodes[node].op == "call_module"
-                    else None
-                )
+                mod = gm.get_submodule(nodes[node].target) if nodes[node].op == "call_module" else None
                 if "kernel" not in lay.shrinkable or not isinstance(mod, nn.modules.conv._ConvNd):
-                    raise ConfigError(
-                        f"layer {node} has no kernel to shrink (only convs with kernel > 1)"
-                    )
+                    raise ConfigError(f"layer {node} has no kernel to shrink (only convs with kernel > 1)")
                 ks, ps = [], []
                 for k, p, d in zip(mod.kernel_size, mod.padding, mod.dilation, strict=False):
                     new = kernel_after(k, p, d, r)

@@ -95,22 +95,14 @@ class _Walk:
     def tinfo(self, node: fx.Node) -> ChannelInfo | None:
         return self.info.get(node.name)
 
-    def in_map(
-        self, tnode_in: fx.Node, snode_in: fx.Node, dim: int | None = None
-    ) -> tuple[torch.Tensor, int, bool]:
+    def in_map(self, tnode_in: fx.Node, snode_in: fx.Node, dim: int | None = None) -> tuple[torch.Tensor, int, bool]:
         """Teacher channel per student input channel of a layer, student size, and whether positional."""
         ti = self.tinfo(tnode_in)
         sp = self.prov.get(snode_in)
         sval = self.val[snode_in]
         d = dim if dim is not None else (ti.dim if ti and ti.dim is not None else sval.dim() - 1)
         size = int(sval.shape[d])
-        if (
-            ti is not None
-            and sp is not None
-            and sp.root == ti.root
-            and sp.idx is not None
-            and ti.dim == d
-        ):
+        if ti is not None and sp is not None and sp.root == ti.root and sp.idx is not None and ti.dim == d:
             idx = sp.idx
             if ti.expand > 1 or sp.expand > 1:
                 if sp.expand == ti.expand and idx.numel() * sp.expand == size:
@@ -120,9 +112,7 @@ class _Walk:
             elif idx.numel() == size:
                 return idx, size, False
         teacher_size = (
-            int(tnode_in.meta[META_KEY].shape[d])
-            if isinstance(tnode_in.meta.get(META_KEY), torch.Tensor)
-            else size
+            int(tnode_in.meta[META_KEY].shape[d]) if isinstance(tnode_in.meta.get(META_KEY), torch.Tensor) else size
         )
         idx = torch.arange(size)
         return torch.where(idx < teacher_size, idx, -1), size, True
@@ -193,9 +183,7 @@ class _Walk:
         s.meta[META_KEY] = v
         ti = self.tinfo(t)
         if ti is not None:
-            self.prov[s] = _Prov(
-                ti.root, ti.dim, torch.arange(ti.size) if ti.dim is not None else None
-            )
+            self.prov[s] = _Prov(ti.root, ti.dim, torch.arange(ti.size) if ti.dim is not None else None)
         self.vmap[t] = s
 
     def get_attr(self, t: fx.Node) -> None:
@@ -209,11 +197,7 @@ class _Walk:
             dim = cls.attrs.get(t.name) if cls else None
             if cls is not None and dim is not None and cls.root in self.plan.kept:
                 data = obj.detach().index_select(dim, self.plan.kept[cls.root])
-                new = (
-                    nn.Parameter(data.clone(), obj.requires_grad)
-                    if isinstance(obj, nn.Parameter)
-                    else data.clone()
-                )
+                new = nn.Parameter(data.clone(), obj.requires_grad) if isinstance(obj, nn.Parameter) else data.clone()
                 self.note(t.name, f"sliced {tuple(obj.shape)}->{tuple(new.shape)}")
             else:
                 new = (
@@ -245,9 +229,7 @@ class _Walk:
             first_s = args[0]
             ti_out = self.tinfo(t)
             ti_in = self.tinfo(first_t)
-            in_idx, in_size, positional = self.in_map(
-                first_t, first_s, _feature_dim(mod, self.val[first_s])
-            )
+            in_idx, in_size, positional = self.in_map(first_t, first_s, _feature_dim(mod, self.val[first_s]))
             coupled = ti_out is not None and ti_in is not None and ti_out.root == ti_in.root
             out_idx = None
             if ti_out is not None and not coupled and ti_out.dim is not None:
@@ -284,9 +266,7 @@ class _Walk:
         else:
             new_mod = copy.deepcopy(mod)
         if getattr(new_mod, "inplace", False):
-            new_mod.inplace = (
-                False  # bypassed layers can make an in-place op overwrite a tensor still needed
-            )
+            new_mod.inplace = False  # bypassed layers can make an in-place op overwrite a tensor still needed
         path = t.target
         if path in self.attrs and _shape_sig(self.attrs[path]) != _shape_sig(new_mod):
             path = f"{t.target}__{t.name}"  # a shared teacher module now needs two shapes
@@ -303,9 +283,7 @@ class _Walk:
         if is_join(t):
             t_ops = [a for a in t.args if isinstance(a, fx.Node)]
             s_ops = [self.vmap[a] for a in t_ops]
-            if (
-                len(set(s_ops)) == 1 and len(set(t_ops)) > 1
-            ):  # an emptied branch: the join is identity
+            if len(set(s_ops)) == 1 and len(set(t_ops)) > 1:  # an emptied branch: the join is identity
                 self.vmap[t] = s_ops[0]
                 self.result.collapsed.append(t.name)
                 return
@@ -330,10 +308,7 @@ class _Walk:
         if t.op == "call_function":
             target = _INPLACE.get(target, target)
         elif (
-            t.op == "call_method"
-            and target.endswith("_")
-            and not target.startswith("_")
-            and target != "requires_grad_"
+            t.op == "call_method" and target.endswith("_") and not target.startswith("_") and target != "requires_grad_"
         ):
             target = target[:-1]
         if kwargs.get("inplace"):
@@ -352,9 +327,7 @@ class _Walk:
             return
         idx = torch.arange(size)
         data = gather(old.detach(), torch.where(idx < old.numel(), idx, -1), 0, fill)
-        self.attrs[a.target] = (
-            nn.Parameter(data, old.requires_grad) if isinstance(old, nn.Parameter) else data
-        )
+        self.attrs[a.target] = nn.Parameter(data, old.requires_grad) if isinstance(old, nn.Parameter) else data
         self.val[a] = meta_like(data)
         a.meta[META_KEY] = self.val[a]
         self.note(a.name, f"resized {old.numel()}->{size} (positional)")
@@ -383,13 +356,7 @@ class _Walk:
         channel) are selected, so the following layers keep their size.
         """
         ti_out, ti_in = self.tinfo(t), self.tinfo(t.args[0])
-        if (
-            ti_out is None
-            or ti_in is None
-            or ti_out.dim is None
-            or ti_in.dim is None
-            or ti_out.root == ti_in.root
-        ):
+        if ti_out is None or ti_in is None or ti_out.dim is None or ti_in.dim is None or ti_out.root == ti_in.root:
             return
         if t.op != "call_module":
             return
@@ -415,18 +382,14 @@ class _Walk:
         g = self.graph.create_node("get_attr", buf, (), {}, name=f"{t.name}_keep")
         self.val[g] = meta_like(keep)
         g.meta[META_KEY] = self.val[g]
-        n = self.graph.create_node(
-            "call_function", torch.index_select, (s_in, dim, g), {}, name=f"{t.name}_select"
-        )
+        n = self.graph.create_node("call_function", torch.index_select, (s_in, dim, g), {}, name=f"{t.name}_select")
         v = torch.index_select(self.val[s_in], dim, self.val[g])
         self.val[n] = v
         n.meta[META_KEY] = v
         sp = self.prov.get(s_in)
         if sp is not None and sp.idx is not None and sp.idx.numel() == have:
             self.prov[n] = _Prov(sp.root, dim, sp.idx[keep], sp.expand)
-        self.result.inserted[n.name] = (
-            f"select {want} of {have} channels in place of removed {t.name}"
-        )
+        self.result.inserted[n.name] = f"select {want} of {have} channels in place of removed {t.name}"
         self.vmap[t] = n
 
     # ---- joins ---------------------------------------------------------------------------
@@ -439,9 +402,7 @@ class _Walk:
         n.meta[META_KEY] = v
         return n
 
-    def fit_channels(
-        self, anchor: fx.Node, op: fx.Node, dim: int, want: int, fill: float, root: int | None
-    ) -> fx.Node:
+    def fit_channels(self, anchor: fx.Node, op: fx.Node, dim: int, want: int, fill: float, root: int | None) -> fx.Node:
         v = self.val[op]
         have = int(v.shape[dim])
         if have == want:
@@ -467,16 +428,11 @@ class _Walk:
 
     def fit_spatial(self, anchor: fx.Node, ops: list[fx.Node], cdim: int) -> dict[fx.Node, fx.Node]:
         vals = [self.val[o] for o in ops]
-        if (
-            cdim != 1
-            or any(v.dim() not in (3, 4, 5) for v in vals)
-            or len({v.dim() for v in vals}) != 1
-        ):
+        if cdim != 1 or any(v.dim() not in (3, 4, 5) for v in vals) or len({v.dim() for v in vals}) != 1:
             return {}
         sizes = [tuple(int(s) for s in v.shape[2:]) for v in vals]
         target = tuple(
-            min(s[d] for s in sizes if s[d] != 1) if any(s[d] != 1 for s in sizes) else 1
-            for d in range(len(sizes[0]))
+            min(s[d] for s in sizes if s[d] != 1) if any(s[d] != 1 for s in sizes) else 1 for d in range(len(sizes[0]))
         )
         out = {}
         for o, s in zip(ops, sizes, strict=True):
@@ -491,15 +447,12 @@ class _Walk:
     def coerce_join(self, t: fx.Node, args: tuple) -> tuple:
         ti = self.tinfo(t)
         fill = pad_value(t)
-        t_ops = [a for a in t.args if isinstance(a, fx.Node)]
         s_args = list(args)
         if ti is not None and ti.dim is not None:
             want = self.expected(ti.root, ti.size).numel()
             out_nd = t.meta[META_KEY].dim()
             for i, a in enumerate(t.args):
-                if not isinstance(a, fx.Node) or not isinstance(
-                    self.val.get(s_args[i]), torch.Tensor
-                ):
+                if not isinstance(a, fx.Node) or not isinstance(self.val.get(s_args[i]), torch.Tensor):
                     continue
                 tv = a.meta[META_KEY]
                 d = ti.dim - (out_nd - tv.dim())
@@ -509,11 +462,7 @@ class _Walk:
                 if sv.dim() != tv.dim():
                     continue
                 s_args[i] = self.fit_channels(t, s_args[i], d, want, fill, ti.root)
-            tensor_ops = [
-                x
-                for x in s_args
-                if isinstance(x, fx.Node) and isinstance(self.val.get(x), torch.Tensor)
-            ]
+            tensor_ops = [x for x in s_args if isinstance(x, fx.Node) and isinstance(self.val.get(x), torch.Tensor)]
             fixed = self.fit_spatial(t, tensor_ops, ti.dim)
             s_args = [fixed.get(x, x) if isinstance(x, fx.Node) else x for x in s_args]
             for x in s_args:
@@ -522,7 +471,6 @@ class _Walk:
             for x, a in zip(s_args, args, strict=True):
                 if x is not a and x.name in self.result.inserted and x not in fixed.values():
                     self.note(t.name, self.result.inserted[x.name])
-        del t_ops
         return tuple(s_args)
 
     def coerce_cat(self, t: fx.Node, args: tuple, kwargs: dict) -> tuple:
@@ -557,13 +505,7 @@ class _Walk:
             ta = self.tinfo(a)
             sp = self.prov.get(sa)
             n = int(self.val[sa].shape[ti.dim])
-            if (
-                ta is not None
-                and sp is not None
-                and sp.root == ta.root
-                and sp.idx is not None
-                and sp.idx.numel() == n
-            ):
+            if ta is not None and sp is not None and sp.root == ta.root and sp.idx is not None and sp.idx.numel() == n:
                 parts.append(torch.where(sp.idx < 0, -1, sp.idx + off))
             else:
                 idx = torch.arange(n)
@@ -579,9 +521,7 @@ class _Walk:
                 try:
                     self.narrow_removed(t)
                 except Exception as e:
-                    raise _Fail(
-                        Reason.UNREPAIRABLE, f"{t.name} (removed): {str(e)[:200]}"
-                    ) from None
+                    raise _Fail(Reason.UNREPAIRABLE, f"{t.name} (removed): {str(e)[:200]}") from None
                 continue
             try:
                 if t.op == "placeholder":
@@ -591,9 +531,7 @@ class _Walk:
                 elif t.op == "call_module":
                     self.call_module(t)
                 elif t.op == "output":
-                    s = self.emit(
-                        t, "output", "output", fx.node.map_arg(t.args, lambda n: self.vmap[n]), {}
-                    )
+                    s = self.emit(t, "output", "output", fx.node.map_arg(t.args, lambda n: self.vmap[n]), {})
                     self.vmap[t] = s
                 else:
                     self.call_other(t)
@@ -608,9 +546,7 @@ class _Walk:
                 raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: {e}") from None
             except Exception as e:  # an op no longer fits its new input
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise _Fail(
-                    Reason.UNREPAIRABLE, f"{t.name} ({_describe(t)}): {msg[:200]}"
-                ) from None
+                raise _Fail(Reason.UNREPAIRABLE, f"{t.name} ({_describe(t)}): {msg[:200]}") from None
         return self.graph
 
 
@@ -628,9 +564,7 @@ def _feature_dim(mod: nn.Module, x: Any) -> int | None:
     if isinstance(mod, (nn.Linear, nn.LayerNorm)):
         return x.dim() - 1
     if (
-        isinstance(
-            mod, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU)
-        )
+        isinstance(mod, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU))
         and x.dim() >= 2
     ):
         return 1
@@ -684,17 +618,11 @@ def rebuild(analysis: Analysis, plan: Plan, *, max_linear_growth: float = 8.0) -
     s_out = graph.find_nodes(op="output")[0]
     s_val = fx.node.map_arg(s_out.args[0], lambda n: w.val.get(n))
     s_out.meta[META_KEY] = s_val
-    if isinstance(t_out, torch.Tensor) and (
-        not isinstance(s_val, torch.Tensor) or s_val.shape != t_out.shape
-    ):
+    if isinstance(t_out, torch.Tensor) and (not isinstance(s_val, torch.Tensor) or s_val.shape != t_out.shape):
         got = tuple(s_val.shape) if isinstance(s_val, torch.Tensor) else type(s_val).__name__
-        w.result.degenerate = Degenerate(
-            Reason.OUTPUT_MISMATCH, f"output {got}, teacher {tuple(t_out.shape)}"
-        )
+        w.result.degenerate = Degenerate(Reason.OUTPUT_MISMATCH, f"output {got}, teacher {tuple(t_out.shape)}")
         return w.result
     w.result.cost = model_cost(student)
     if w.result.cost.params == 0 or not any(p.requires_grad for p in student.parameters()):
-        w.result.degenerate = Degenerate(
-            Reason.NO_TRAINABLE, "the student has no trainable parameter"
-        )
+        w.result.degenerate = Degenerate(Reason.NO_TRAINABLE, "the student has no trainable parameter")
     return w.result

@@ -122,9 +122,8 @@ def remove_layers(gm: fx.GraphModule | Analysis, names: Iterable[str], **kw) -> 
         >>> r.diff.removed
         ('layer1_0_conv2',)
     """
-    names = list(names)
-    if isinstance(names, str):  # pragma: no cover - guarded above by list()
-        raise ConfigError("pass a list of layer names")
+    if isinstance(names, str):
+        raise ConfigError(f"pass a list of layer names, not the string {names!r}")
     return apply_actions(gm, remove=names, **kw)
 
 

@@ -38,9 +38,7 @@ class CompressionResult:
     tables: dict[str, str]  # rendered report tables (summary, layers)
 
 
-def _save_teacher_file(
-    run: RunDir, teacher: nn.Module, spec: dict[str, Any] | None, metrics: dict[str, Any]
-) -> None:
+def _save_teacher_file(run: RunDir, teacher: nn.Module, spec: dict[str, Any] | None, metrics: dict[str, Any]) -> None:
     if spec is not None:
         atomic_torch_save(
             {
@@ -52,9 +50,7 @@ def _save_teacher_file(
             run.file("teacher.pt"),
         )
     else:  # a user model that cannot be rebuilt by name: a full pickle, loaded only on request
-        atomic_torch_save(
-            {"module": teacher, "metrics": metrics, "pickled": True}, run.file("teacher.pt")
-        )
+        atomic_torch_save({"module": teacher, "metrics": metrics, "pickled": True}, run.file("teacher.pt"))
 
 
 def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict[str, Any] | None]:
@@ -78,9 +74,7 @@ def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict
         ck = safe_torch_load(path, allow_pickle=True)
         return ck["module"].eval(), None
     except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{path} does not match its spec ({str(e).splitlines()[0][:120]})"
-        ) from None
+        raise CheckpointError(f"{path} does not match its spec ({str(e).splitlines()[0][:120]})") from None
 
 
 def _finish(run: RunDir, search: Search, teacher_gm: fx.GraphModule) -> CompressionResult:
@@ -99,8 +93,11 @@ def run_compress(
     resume: bool = False,
     quiet: bool = False,
     allow_pickle: bool = False,
+    search_cls: type[Search] = Search,
 ) -> CompressionResult:
-    """Run (or resume) the full compression described by ``cfg`` in ``run_dir``."""
+    """Run (or resume) the full compression described by ``cfg`` in ``run_dir``.
+
+    ``search_cls`` lets a baseline reuse the whole job with other learners (random search)."""
     say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     if resume:
         run = RunDir.open(run_dir)
@@ -114,11 +111,9 @@ def run_compress(
         run.write_json("config.json", cfg.to_dict())
         teacher, spec, splits = prepared.model, prepared.spec, prepared.splits
         _save_teacher_file(run, teacher, spec, prepared.metrics)
-        run.write_json(
-            "data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes}
-        )
+        run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
     gm = trace(teacher, input_size=splits.input_size).eval()
-    search = Search(cfg, run, gm, splits, quiet=quiet)
+    search = search_cls(cfg, run, gm, splits, quiet=quiet)
     t0 = time.perf_counter()
     search.run(resume=resume)
     run.write_json("timing.json", {"search_s": time.perf_counter() - t0})
@@ -173,9 +168,7 @@ def compress(
         run = RunDir.create(run_dir)
         run.write_json("config.json", cfg.to_dict())
         _save_teacher_file(run, teacher, None, {})
-        run.write_json(
-            "data.json", {"input_size": list(x0.shape), "num_classes": splits.num_classes}
-        )
+        run.write_json("data.json", {"input_size": list(x0.shape), "num_classes": splits.num_classes})
     gm = trace(copy.deepcopy(teacher), input_size=tuple(x0.shape)).eval()
     search = Search(cfg, run, gm, splits, quiet=quiet)
     search.run(resume=resume)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,8 @@ class SearchConfig:
     dataset: str = "synthetic"  # data set name (see n2n_fx.data.dataset_names())
     data_root: str | None = None  # where data sets live (None: the default data root)
     download: bool = False  # let torchvision download a missing data set
-    dataset_options: dict[str, Any] = field(
-        default_factory=lambda: {"num_samples": 2400}
-    )  # e.g. synthetic size
-    teacher_checkpoint: str | None = (
-        None  # trained teacher (n2n-fx train-teacher); None: train one, cached
-    )
+    dataset_options: dict[str, Any] | None = None  # data set options (None: its defaults; synthetic: 2400 samples)
+    teacher_checkpoint: str | None = None  # trained teacher (n2n-fx train-teacher); None: train one, cached
     teacher_epochs: int = 4  # epochs when the teacher is trained on the fly
     # -- search (paper Algorithm 1) -----------------------------------------------------------
     stage: str = "both"  # "removal", "shrink" or "both"
@@ -39,6 +35,7 @@ class SearchConfig:
     rollouts: int = 5  # m: students sampled per update (paper: 5)
     removal_lr: float = 0.003  # Adam lr of the removal policy (paper: 0.003)
     shrink_lr: float = 0.01  # Adam lr of the shrink policy (paper: 0.01)
+    shrink_keep_bias: float = 3.0  # fresh shrink policy: logit of ratio r starts at bias * r (mean ratio ~0.75)
     algo: str = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
     baseline_decay: float = 0.9  # EMA decay of the REINFORCE baseline
     entropy_coef: float = 0.0  # entropy bonus weight
@@ -50,9 +47,7 @@ class SearchConfig:
     reward_epochs: int = 1  # epochs of KD per student when reward_steps is 0 (paper: 5)
     reward_lr: float = 1e-3  # Adam lr of the KD training
     batch_size: int = 64  # KD batch size
-    reward_subset: float | None = (
-        None  # train on a stratified part of the training split (count or fraction)
-    )
+    reward_subset: float | None = None  # train on a stratified part of the training split (count or fraction)
     # -- constraints (paper §3.3.1) -------------------------------------------------------------
     max_params: float | None = None  # student parameters <= this
     max_flops: float | None = None  # student FLOPs per sample <= this
@@ -65,7 +60,7 @@ class SearchConfig:
     final_lr: float = 1e-3  # Adam lr of the final training
     # -- run ---------------------------------------------------------------------------------------
     executor: str = "sequential"  # who trains the m students of an iteration: sequential, local, ray
-    workers: int = 2  # worker processes of the local executor
+    workers: int = 2  # local worker processes / Ray actors (0: one per core, or per GPU on CUDA)
     ray_address: str | None = None  # Ray cluster address for the ray executor (None: start a local Ray)
     seed: int = 0  # seeds data splits, policies and every student's training
     device: str = "auto"  # "auto", "cpu" or "cuda"
@@ -96,9 +91,7 @@ class SearchConfig:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(
-                "device cuda was asked for but CUDA is not available; use --device cpu"
-            )
+            raise ConfigError("device cuda was asked for but CUDA is not available; use --device cpu")
         return self.device
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,9 +102,7 @@ class SearchConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown config key(s) {', '.join(unknown)}; see `n2n-fx compress --help`"
-            )
+            raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; see `n2n-fx compress --help`")
         return cls(**data)
 
     def replace(self, **changes: Any) -> SearchConfig:

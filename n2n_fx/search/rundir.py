@@ -82,9 +82,7 @@ class RunDir:
             raise RunDirError(f"{p} is a file; pick a new --run-dir")
         if p.exists() and any(p.iterdir()):
             if (p / "run.json").is_file():
-                raise RunDirError(
-                    f"{p} already holds a run; resume it with --resume {p} or pick a new --run-dir"
-                )
+                raise RunDirError(f"{p} already holds a run; resume it with --resume {p} or pick a new --run-dir")
             raise RunDirError(f"{p} exists and is not empty; pick a new --run-dir")
 
     @classmethod
@@ -93,9 +91,7 @@ class RunDir:
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
         run = cls(p)
-        atomic_write_text(
-            run.file("run.json"), json.dumps({"format": RUN_FORMAT, "created": time.time()})
-        )
+        atomic_write_text(run.file("run.json"), json.dumps({"format": RUN_FORMAT, "created": time.time()}))
         return run
 
     @classmethod

@@ -67,9 +67,7 @@ class StageBest:
 
     @classmethod
     def from_state(cls, d: dict[str, Any] | None) -> StageBest | None:
-        return (
-            None if d is None else cls(d["reward"], d["record"], d["actions"], d.get("state_dict"))
-        )
+        return None if d is None else cls(d["reward"], d["record"], d["actions"], d.get("state_dict"))
 
 
 def rebuild_student(
@@ -81,13 +79,9 @@ def rebuild_student(
     """Re-create a student from the teacher and its actions; load its weights if given.
 
     Returns the ``Rewrite`` of the last stage applied (``.student`` holds the model)."""
-    r = apply_actions(
-        teacher, remove=actions.get("remove", ()), strict=False, max_linear_growth=max_linear_growth
-    )
+    r = apply_actions(teacher, remove=actions.get("remove", ()), strict=False, max_linear_growth=max_linear_growth)
     if actions.get("shrink") and r.valid:
-        r2 = apply_actions(
-            r.student, shrink=actions["shrink"], strict=False, max_linear_growth=max_linear_growth
-        )
+        r2 = apply_actions(r.student, shrink=actions["shrink"], strict=False, max_linear_growth=max_linear_growth)
         r2.diff = r.diff.then(r2.diff)
         r2.teacher_cost = r.teacher_cost
         r = r2
@@ -108,9 +102,7 @@ class _State:
     phase: str = "removal"
     iteration: int = 0  # next iteration to run in ``phase``
     learners: dict[str, Any] = field(default_factory=dict)  # stage -> Learner.state_dict()
-    best: dict[str, StageBest | None] = field(
-        default_factory=lambda: {"removal": None, "shrink": None}
-    )
+    best: dict[str, StageBest | None] = field(default_factory=lambda: {"removal": None, "shrink": None})
     teacher: dict[str, Any] = field(default_factory=dict)  # val/test accuracy, params, flops
     final: dict[str, Any] = field(default_factory=dict)  # final-training results per stage
 
@@ -173,9 +165,7 @@ class Search:
     def load_checkpoint(self) -> None:
         ck = safe_torch_load(self.run_dir.file("checkpoint.pt"))
         if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-            raise CheckpointError(
-                f"{self.run_dir.file('checkpoint.pt')} is not a search checkpoint of this version"
-            )
+            raise CheckpointError(f"{self.run_dir.file('checkpoint.pt')} is not a search checkpoint of this version")
         self.state = _State(
             phase=ck["phase"],
             iteration=int(ck["iteration"]),
@@ -188,9 +178,7 @@ class Search:
         order = {p: i for i, p in enumerate(PHASES)}
         pos = (order[self.state.phase], self.state.iteration)
         kept = self.run_dir.truncate_history(lambda r: (order[r["stage"]], r["iteration"]) < pos)
-        self.log(
-            f"resuming at {self.state.phase} iteration {self.state.iteration} ({kept} history rows kept)"
-        )
+        self.log(f"resuming at {self.state.phase} iteration {self.state.iteration} ({kept} history rows kept)")
 
     # -- setup -----------------------------------------------------------------------------------------
     def _evaluator(self) -> RewardEvaluator:
@@ -225,8 +213,23 @@ class Search:
             logit_cache=cache,
             constraints=constraints,
             penalty=penalty,
-            cache=RewardCache(self.run_dir.file("reward_cache.json")),
+            cache=self._reward_cache(),
         )
+
+    def _reward_cache(self) -> RewardCache:
+        """The run's reward cache, without entries of an iteration the last checkpoint does not cover.
+
+        A crash mid-iteration leaves its students' rewards in the cache but not their trained
+        weights in the checkpoint; re-running that iteration must train them again, exactly
+        as the uninterrupted run did."""
+        cache = RewardCache(self.run_dir.file("reward_cache.json"))
+        now = self._global_step()
+        cache.discard_where(lambda e: int(e.get("step", 0)) >= now)
+        return cache
+
+    def _global_step(self) -> int:
+        offset = self.cfg.removal_iterations if self.state.phase == "shrink" and self.cfg.stage == "both" else 0
+        return offset + self.state.iteration if self.state.phase in ("removal", "shrink") else 1 << 30
 
     def _learner(self, stage: str) -> Learner:
         cfg = self.cfg
@@ -236,14 +239,14 @@ class Search:
         if path:
             policy = load_policy(path)
             if ac and getattr(policy, "value", None) is None:
-                raise ConfigError(
-                    f"{path} has no value head; actor_critic needs one (use --algo reinforce)"
-                )
+                raise ConfigError(f"{path} has no value head; actor_critic needs one (use --algo reinforce)")
         elif stage == "removal":
             policy = RemovalPolicy(RemovalPolicyConfig(feature_dim=FEATURE_DIM, value_head=ac))
         else:
             policy = ShrinkPolicy(
-                ShrinkPolicyConfig(feature_dim=FEATURE_DIM, ratios=RATIOS, value_head=ac)
+                ShrinkPolicyConfig(
+                    feature_dim=FEATURE_DIM, ratios=RATIOS, keep_bias=cfg.shrink_keep_bias, value_head=ac
+                )
             )
         lr = cfg.removal_lr if stage == "removal" else cfg.shrink_lr
         seed = cfg.seed * 7919 + (1 if stage == "removal" else 2)
@@ -296,11 +299,7 @@ class Search:
             for k in range(ro.actions.shape[0]):
                 a = ro.actions[k]
                 if stage == "removal":
-                    acts = {
-                        "remove": [
-                            layers[i].node for i in range(len(layers)) if int(a[i]) == REMOVE
-                        ]
-                    }
+                    acts = {"remove": [layers[i].node for i in range(len(layers)) if int(a[i]) == REMOVE]}
                     rw = apply_actions(
                         analysis,
                         remove=acts["remove"],
@@ -312,9 +311,7 @@ class Search:
                     for st, ai in zip(steps, a.tolist(), strict=True):
                         shr.setdefault(st.node, {})[st.variable] = RATIOS[ai]
                     acts = {**base_actions, "shrink": shr}
-                    rw = apply_actions(
-                        analysis, shrink=shr, strict=False, max_linear_growth=cfg.max_linear_growth
-                    )
+                    rw = apply_actions(analysis, shrink=shr, strict=False, max_linear_growth=cfg.max_linear_growth)
                 step = offset + it
                 seed = cfg.seed * 1_000_003 + step * 101 + k
                 jobs.append(Job(rw.student if rw.valid else f"{rw.degenerate}", step, seed))
@@ -365,11 +362,7 @@ class Search:
             b = self.state.best.get(stage)
             self.log(
                 f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
-                + (
-                    f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})"
-                    if b
-                    else ""
-                )
+                + (f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})" if b else "")
             )
             bar.update(1)
         bar.close()
@@ -378,9 +371,7 @@ class Search:
         best1 = self.state.best.get("removal")
         if best1 is None:
             return self.teacher, {"remove": []}
-        r = rebuild_student(
-            self.teacher, best1.actions, best1.state_dict, self.cfg.max_linear_growth
-        )
+        r = rebuild_student(self.teacher, best1.actions, best1.state_dict, self.cfg.max_linear_growth)
         return r.student.eval(), {"remove": list(best1.actions["remove"])}
 
     def _final(self) -> None:
@@ -407,9 +398,7 @@ class Search:
                 f"final training of the best {stage} student ({model_cost(student).params:,} params, {dcfg.epochs} epochs)"
             )
             teacher = self.teacher.to(self.device)
-            res = distill(
-                student, self.splits.train, dcfg, teacher=teacher, val_data=self.splits.val
-            )
+            res = distill(student, self.splits.train, dcfg, teacher=teacher, val_data=self.splits.val)
             self.teacher.cpu()
             student.cpu().eval()
             test_acc = accuracy(student, self.splits.test) if len(self.splits.test) else math.nan
@@ -440,9 +429,7 @@ class Search:
             }
             self.save_checkpoint()
         b1, b2 = self.state.best.get("removal"), self.state.best.get("shrink")
-        winner = (
-            "shrink" if b2 is not None and (b1 is None or b2.reward >= b1.reward) else "removal"
-        )
+        winner = "shrink" if b2 is not None and (b1 is None or b2.reward >= b1.reward) else "removal"
         self.state.final["winner"] = winner
         if winner == "removal":  # stage 2 found nothing better: the stage-1 student is the result
             for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
@@ -465,16 +452,8 @@ class Search:
         if not self.state.teacher:
             t0 = time.perf_counter()
             self.teacher.to(self.device)
-            val = (
-                accuracy(self.teacher, self.splits.val, device=self.device)
-                if len(self.splits.val)
-                else math.nan
-            )
-            test = (
-                accuracy(self.teacher, self.splits.test, device=self.device)
-                if len(self.splits.test)
-                else math.nan
-            )
+            val = accuracy(self.teacher, self.splits.val, device=self.device) if len(self.splits.val) else math.nan
+            test = accuracy(self.teacher, self.splits.test, device=self.device) if len(self.splits.test) else math.nan
             self.teacher.cpu()
             self.state.teacher = {
                 "val_accuracy": val,
@@ -484,9 +463,7 @@ class Search:
                 "eval_s": time.perf_counter() - t0,
             }
             if not val > 0:
-                raise ConfigError(
-                    "the teacher has zero validation accuracy; train it first (n2n-fx train-teacher)"
-                )
+                raise ConfigError("the teacher has zero validation accuracy; train it first (n2n-fx train-teacher)")
             self.save_checkpoint()
         evaluator = None
         if self.state.phase in ("removal", "shrink"):
@@ -509,11 +486,10 @@ class Search:
             )
             self.state.phase, self.state.iteration = "final", 0
             self.save_checkpoint()
+        self.executor.close()  # rollouts done: stop local workers / Ray actors
         if self.state.phase == "final":
             if not any(self.state.best.values()):
-                raise RunDirError(
-                    "no valid student was found; raise the iterations or loosen the constraints"
-                )
+                raise RunDirError("no valid student was found; raise the iterations or loosen the constraints")
             self._final()
             self.state.phase = "done"
             self.save_checkpoint()

@@ -36,10 +36,19 @@ def teacher_cache_dir() -> Path:
     return Path(base) / "teachers"
 
 
+SYNTHETIC_DEFAULTS = {"num_samples": 2400}  # the main job's embedded data set: ~2k training images
+
+
+def dataset_options(cfg: SearchConfig) -> dict:
+    """The options ``load_splits`` gets: the config's, or the data set's defaults."""
+    if cfg.dataset_options is not None:
+        return dict(cfg.dataset_options)
+    return dict(SYNTHETIC_DEFAULTS) if cfg.dataset == "synthetic" else {}
+
+
 def load_data(cfg: SearchConfig) -> DataSplits:
-    return load_splits(
-        cfg.dataset, cfg.data_root, cfg.download, seed=cfg.seed, **dict(cfg.dataset_options)
-    )
+    opts = dataset_options(cfg)
+    return load_splits(cfg.dataset, cfg.data_root, cfg.download, seed=cfg.seed, **opts)
 
 
 def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
@@ -51,32 +60,24 @@ def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
     splits = load_data(cfg)
     if cfg.teacher_checkpoint:
         t = load_teacher(cfg.teacher_checkpoint)
-        if (
-            int(t.spec["num_classes"]) != splits.num_classes
-            or tuple(t.spec["input_size"])[0] != splits.in_channels
-        ):
+        if int(t.spec["num_classes"]) != splits.num_classes or tuple(t.spec["input_size"])[0] != splits.in_channels:
             raise CheckpointError(
                 f"{cfg.teacher_checkpoint} was trained for {t.spec['num_classes']} classes / input {tuple(t.spec['input_size'])}, "
                 f"but {cfg.dataset} has {splits.num_classes} classes / input {splits.input_size}; train a teacher for this data set"
             )
-        return PreparedTeacher(
-            t.model, dict(t.spec), t.metrics, splits, str(cfg.teacher_checkpoint)
-        )
+        return PreparedTeacher(t.model, dict(t.spec), t.metrics, splits, str(cfg.teacher_checkpoint))
     key = json.dumps(
         {
             "model": cfg.model,
             "dataset": cfg.dataset,
-            "options": cfg.dataset_options,
+            "options": dataset_options(cfg),
             "seed": cfg.seed,
             "epochs": cfg.teacher_epochs,
             "v": 1,
         },
         sort_keys=True,
     )
-    path = (
-        teacher_cache_dir()
-        / f"{cfg.model}-{cfg.dataset}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
-    )
+    path = teacher_cache_dir() / f"{cfg.model}-{cfg.dataset}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
     if path.is_file():
         try:
             t = load_teacher(path)
@@ -84,9 +85,7 @@ def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
             return PreparedTeacher(t.model, dict(t.spec), t.metrics, splits, str(path))
         except CheckpointError:
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt
-    log(
-        f"teacher: training {cfg.model} on {cfg.dataset} for {cfg.teacher_epochs} epochs (cached in {path.parent})"
-    )
+    log(f"teacher: training {cfg.model} on {cfg.dataset} for {cfg.teacher_epochs} epochs (cached in {path.parent})")
     model = build_model(cfg.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
     model, metrics = train_teacher(
         model, splits, "cpu", epochs=cfg.teacher_epochs, seed=cfg.seed, device=cfg.resolved_device()

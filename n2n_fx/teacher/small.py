@@ -56,9 +56,7 @@ class Conv4(nn.Module):
 class VGGSmall(nn.Module):
     """VGG-style net for small images: conv-BN-ReLU stacks, max-pools, a global pool and an MLP head."""
 
-    def __init__(
-        self, cfg: list, num_classes: int = 10, in_channels: int = 1, hidden: int = 256
-    ) -> None:
+    def __init__(self, cfg: list, num_classes: int = 10, in_channels: int = 1, hidden: int = 256) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels

@@ -98,9 +98,7 @@ def trace(
     if isinstance(model, str):
         model = build_model(model, num_classes=num_classes, in_channels=in_channels)
     if not isinstance(model, nn.Module):
-        raise ConfigError(
-            f"expected an nn.Module, fx.GraphModule or model name, got {type(model).__name__}"
-        )
+        raise ConfigError(f"expected an nn.Module, fx.GraphModule or model name, got {type(model).__name__}")
 
     if isinstance(model, fx.GraphModule):
         gm = copy.deepcopy(model)

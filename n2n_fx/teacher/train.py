@@ -66,9 +66,7 @@ PRESETS = {
     "mnist": TeacherPreset("mnist", epochs=50, lr=0.01, milestones=(30,), batch_size=64),
     "cifar": TeacherPreset("cifar", epochs=150, lr=0.001, milestones=(80, 120), batch_size=128),
     "caltech256": TeacherPreset("caltech256", epochs=50, lr=0.01, batch_size=64),
-    "cpu": TeacherPreset(
-        "cpu", epochs=3, lr=1e-3, batch_size=64, optimizer="adam", weight_decay=0.0
-    ),
+    "cpu": TeacherPreset("cpu", epochs=3, lr=1e-3, batch_size=64, optimizer="adam", weight_decay=0.0),
 }
 
 # data set -> paper preset (data sets the paper does not use get the MNIST recipe)
@@ -133,14 +131,10 @@ def train_teacher(
     if isinstance(preset, str):
         p = preset_for(splits.info.name) if preset == "paper" else PRESETS.get(preset)
         if p is None:
-            raise ConfigError(
-                f"unknown teacher preset {preset!r}; use 'paper' or one of {sorted(PRESETS)}"
-            )
+            raise ConfigError(f"unknown teacher preset {preset!r}; use 'paper' or one of {sorted(PRESETS)}")
     else:
         p = preset
-    overrides = {
-        k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None
-    }
+    overrides = {k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None}
     p = replace(p, **overrides)
     say = log or (lambda _msg: None)
     device = torch.device(device)
@@ -150,9 +144,7 @@ def train_teacher(
     train_set = splits.train if p.augment else splits.train_plain
     loader = make_loader(train_set, p.batch_size, shuffle=True, seed=seed)
     optimizer = _optimizer(model, p)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(p.milestones), gamma=p.gamma
-    )
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(p.milestones), gamma=p.gamma)
     has_val = len(splits.val) > 0
     val_acc = float("nan")
     mean_loss = float("nan")
@@ -170,15 +162,10 @@ def train_teacher(
         schedule.step()
         mean_loss = float(total) / max(n, 1)
         if not math.isfinite(mean_loss):
-            raise ConfigError(
-                f"teacher training diverged in epoch {epoch} (loss {mean_loss}); lower --lr"
-            )
+            raise ConfigError(f"teacher training diverged in epoch {epoch} (loss {mean_loss}); lower --lr")
         if has_val:
             val_acc = accuracy(model, splits.val, device=device)
-        say(
-            f"epoch {epoch}/{p.epochs}: loss {mean_loss:.4f}"
-            + (f", val acc {val_acc:.4f}" if has_val else "")
-        )
+        say(f"epoch {epoch}/{p.epochs}: loss {mean_loss:.4f}" + (f", val acc {val_acc:.4f}" if has_val else ""))
     test_acc = accuracy(model, splits.test, device=device) if len(splits.test) else float("nan")
     model.eval()
     metrics = {
@@ -249,14 +236,8 @@ def load_teacher(path: str | Path, map_location: str | torch.device = "cpu") -> 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling raises many kinds
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}); {hint}"
-        ) from None
-    if (
-        not isinstance(ckpt, dict)
-        or not {"state_dict", "spec"} <= set(ckpt)
-        or not isinstance(ckpt["spec"], dict)
-    ):
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}); {hint}") from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "spec"} <= set(ckpt) or not isinstance(ckpt["spec"], dict):
         raise CheckpointError(f"{path} is not a teacher checkpoint (no state_dict/spec); {hint}")
     spec = dict(ckpt["spec"])
     missing = [k for k in ("model", "num_classes", "in_channels", "input_size") if k not in spec]

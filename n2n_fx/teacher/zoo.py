@@ -58,9 +58,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Mo
     names = classification_models()
     if name not in names:
         hint = ", ".join(sorted(_LOCAL)[:6] + names[:6])
-        raise ConfigError(
-            f"unknown model {name!r}; use a torchvision classifier or a project model (e.g. {hint}, ...)"
-        )
+        raise ConfigError(f"unknown model {name!r}; use a torchvision classifier or a project model (e.g. {hint}, ...)")
     kwargs: dict = {"weights": None, "num_classes": num_classes}
     if name.startswith(("googlenet", "inception")):
         kwargs["aux_logits"] = False
@@ -105,6 +103,4 @@ def adapt_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
                         new.bias.copy_(child.bias)
                 setattr(parent, child_name, new)
                 return model
-    raise ConfigError(
-        f"{type(model).__name__} has no Conv2d to adapt to {in_channels} input channels"
-    )
+    raise ConfigError(f"{type(model).__name__} has no Conv2d to adapt to {in_channels} input channels")
