@@ -89,6 +89,29 @@ def _empty(cls: type, *args) -> nn.Module:
     return cls(*args, device="meta").to_empty(device="cpu")
 
 
+def _on_meta(cls: type, *args) -> nn.Module:
+    """A module whose tensors live on meta until the caller sets each with ``_set``."""
+    return cls(*args, device="meta")
+
+
+def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Give ``module`` its real parameter ``name`` (no allocation besides ``value`` itself)."""
+    if value._base is not None or not value.is_contiguous():  # a view may share the teacher's storage
+        value = value.clone(memory_format=torch.contiguous_format)
+    setattr(module, name, nn.Parameter(value, requires_grad=True))
+
+
+def gather2(t: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``t[rows][:, cols]`` in one gather (identity sides skipped); -1 entries give zeros."""
+    if bool(((rows < 0) | (rows >= t.shape[0])).any()) or bool(((cols < 0) | (cols >= t.shape[1])).any()):
+        return gather(gather(t, rows, 0), cols, 1)
+    if _identity(rows, t.shape[0]):
+        return t if _identity(cols, t.shape[1]) else t.index_select(1, cols)
+    if _identity(cols, t.shape[1]):
+        return t.index_select(0, rows)
+    return t[rows[:, None], cols[None, :]]
+
+
 def _identity(idx: torch.Tensor, n: int) -> bool:
     return idx.numel() == n and bool((idx == torch.arange(n)).all())
 
@@ -141,7 +164,7 @@ def _conv(m: nn.modules.conv._ConvNd, ctx: RebuildContext) -> Rebuilt:
         ):
             return Rebuilt(copy.deepcopy(m), out_idx)
         groups2 = 1
-        neww = gather(gather(w, out_idx, 0), in_idx, 1)
+        neww = gather2(w, out_idx, in_idx)
     elif ctx.coupled and g == cin:  # depthwise: one filter per input channel
         mult = cout // cin
         out_idx = in_idx if mult == 1 else torch.stack([in_idx * mult + j for j in range(mult)], 1).flatten()
@@ -174,19 +197,9 @@ def _conv(m: nn.modules.conv._ConvNd, ctx: RebuildContext) -> Rebuilt:
         and ctx.stride is None
     ):
         return Rebuilt(copy.deepcopy(m), out_idx)
-    new = _empty(
-        type(m),
-        cin2,
-        cout2,
-        kernel,
-        stride,
-        padding,
-        m.dilation,
-        groups2,
-        b is not None,
-        m.padding_mode,
-    )
+    new = _on_meta(type(m), cin2, cout2, kernel, stride, padding, m.dilation, groups2, b is not None, m.padding_mode)
     if reinit:
+        new = new.to_empty(device="cpu")
         new.reset_parameters()
     new.train(m.training)
     with torch.no_grad():
@@ -195,9 +208,9 @@ def _conv(m: nn.modules.conv._ConvNd, ctx: RebuildContext) -> Rebuilt:
                 for d, (k_old, k_new) in enumerate(zip(m.kernel_size, kernel, strict=True)):
                     start = (k_old - k_new) // 2
                     neww = neww.narrow(2 + d, start, k_new)
-            new.weight.copy_(neww)
+            _set(new, "weight", neww.clone() if neww is w else neww)
         if b is not None and not reinit:
-            new.bias.copy_(gather(b, out_idx, 0))
+            _set(new, "bias", gather(b, out_idx, 0))
     if reinit:
         ctx.notes.append(f"groups {g}->{groups2}, weights re-initialised")
     if groups2 != g and not reinit:
@@ -212,12 +225,14 @@ def _linear(m: nn.Linear, ctx: RebuildContext) -> Rebuilt:
     out_idx = ctx.out_idx if ctx.out_idx is not None else torch.arange(m.out_features)
     if _identity(out_idx, m.out_features) and _identity(ctx.in_idx, m.in_features):
         return Rebuilt(copy.deepcopy(m), out_idx)
-    new = _empty(nn.Linear, ctx.in_size, out_idx.numel(), m.bias is not None)
+    new = _on_meta(nn.Linear, ctx.in_size, out_idx.numel(), m.bias is not None)
     new.train(m.training)
     with torch.no_grad():
-        new.weight.copy_(gather(gather(m.weight.detach(), out_idx, 0), ctx.in_idx, 1))
+        w = m.weight.detach()
+        neww = gather2(w, out_idx, ctx.in_idx)
+        _set(new, "weight", neww.clone() if neww is w else neww)
         if m.bias is not None:
-            new.bias.copy_(gather(m.bias.detach(), out_idx, 0))
+            _set(new, "bias", gather(m.bias.detach(), out_idx, 0))
     return Rebuilt(new, out_idx)
 
 
