@@ -12,7 +12,7 @@ import torch
 from _zoo import FAST_ZOO, input_size_for
 from torch import nn
 
-from n2n_fx import analyze, apply_actions
+from n2n_fx import analyze, apply_actions, trace
 from n2n_fx.features import FEATURE_DIM, policy_input, raw_features
 from n2n_fx.rewrite.sample import random_actions
 from n2n_fx.teacher.zoo import classification_models
@@ -57,6 +57,25 @@ def _run(name, traced, seeds):
 @pytest.mark.parametrize("name", FAST_ZOO)
 def test_random_rewrites_give_valid_students_fast(name, traced):
     _run(name, traced, seeds=[0])
+
+
+@pytest.mark.zoo
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_every_classifier_traces_and_analyses(name):
+    """Every torchvision classifier: trace, layer list, blocks, channel spaces and features."""
+    if name in KNOWN_GAPS:
+        pytest.xfail(KNOWN_GAPS[name])
+    gm = trace(name, input_size=input_size_for(name))
+    a = analyze(gm)
+    assert a.layers and any(lay.removable for lay in a.layers)
+    assert not a.layers[-1].removable  # the classifier is fixed
+    raw = raw_features(a.layers)
+    assert raw.shape == (len(a.layers), 7) and (raw[:, 5:] >= 0).all()
+    x = policy_input(a.layers)
+    assert x.shape == (len(a.layers), FEATURE_DIM) and torch.isfinite(x).all()
+    for b in a.blocks:  # every layer of a block lies strictly between its fork and join
+        assert b.fork not in b.layers and b.join not in b.layers
 
 
 @pytest.mark.zoo
