@@ -333,19 +333,24 @@ class _Walk:
         self.note(a.name, f"resized {old.numel()}->{size} (positional)")
 
     def feeds_kept_weights(self, t: fx.Node) -> bool:
-        """Does ``t``'s output reach a kept layer with weights before any join, fork or output?"""
-        cur = t
-        for _ in range(32):
-            users = list(cur.users)
-            if len(users) != 1:
-                return False
-            u = users[0]
-            if u.op == "call_module" and u.name not in self.plan.removed:
-                if any(True for _ in self.t.get_submodule(u.target).parameters()):
-                    return True
-            elif u.name not in self.plan.removed and u.name not in self.a.by_node:
-                return False  # a join, reshape or other op
-            cur = u
+        """Does some path from ``t`` reach a kept layer with weights before a join, reshape or output?
+
+        Removed layers and parameter-free layers (activations, pools) are passed through. Such a
+        layer would grow if it received the removed layer's input unchanged; paths that end in a
+        join instead are repaired there (padding), so one weighted consumer is enough."""
+        todo, seen = [t], set()
+        while todo and len(seen) <= 64:
+            cur = todo.pop()
+            for u in cur.users:
+                if u in seen:
+                    continue
+                seen.add(u)
+                if u.op == "call_module" and u.name not in self.plan.removed:
+                    if any(True for _ in self.t.get_submodule(u.target).parameters()):
+                        return True
+                    todo.append(u)
+                elif u.name in self.plan.removed or u.name in self.a.by_node:
+                    todo.append(u)
         return False
 
     def narrow_removed(self, t: fx.Node) -> None:
@@ -426,14 +431,21 @@ class _Walk:
         self.prov[n] = _Prov(root, dim, torch.where(idx < have, idx, -1))
         return n
 
-    def fit_spatial(self, anchor: fx.Node, ops: list[fx.Node], cdim: int) -> dict[fx.Node, fx.Node]:
+    def fit_spatial(
+        self, anchor: fx.Node, ops: list[fx.Node], cdim: int, broadcast: bool = True
+    ) -> dict[fx.Node, fx.Node]:
+        """Pool larger operands down to the smallest spatial size (size-1 dims broadcast in joins, not in cat)."""
         vals = [self.val[o] for o in ops]
         if cdim != 1 or any(v.dim() not in (3, 4, 5) for v in vals) or len({v.dim() for v in vals}) != 1:
             return {}
         sizes = [tuple(int(s) for s in v.shape[2:]) for v in vals]
-        target = tuple(
-            min(s[d] for s in sizes if s[d] != 1) if any(s[d] != 1 for s in sizes) else 1 for d in range(len(sizes[0]))
-        )
+        if broadcast:
+            target = tuple(
+                min(s[d] for s in sizes if s[d] != 1) if any(s[d] != 1 for s in sizes) else 1
+                for d in range(len(sizes[0]))
+            )
+        else:
+            target = tuple(min(s[d] for s in sizes) for d in range(len(sizes[0])))
         out = {}
         for o, s in zip(ops, sizes, strict=True):
             if all(a == 1 or a == b for a, b in zip(s, target, strict=True)) or s == target:
@@ -488,7 +500,7 @@ class _Walk:
                 continue
             want = self.expected(ta.root, ta.size).numel()
             tensors_s[i] = self.fit_channels(t, tensors_s[i], dim, want, 0.0, ta.root)
-        fixed = self.fit_spatial(t, tensors_s, dim)
+        fixed = self.fit_spatial(t, tensors_s, dim, broadcast=False)
         tensors_s = [fixed.get(x, x) for x in tensors_s]
         for x in tensors_s:
             if x.name in self.result.inserted:
