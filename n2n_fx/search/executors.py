@@ -74,6 +74,7 @@ class Executor:
     """Scores jobs; subclasses may do so in parallel but must return what sequential would."""
 
     name = "base"
+    on_done = None  # optional callback after each scored job (executors that can report it call it)
 
     def evaluate(self, evaluator: RewardEvaluator, jobs: list[Job]) -> list[RewardRecord]:
         raise NotImplementedError
@@ -92,6 +93,8 @@ class SequentialExecutor(Executor):
         for job in jobs:
             torch.manual_seed(job.seed)
             out.append(evaluator(job.student, step=job.step))
+            if self.on_done is not None:
+                self.on_done()  # one student scored (progress bars)
         return out
 
 

@@ -132,7 +132,9 @@ class Search:
     # -- logging -------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
         if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=sys.stderr)  # prints above an active progress bar
 
     def _bar(self, total: int, desc: str, initial: int = 0):
         from tqdm import tqdm
@@ -291,7 +293,8 @@ class Search:
             x, var, legal = shrink_input(layers, steps)
             inputs = {"x": x, "variable": var, "legal": legal}
         learner = self._learner(stage)
-        bar = self._bar(n_iter, f"stage {stage}", self.state.iteration)
+        m = self.cfg.rollouts
+        bar = self._bar(n_iter * m, f"stage {stage} (students)", self.state.iteration * m)
         while self.state.iteration < n_iter:
             it = self.state.iteration
             ro = learner.sample(**inputs)
@@ -317,7 +320,10 @@ class Search:
                 jobs.append(Job(rw.student if rw.valid else f"{rw.degenerate}", step, seed))
                 rewrites.append(rw)
                 all_acts.append(acts)
+            start = bar.n
+            self.executor.on_done = lambda: bar.update(1)
             records = self.executor.evaluate(evaluator, jobs)
+            bar.update(max(0, start + len(jobs) - bar.n))  # executors that do not report per student
             rewards = []
             for k, (rw, acts, rec) in enumerate(zip(rewrites, all_acts, records, strict=True)):
                 rewards.append(rec.reward)
@@ -364,7 +370,6 @@ class Search:
                 f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
                 + (f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})" if b else "")
             )
-            bar.update(1)
         bar.close()
 
     def _base_for_shrink(self) -> tuple[fx.GraphModule, dict[str, Any]]:
@@ -398,7 +403,16 @@ class Search:
                 f"final training of the best {stage} student ({model_cost(student).params:,} params, {dcfg.epochs} epochs)"
             )
             teacher = self.teacher.to(self.device)
-            res = distill(student, self.splits.train, dcfg, teacher=teacher, val_data=self.splits.val)
+            ebar = self._bar(dcfg.epochs, f"final training ({stage})")
+            res = distill(
+                student,
+                self.splits.train,
+                dcfg,
+                teacher=teacher,
+                val_data=self.splits.val,
+                on_epoch=lambda *_, b=ebar: b.update(1),
+            )
+            ebar.close()
             self.teacher.cpu()
             student.cpu().eval()
             test_acc = accuracy(student, self.splits.test) if len(self.splits.test) else math.nan
