@@ -37,6 +37,7 @@ from ..search.api import _finish, _load_teacher_file, _save_teacher_file
 from ..search.search import Search
 from ..search.teacher_setup import load_data, prepare
 from ..teacher.trace import trace
+from ..teacher.train import teacher_spec
 
 __all__ = ["RandomLearner", "RandomSearch", "run_random_search", "BASELINE_FILE"]
 
@@ -141,13 +142,7 @@ def run_random_search(
             metrics = prepared.metrics
         else:
             splits, model, metrics = load_data(cfg), teacher.eval(), {}
-            spec = {
-                "model": cfg.model,
-                "num_classes": splits.num_classes,
-                "in_channels": splits.in_channels,
-                "input_size": tuple(splits.input_size),
-                "dataset": cfg.dataset,
-            }
+            spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
         run = RunDir.create(run_dir)
         run.write_json("config.json", cfg.to_dict())
         run.write_json(BASELINE_FILE, {"method": "random_search", "p_remove": p_remove})

@@ -139,11 +139,6 @@ class RemovalPolicy(nn.Module):
             values = self.value(feats).squeeze(-1).unsqueeze(0).expand(m, n)  # (m, L)
         return Rollout(actions, log_probs, entropy, mask, values)
 
-    def _empty(self, m: int) -> Rollout:
-        z = torch.zeros(m, 0)
-        values = z if self.value is not None else None
-        return Rollout(torch.zeros(m, 0, dtype=torch.long), z, z, z.bool(), values)
-
     # ---- acting ----------------------------------------------------------------------------
 
     def sample(
@@ -165,7 +160,7 @@ class RemovalPolicy(nn.Module):
         g = as_generator(generator)
         n = x.shape[0]
         if n == 0:
-            return self._empty(m)
+            return Rollout.empty(m, self.value is not None)
         feats = self._trunk(x)  # (L, 2H + F)
         z = self.head(feats).squeeze(-1)  # (L,)
         p = torch.sigmoid(z.detach())  # (L,)

@@ -47,6 +47,12 @@ class Rollout:
         """Trajectory length T."""
         return int(self.actions.shape[1])
 
+    @classmethod
+    def empty(cls, m: int, with_values: bool) -> Rollout:
+        """``m`` rollouts of zero steps (a teacher with no layer / shrink variable to act on)."""
+        z = torch.zeros(m, 0)
+        return cls(torch.zeros(m, 0, dtype=torch.long), z, z, z.bool(), z if with_values else None)
+
     def detach(self) -> Rollout:
         """The same rollout with every tensor cut from the autograd graph."""
         values = None if self.values is None else self.values.detach()

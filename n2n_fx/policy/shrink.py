@@ -153,11 +153,6 @@ class ShrinkPolicy(nn.Module):
         values = self.value(out).squeeze(-1) if self.value is not None else None  # (m, T)
         return Rollout(actions, log_probs, entropy, mask, values)
 
-    def _empty(self, m: int) -> Rollout:
-        z = torch.zeros(m, 0)
-        values = z if self.value is not None else None
-        return Rollout(torch.zeros(m, 0, dtype=torch.long), z, z, z.bool(), values)
-
     # ---- acting ----------------------------------------------------------------------------
 
     def sample(
@@ -188,7 +183,7 @@ class ShrinkPolicy(nn.Module):
         g = as_generator(generator)
         steps = x.shape[0]
         if steps == 0:
-            return self._empty(m)
+            return Rollout.empty(m, self.value is not None)
         static = self._static(x, variable)  # (T, F + V)
         prev = torch.full((m,), self.start_token, dtype=torch.long)  # (m,)
         # one step at a time through the nn.LSTM's own weights (lstm_cell: ~2x faster per step)
@@ -236,7 +231,7 @@ class ShrinkPolicy(nn.Module):
             raise ConfigError(f"actions have shape {tuple(actions.shape)}, expected (m, {steps}): one per step")
         m = actions.shape[0]
         if steps == 0:
-            return self._empty(m)
+            return Rollout.empty(m, self.value is not None)
         if actions.min() < 0 or actions.max() >= self.config.n_ratios:
             raise ConfigError(f"shrink actions must be ratio indices in 0..{self.config.n_ratios - 1}")
         if not legal.gather(1, actions.t()).all():

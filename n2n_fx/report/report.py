@@ -166,9 +166,8 @@ def curves(history: list[dict[str, Any]], path: Path) -> str | None:
     return None
 
 
-def write_report(run: RunDir, teacher: fx.GraphModule) -> dict[str, str]:
-    """Write summary.json, report.md, report.txt (and curves.png); return the rendered tables."""
-    from ..search.api import load_run
+def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> dict[str, str]:
+    """Write summary.json, report.md, report.txt (and curves.png) for the run's ``student``; return the tables."""
     from ..search.rundir import safe_torch_load
     from ..search.search import rebuild_student
 
@@ -178,7 +177,6 @@ def write_report(run: RunDir, teacher: fx.GraphModule) -> dict[str, str]:
     size = tuple(teacher.graph.find_nodes(op="placeholder")[0].meta.get("n2n_input_size") or ())
     t["latency_ms"] = latency_ms(teacher, size, repeats=10) if size else math.nan
     summary: dict[str, Any] = {"teacher": t}
-    student, diff = load_run(run.path, teacher_gm=teacher, allow_pickle=True)
     for stage, key, fname in (
         ("removal", "stage1", "student_stage1.pt"),
         ("shrink", "stage2", "student_stage2.pt"),

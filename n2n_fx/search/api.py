@@ -80,8 +80,8 @@ def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict
 def _finish(run: RunDir, search: Search, teacher_gm: fx.GraphModule) -> CompressionResult:
     from ..report.report import write_report
 
-    tables = write_report(run, teacher_gm)
     student, diff = load_run(run.path, allow_pickle=True, teacher_gm=teacher_gm)
+    tables = write_report(run, teacher_gm, student, diff)
     summary = json.loads(run.file("summary.json").read_text())
     return CompressionResult(student, diff, run.history(), summary, run.path, tables)
 

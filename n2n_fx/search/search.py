@@ -445,16 +445,12 @@ class Search:
         b1, b2 = self.state.best.get("removal"), self.state.best.get("shrink")
         winner = "shrink" if b2 is not None and (b1 is None or b2.reward >= b1.reward) else "removal"
         self.state.final["winner"] = winner
-        if winner == "removal":  # stage 2 found nothing better: the stage-1 student is the result
-            for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
-                src = self.run_dir.file(f"student_stage1{ext}")
-                if src.is_file():
-                    self.run_dir.file(f"student{ext}").write_bytes(src.read_bytes())
-        else:
-            for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
-                src = self.run_dir.file(f"student_stage2{ext}")
-                if src.is_file():
-                    self.run_dir.file(f"student{ext}").write_bytes(src.read_bytes())
+        # the run's result is the best-rewarded student (stage 1 when stage 2 found nothing better)
+        name = "student_stage1" if winner == "removal" else "student_stage2"
+        for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
+            src = self.run_dir.file(f"{name}{ext}")
+            if src.is_file():
+                self.run_dir.file(f"student{ext}").write_bytes(src.read_bytes())
 
     # -- main ------------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> _State:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..data import DataSplits, load_splits
 from ..errors import CheckpointError
-from ..teacher.train import load_teacher, save_teacher, train_teacher
+from ..teacher.train import load_teacher, save_teacher, teacher_spec, train_teacher
 from ..teacher.zoo import build_model
 from .config import SearchConfig
 
@@ -103,11 +103,5 @@ def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
         dataset=cfg.dataset,
     )
     os.replace(tmp, path)
-    spec = {
-        "model": cfg.model,
-        "num_classes": splits.num_classes,
-        "in_channels": splits.in_channels,
-        "input_size": tuple(splits.input_size),
-        "dataset": cfg.dataset,
-    }
+    spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
     return PreparedTeacher(model.eval(), spec, metrics, splits, str(path))

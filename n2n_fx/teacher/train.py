@@ -32,6 +32,7 @@ __all__ = [
     "TeacherPreset",
     "PRESETS",
     "preset_for",
+    "teacher_spec",
     "train_teacher",
     "save_teacher",
     "load_teacher",
@@ -182,6 +183,19 @@ def train_teacher(
     return model, metrics
 
 
+def teacher_spec(
+    model_name: str, num_classes: int, in_channels: int, input_size: tuple[int, ...], dataset: str | None
+) -> dict[str, Any]:
+    """What ``load_teacher`` needs to rebuild a teacher with ``build_model`` (stored beside its weights)."""
+    return {
+        "model": model_name,
+        "num_classes": int(num_classes),
+        "in_channels": int(in_channels),
+        "input_size": tuple(int(d) for d in input_size),
+        "dataset": dataset,
+    }
+
+
 def save_teacher(
     path: str | Path,
     model: nn.Module,
@@ -196,13 +210,7 @@ def save_teacher(
     """Write a teacher checkpoint that ``load_teacher`` rebuilds with ``build_model(model_name, ...)``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    spec = {
-        "model": model_name,
-        "num_classes": int(num_classes),
-        "in_channels": int(in_channels),
-        "input_size": tuple(int(d) for d in input_size),
-        "dataset": dataset,
-    }
+    spec = teacher_spec(model_name, num_classes, in_channels, input_size, dataset)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "spec": spec, "metrics": dict(metrics or {})}, path)
     return path
