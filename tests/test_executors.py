@@ -200,6 +200,24 @@ def test_local_worker_killed_or_out_of_memory(setup, local, one_thread):
     assert after[1].cache_hit
 
 
+def test_sequential_trains_with_rollout_threads_and_restores_the_setting(setup):
+    evaluator, jobs = _evaluator(setup), _jobs(setup, [("1",), ("4",)])
+    before = torch.get_num_threads()
+    seen = []
+
+    class Spy:
+        def __call__(self, student, step):
+            seen.append(torch.get_num_threads())
+            return evaluator(student, step=step)
+
+    ex = make_executor(SearchConfig(rollout_threads=1))
+    assert isinstance(ex, SequentialExecutor) and ex.threads == 1
+    ex.evaluate(Spy(), jobs)
+    assert seen == [1, 1] and torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="rollout_threads"):
+        SearchConfig(rollout_threads=0)
+
+
 def test_make_executor_and_errors(monkeypatch):
     assert isinstance(make_executor(SearchConfig()), SequentialExecutor)
     ex = make_executor(SearchConfig(executor="local", workers=3))
@@ -290,14 +308,10 @@ def test_search_with_local_executor_matches_sequential(tmp_path, monkeypatch):
         final_epochs=1,
         batch_size=32,
         device="cpu",
+        rollout_threads=1,  # every executor trains each student with 1 thread: bit-identical results
     )
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # what each of 2 workers uses
-    try:
-        seq = run_compress(cfg, tmp_path / "seq", quiet=True)
-        par = run_compress(cfg.replace(executor="local", workers=2), tmp_path / "par", quiet=True)
-    finally:
-        torch.set_num_threads(before)
+    seq = run_compress(cfg, tmp_path / "seq", quiet=True)
+    par = run_compress(cfg.replace(executor="local", workers=2), tmp_path / "par", quiet=True)
     keys = ("stage", "iteration", "actions", "params", "accuracy", "reward", "cache_hit")
     rows = [[{k: r[k] for k in keys} for r in res.history] for res in (seq, par)]
     assert len(rows[0]) == 2 * 3 + 2 * 3 and rows[0] == rows[1]

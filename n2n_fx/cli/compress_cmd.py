@@ -42,6 +42,7 @@ _FLAGS = {
     "executor": str,
     "workers": int,
     "ray_address": str,
+    "rollout_threads": int,
 }
 
 

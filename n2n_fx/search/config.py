@@ -62,6 +62,9 @@ class SearchConfig:
     executor: str = "sequential"  # who trains the m students of an iteration: sequential, local, ray
     workers: int = 2  # local worker processes / Ray actors (0: one per core, or per GPU on CUDA)
     ray_address: str | None = None  # Ray cluster address for the ray executor (None: start a local Ray)
+    # torch threads that train each student, in every executor (None: sequential keeps torch's
+    # setting, workers take cores // workers). Set it to get bit-identical results across executors.
+    rollout_threads: int | None = None
     seed: int = 0  # seeds data splits, policies and every student's training
     device: str = "auto"  # "auto", "cpu" or "cuda"
     amp: bool = False  # bfloat16 autocast for KD training on CUDA
@@ -72,6 +75,8 @@ class SearchConfig:
         for name in ("removal_iterations", "shrink_iterations", "rollouts", "batch_size"):
             if getattr(self, name) < (0 if "iterations" in name else 1):
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
+        if self.rollout_threads is not None and self.rollout_threads < 1:
+            raise ConfigError(f"rollout_threads={self.rollout_threads} must be at least 1 (or unset)")
         if self.reward_steps < 0 or self.reward_epochs < 1 and self.reward_steps == 0:
             raise ConfigError("give reward_steps > 0 or reward_epochs >= 1")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -83,18 +83,38 @@ class Executor:
         """Release workers (no-op for in-process executors)."""
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads (None: leave the setting alone)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class SequentialExecutor(Executor):
-    """Train the students one after the other in this process (the default)."""
+    """Train the students one after the other in this process (the default).
+
+    ``threads``: torch threads while training (None: this process's setting). Parallel
+    executors given the same count return bit-identical results.
+    """
 
     name = "sequential"
 
+    def __init__(self, cfg: Any = None, *, threads: int | None = None) -> None:
+        self.threads = threads if threads is not None else getattr(cfg, "rollout_threads", None)
+
     def evaluate(self, evaluator: RewardEvaluator, jobs: list[Job]) -> list[RewardRecord]:
         out = []
-        for job in jobs:
-            torch.manual_seed(job.seed)
-            out.append(evaluator(job.student, step=job.step))
-            if self.on_done is not None:
-                self.on_done()  # one student scored (progress bars)
+        with _torch_threads(self.threads):
+            for job in jobs:
+                torch.manual_seed(job.seed)
+                out.append(evaluator(job.student, step=job.step))
+                if self.on_done is not None:
+                    self.on_done()  # one student scored (progress bars)
         return out
 
 
@@ -413,9 +433,10 @@ class LocalExecutor(ParallelExecutor):
 
     ``cfg.workers`` processes (0 or less: one per CPU core, or one per GPU when the
     evaluator trains on CUDA; each worker then owns GPU ``k mod #GPUs``); each uses
-    ``threads`` torch threads (default ``cores // workers``, so the pool does not
-    oversubscribe the CPU). Records, cache entries and trained weights are bit-identical to
-    sequential evaluation run with the same number of torch threads; with another count,
+    ``threads`` torch threads (default ``cfg.rollout_threads``, else ``cores // workers``, so
+    the pool does not oversubscribe the CPU). Records, cache entries and trained weights are
+    bit-identical to sequential evaluation run with the same number of torch threads (set
+    ``rollout_threads`` in the config to get that for a whole search); with another count,
     float sums are reduced in another order, so weights may differ in the last bits (and,
     rarely, an accuracy by a sample). The evaluator reaches each worker once, when it starts;
     a new evaluator object restarts the pool (changes made to the same object later are not
@@ -428,7 +449,7 @@ class LocalExecutor(ParallelExecutor):
 
     def __init__(self, cfg: Any = None, *, threads: int | None = None, start_method: str | None = None) -> None:
         self.workers = int(getattr(cfg, "workers", 0) or 0)
-        self.threads = threads
+        self.threads = threads if threads is not None else getattr(cfg, "rollout_threads", None)
         methods = mp.get_all_start_methods()
         self.start_method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
         if self.start_method not in methods:
@@ -497,7 +518,7 @@ class RayExecutor(ParallelExecutor):
             raise ConfigError(f"the ray executor needs Ray: {RAY_HINT}") from None
         self.ray = ray
         self.workers = int(getattr(cfg, "workers", 0) or 0)
-        self.threads = threads
+        self.threads = threads if threads is not None else getattr(cfg, "rollout_threads", None)
         self._started = False
         if not ray.is_initialized():
             address = getattr(cfg, "ray_address", None)
@@ -593,4 +614,4 @@ def make_executor(cfg: Any) -> Executor:
     cls = EXECUTORS.get(name)
     if cls is None:
         raise ConfigError(f"unknown executor {name!r}; use one of {', '.join(sorted(EXECUTORS))}")
-    return cls() if name == "sequential" else cls(cfg)
+    return cls(cfg)
