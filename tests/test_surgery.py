@@ -248,3 +248,53 @@ def test_diff_renderings(traced):
     rows = {row[0]: row for row in compare(gm, r.student)}
     assert rows["layer2_0_conv1"][1] == "removed" and rows["layer3_0_conv1"][1] == "changed"
     assert type(r.diff).from_json(r.diff.to_json()) == r.diff
+
+
+def _layout(m: nn.Module) -> dict:
+    """Everything of a module but its tensor values: attributes, tensor names and shapes."""
+    out = {k: v for k, v in vars(m).items() if k not in ("_parameters", "_buffers", "training")}
+    out["_parameters"] = {k: None if v is None else tuple(v.shape) for k, v in m._parameters.items()}
+    out["_buffers"] = {k: None if v is None else tuple(v.shape) for k, v in m._buffers.items()}
+    return out
+
+
+@pytest.mark.parametrize(
+    "old, ctx_kwargs, fresh",
+    [
+        # rebuilt conv (fewer in/out channels, kernel 5 -> 3 with padding kept "same", stride moved in)
+        (
+            nn.Conv2d(8, 16, 5, stride=1, padding=2, bias=True, padding_mode="reflect"),
+            dict(out=[0, 3, 5, 7], in_keep=[1, 2], kernel=((3, 3), (1, 1)), stride=2),
+            nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=True, padding_mode="reflect"),
+        ),
+        (nn.Conv1d(6, 6, 3, bias=False), dict(out=[0, 1], in_keep=[2, 3, 4]), nn.Conv1d(3, 2, 3, bias=False)),
+        (nn.Linear(10, 7), dict(out=[1, 2, 3], in_keep=[0, 9]), nn.Linear(2, 3)),
+        (nn.BatchNorm2d(12), dict(in_keep=[0, 4, 8]), nn.BatchNorm2d(3)),
+        (nn.BatchNorm1d(5, affine=False), dict(in_keep=[1, 3]), nn.BatchNorm1d(2, affine=False)),
+    ],
+)
+def test_rebuilt_modules_match_freshly_constructed_ones(old, ctx_kwargs, fresh):
+    """Handlers build modules without __init__; the result must be what the constructor makes."""
+    from n2n_fx.rewrite.handlers import RebuildContext, handler_for
+
+    keep = torch.tensor(ctx_kwargs["in_keep"])
+    out = torch.tensor(ctx_kwargs["out"]) if "out" in ctx_kwargs else None
+    ctx = RebuildContext(
+        in_idx=keep,
+        in_size=keep.numel(),
+        out_idx=out,
+        coupled=False,
+        kernel=ctx_kwargs.get("kernel"),
+        stride=ctx_kwargs.get("stride"),
+        notes=[],
+    )
+    new = handler_for(old)(old, ctx).module
+    assert _layout(new) == _layout(fresh)
+    for name, t in list(new.named_parameters()) + list(new.named_buffers()):
+        assert t.device.type == "cpu" and all(t is not u for u in list(old.parameters()) + list(old.buffers())), name
+    spatial = {nn.Conv2d: (9, 9), nn.BatchNorm2d: (9, 9), nn.Conv1d: (9,)}.get(type(old), ())
+    x = torch.randn(4, keep.numel(), *spatial)
+    assert new(x).shape == fresh(x).shape
+    if any(True for _ in new.parameters()):
+        new(x).square().mean().backward()  # a trainable module: every parameter gets a gradient
+        assert all(p.grad is not None for p in new.parameters())

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .kinds import Kind, kind_of
+from .kinds import Kind, kind_of, module_at
 from .shapes import META_KEY
 
 __all__ = [
@@ -189,7 +189,7 @@ def analyze_channels(gm: fx.GraphModule) -> ChannelSpaces:
         elif kind is not None and first is not None:
             ci = _layer_info(gm, node, kind, val, first, uf, new, same, pin, producers, groups)
         elif node.op == "call_module":
-            mod = gm.get_submodule(node.target)
+            mod = module_at(gm, node.target)
             if isinstance(mod, nn.Flatten) and first is not None:
                 ci = _flatten(first, val, mod.start_dim, node.args[0], same, new, pin)
             elif (
@@ -279,7 +279,7 @@ def analyze_channels(gm: fx.GraphModule) -> ChannelSpaces:
 
 def _layer_info(gm, node, kind, val, first, uf, new, same, pin, producers, groups) -> ChannelInfo:
     if kind in (Kind.CONV, Kind.LINEAR, Kind.CONV_GROUPED, Kind.CONV_DW):
-        mod = gm.get_submodule(node.target) if node.op == "call_module" else None
+        mod = module_at(gm, node.target) if node.op == "call_module" else None
         if mod is None:
             return new(val, 1)
         if kind is Kind.LINEAR:
@@ -302,7 +302,7 @@ def _layer_info(gm, node, kind, val, first, uf, new, same, pin, producers, group
         producers.setdefault(ci.root, []).append(node.name)
         return ci
     if kind is Kind.NORM and node.op == "call_module":
-        mod = gm.get_submodule(node.target)
+        mod = module_at(gm, node.target)
         if isinstance(mod, nn.LayerNorm) and (first.dim != val.dim() - 1 or len(mod.normalized_shape) != 1):
             pin(first, f"normalized over by '{node.target}'")
     return same(first, val)

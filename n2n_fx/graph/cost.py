@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from .kinds import module_at
 from .shapes import META_KEY
 
 __all__ = ["Cost", "node_params", "node_flops", "model_cost"]
@@ -35,7 +36,7 @@ def _numel_per_sample(val) -> int:
 def node_params(gm: fx.GraphModule, node: fx.Node) -> int:
     """Parameters owned by the node: its module's, or the get_attr tensors it reads."""
     if node.op == "call_module":
-        return sum(p.numel() for p in gm.get_submodule(node.target).parameters())
+        return sum(p.numel() for p in module_at(gm, node.target).parameters())
     n = 0
     for a in node.all_input_nodes:
         if a.op == "get_attr":
@@ -51,7 +52,7 @@ def node_flops(gm: fx.GraphModule, node: fx.Node) -> int:
         return 0
     out = node.meta.get(META_KEY)
     n_out = _numel_per_sample(out)
-    mod = gm.get_submodule(node.target)
+    mod = module_at(gm, node.target)
     if isinstance(mod, nn.modules.conv._ConvNd):
         return 2 * n_out * math.prod(mod.kernel_size) * (mod.in_channels // mod.groups)
     if isinstance(mod, nn.Linear):

@@ -140,10 +140,23 @@ for _m, _k in (
     register_function_kind(_m, _k)
 
 
+def module_at(root: nn.Module, target: str) -> nn.Module:
+    """``root.get_submodule(target)`` without its checks (~20x faster; surgery calls it per node)."""
+    mod = root
+    try:
+        for atom in target.split("."):
+            mod = mod._modules[atom]  # type: ignore[assignment]
+    except (KeyError, TypeError):
+        return root.get_submodule(target)  # its error message names what is missing
+    if mod is None:
+        return root.get_submodule(target)
+    return mod
+
+
 def kind_of(gm: fx.GraphModule, node: fx.Node) -> Kind | None:
     """The layer kind of ``node``, or None when the node is not a layer."""
     if node.op == "call_module":
-        mod = gm.get_submodule(node.target)  # type: ignore[arg-type]
+        mod = module_at(gm, node.target)  # type: ignore[arg-type]
         kind = _MODULE_KINDS.get(type(mod))
         if kind is None:
             for t, k in _MODULE_KINDS.items():

@@ -10,7 +10,7 @@ from torch import fx, nn
 from .blocks import Block, find_blocks, skip_positions
 from .channels import ChannelSpaces, analyze_channels
 from .cost import node_flops, node_params
-from .kinds import Kind, kind_of
+from .kinds import Kind, kind_of, module_at
 from .shapes import META_KEY
 
 __all__ = ["Layer", "Analysis", "analyze", "find_layers", "kernel_after", "VARIABLES"]
@@ -137,7 +137,7 @@ def _feeds_classifier(gm: fx.GraphModule, node: fx.Node) -> bool:
             if k is None:
                 name = u.target if isinstance(u.target, str) else getattr(u.target, "__name__", "")
                 if u.op == "call_module":
-                    name = type(gm.get_submodule(u.target)).__name__.lower()
+                    name = type(module_at(gm, u.target)).__name__.lower()
                 if any(w in name for w in ("flatten", "view", "reshape", "squeeze")):
                     return True
                 if len(u.all_input_nodes) == 1:
@@ -164,7 +164,7 @@ def analyze(gm: fx.GraphModule) -> Analysis:
         src = node.args[0].meta.get(META_KEY)
         if not isinstance(val, torch.Tensor) or not isinstance(src, torch.Tensor):
             continue
-        mod = gm.get_submodule(node.target) if node.op == "call_module" else None
+        mod = module_at(gm, node.target) if node.op == "call_module" else None
         k, s, p = _conv_geometry(mod) if mod is not None else _functional_geometry(node)
         ci_out = spaces.info.get(node.name)
         ci_in = spaces.info.get(node.args[0].name)

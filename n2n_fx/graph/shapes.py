@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from .kinds import module_at
+
 __all__ = ["META_KEY", "run_meta", "meta_like", "meta_value", "node_shape", "run_node_meta"]
 
 META_KEY = "n2n_val"  # node.meta key holding the node's output on the meta device
@@ -51,11 +53,52 @@ _SAME_SHAPE = (
 )
 
 
+def _conv_out(module: nn.modules.conv._ConvNd, x: torch.Tensor) -> torch.Tensor:
+    """The output of a (non-transposed) conv on ``x``, by the shape formula."""
+    nd = len(module.kernel_size)
+    if x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != module.in_channels:
+        raise RuntimeError(
+            f"{type(module).__name__} expects {module.in_channels} input channels, got input {tuple(x.shape)}"
+        )
+    if isinstance(module.padding, str):
+        pads = [0] * nd if module.padding == "valid" else None
+    else:
+        pads = list(module.padding)
+    sizes = []
+    for d in range(nd):
+        n = x.shape[x.dim() - nd + d]
+        if pads is None:  # "same" (stride 1 only, checked by torch at construction)
+            sizes.append(n)
+            continue
+        span = module.dilation[d] * (module.kernel_size[d] - 1) + 1
+        out = (n + 2 * pads[d] - span) // module.stride[d] + 1
+        if out < 1:
+            raise RuntimeError(f"{type(module).__name__}: input {tuple(x.shape)} is smaller than its kernel")
+        sizes.append(out)
+    return torch.empty((*x.shape[: x.dim() - nd - 1], module.out_channels, *sizes), dtype=x.dtype, device="meta")
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def call_module_meta(module: nn.Module, args: tuple, kwargs: dict) -> Any:
-    """Run ``module`` on meta inputs, with meta stand-ins for its weights."""
-    if isinstance(module, _SAME_SHAPE) and len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
-        _check_features(module, args[0])
-        return torch.empty_like(args[0], device="meta")
+    """Run ``module`` on meta inputs, with meta stand-ins for its weights.
+
+    Same-shape layers, convolutions and Linears are answered by their shape rules (with the
+    checks their forward makes); everything else runs under ``functional_call`` on meta.
+    """
+    if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+        x = args[0]
+        kind = type(module)
+        if isinstance(module, _SAME_SHAPE):
+            _check_features(module, x)
+            return meta_like(x)
+        if kind in _CONVS:
+            return _conv_out(module, x)
+        if kind is nn.Linear:
+            if x.dim() < 1 or x.shape[-1] != module.in_features:
+                raise RuntimeError(f"Linear expects {module.in_features} input features, got input {tuple(x.shape)}")
+            return torch.empty((*x.shape[:-1], module.out_features), dtype=x.dtype, device="meta")
     try:
         return torch.func.functional_call(module, _meta_state(module), args, kwargs)
     except Exception:
@@ -110,7 +153,7 @@ def run_node_meta(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) ->
         val = _fetch_attr(gm, node.target)
         return meta_like(val) if isinstance(val, torch.Tensor) else val
     if node.op == "call_module":
-        return call_module_meta(gm.get_submodule(node.target), args, kwargs)
+        return call_module_meta(module_at(gm, node.target), args, kwargs)
     if node.op == "call_function":
         fn: Callable = node.target  # type: ignore[assignment]
         if fn in _INPLACE_TO_OUT:

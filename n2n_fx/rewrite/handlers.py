@@ -84,9 +84,26 @@ def gather(t: torch.Tensor, idx: torch.Tensor, dim: int, fill: float = 0.0) -> t
     return padded.index_select(dim, torch.where(bad, torch.full_like(idx, t.shape[dim]), idx))
 
 
-def _empty(cls: type, *args) -> nn.Module:
-    """A module built without running its initialiser (its tensors are filled by the caller)."""
-    return cls(*args, device="meta").to_empty(device="cpu")
+def _shell(m: nn.Module) -> nn.Module:
+    """A copy of ``m`` that shares nothing with it and holds none of its tensors yet.
+
+    Made without running ``__init__`` (that allocates and initialises weights the caller
+    replaces anyway): the instance dict is copied, its per-module dicts (parameters,
+    buffers, submodules, hooks) are copied too, and the tensor entries are emptied. The
+    caller sets every parameter and buffer of the new module (``_set``, ``_set_buffer``).
+    """
+    new = m.__class__.__new__(m.__class__)
+    state = {k: (v.copy() if isinstance(v, dict) else v) for k, v in m.__dict__.items()}
+    state["_parameters"] = dict.fromkeys(m._parameters)
+    state["_buffers"] = dict.fromkeys(m._buffers)
+    new.__dict__ = state
+    return new
+
+
+def _set_buffer(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    if value is not None and (value._base is not None or not value.is_contiguous()):
+        value = value.clone(memory_format=torch.contiguous_format)
+    module._buffers[name] = value
 
 
 def _on_meta(cls: type, *args) -> nn.Module:
@@ -139,6 +156,16 @@ def _per_group(idx: torch.Tensor, size: int, groups: int) -> list[torch.Tensor] 
     if any(p.numel() != idx.numel() // groups for p in parts):
         return None
     return parts
+
+
+def _conv_shell(m: nn.modules.conv._ConvNd, cin: int, cout: int, kernel: tuple, stride: tuple, padding: tuple,
+                groups: int) -> nn.modules.conv._ConvNd:
+    """``m`` with new sizes, made like ``_ConvNd.__init__`` would make it (tensors set by the caller)."""
+    new = _shell(m)
+    new.in_channels, new.out_channels, new.groups = cin, cout, groups
+    new.kernel_size, new.stride, new.padding = kernel, stride, padding
+    new._reversed_padding_repeated_twice = tuple(p for p in reversed(padding) for _ in range(2))
+    return new
 
 
 @register_handler(nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -197,11 +224,14 @@ def _conv(m: nn.modules.conv._ConvNd, ctx: RebuildContext) -> Rebuilt:
         and ctx.stride is None
     ):
         return Rebuilt(copy.deepcopy(m), out_idx)
-    new = _on_meta(type(m), cin2, cout2, kernel, stride, padding, m.dilation, groups2, b is not None, m.padding_mode)
-    if reinit:
-        new = new.to_empty(device="cpu")
-        new.reset_parameters()
-    new.train(m.training)
+    if reinit or isinstance(padding, str):
+        new = _on_meta(type(m), cin2, cout2, kernel, stride, padding, m.dilation, groups2, b is not None, m.padding_mode)
+        if reinit:
+            new = new.to_empty(device="cpu")
+            new.reset_parameters()
+        new.train(m.training)
+    else:
+        new = _conv_shell(m, cin2, cout2, tuple(kernel), tuple(stride), tuple(padding), groups2)
     with torch.no_grad():
         if neww is not None:
             if tuple(kernel) != tuple(m.kernel_size):
@@ -225,8 +255,8 @@ def _linear(m: nn.Linear, ctx: RebuildContext) -> Rebuilt:
     out_idx = ctx.out_idx if ctx.out_idx is not None else torch.arange(m.out_features)
     if _identity(out_idx, m.out_features) and _identity(ctx.in_idx, m.in_features):
         return Rebuilt(copy.deepcopy(m), out_idx)
-    new = _on_meta(nn.Linear, ctx.in_size, out_idx.numel(), m.bias is not None)
-    new.train(m.training)
+    new = _shell(m)
+    new.in_features, new.out_features = ctx.in_size, out_idx.numel()
     with torch.no_grad():
         w = m.weight.detach()
         neww = gather2(w, out_idx, ctx.in_idx)
@@ -240,16 +270,19 @@ def _linear(m: nn.Linear, ctx: RebuildContext) -> Rebuilt:
 def _batchnorm(m: nn.modules.batchnorm._BatchNorm, ctx: RebuildContext) -> Rebuilt:
     if _identity(ctx.in_idx, m.num_features):
         return Rebuilt(copy.deepcopy(m), None)
-    new = _empty(type(m), ctx.in_size, m.eps, m.momentum, m.affine, m.track_running_stats)
-    new.train(m.training)
+    new = _shell(m)
+    new.num_features = ctx.in_size
     with torch.no_grad():
-        if m.affine:
-            new.weight.copy_(gather(m.weight.detach(), ctx.in_idx, 0, 1.0))
-            new.bias.copy_(gather(m.bias.detach(), ctx.in_idx, 0, 0.0))
-        if m.track_running_stats:
-            new.running_mean.copy_(gather(m.running_mean, ctx.in_idx, 0, 0.0))
-            new.running_var.copy_(gather(m.running_var, ctx.in_idx, 0, 1.0))
-            new.num_batches_tracked.copy_(m.num_batches_tracked)
+        if m.weight is not None:
+            _set(new, "weight", gather(m.weight.detach(), ctx.in_idx, 0, 1.0))
+        if m.bias is not None:
+            _set(new, "bias", gather(m.bias.detach(), ctx.in_idx, 0, 0.0))
+        if m.running_mean is not None:
+            _set_buffer(new, "running_mean", gather(m.running_mean, ctx.in_idx, 0, 0.0))
+        if m.running_var is not None:
+            _set_buffer(new, "running_var", gather(m.running_var, ctx.in_idx, 0, 1.0))
+        if m.num_batches_tracked is not None:
+            _set_buffer(new, "num_batches_tracked", m.num_batches_tracked.clone())
     return Rebuilt(new, None)
 
 

