@@ -11,14 +11,12 @@ uniform distribution and never updates it, so the two searches differ only in le
 
 from __future__ import annotations
 
+import functools
 import math
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import fx
 
 from ..errors import ConfigError
 from ..features import FEATURE_DIM, RATIOS
@@ -33,11 +31,8 @@ from ..policy import (
     UpdateStats,
 )
 from ..search import CompressionResult, RunDir, SearchConfig
-from ..search.api import _finish, _load_teacher_file, _save_teacher_file
+from ..search.api import run_compress
 from ..search.search import Search
-from ..search.teacher_setup import load_data, prepare
-from ..teacher.trace import trace
-from ..teacher.train import teacher_spec
 
 __all__ = ["RandomLearner", "RandomSearch", "run_random_search", "BASELINE_FILE"]
 
@@ -124,33 +119,17 @@ def run_random_search(
         >>> res = run_random_search(SearchConfig(removal_iterations=6, rollouts=5), "runs/rand")
         >>> res.summary["stage2"]["test_accuracy"], res.history[0]["reward"]
     """
-    say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     if resume:
-        run = RunDir.open(run_dir)
-        meta = run.read_json(BASELINE_FILE)
+        meta = RunDir.open(run_dir).read_json(BASELINE_FILE)
         if meta.get("method") != "random_search":
-            raise ConfigError(f"{run.path} is not a random-search run; resume it with its command")
+            raise ConfigError(f"{run_dir} is not a random-search run; resume it with its command")
         p_remove = float(meta["p_remove"])
-        cfg = SearchConfig.from_dict(run.read_json("config.json"))
-        model, _ = _load_teacher_file(run, allow_pickle=False)
-        splits = load_data(cfg)
-    else:
-        RunDir.ensure_new(run_dir)
-        if teacher is None:
-            prepared = prepare(cfg, log=say)
-            model, spec, splits = prepared.model, prepared.spec, prepared.splits
-            metrics = prepared.metrics
-        else:
-            splits, model, metrics = load_data(cfg), teacher.eval(), {}
-            spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
-        run = RunDir.create(run_dir)
-        run.write_json("config.json", cfg.to_dict())
-        run.write_json(BASELINE_FILE, {"method": "random_search", "p_remove": p_remove})
-        _save_teacher_file(run, model, spec, metrics)
-        run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
-    gm: fx.GraphModule = trace(model, input_size=splits.input_size).eval()
-    search = RandomSearch(cfg, run, gm, splits, quiet=quiet, p_remove=p_remove)
-    t0 = time.perf_counter()
-    search.run(resume=resume)
-    run.write_json("timing.json", {"search_s": time.perf_counter() - t0})
-    return _finish(run, search, gm)
+    return run_compress(
+        cfg,
+        run_dir,
+        resume=resume,
+        quiet=quiet,
+        search_cls=functools.partial(RandomSearch, p_remove=p_remove),
+        teacher=teacher,
+        extra_files={BASELINE_FILE: {"method": "random_search", "p_remove": p_remove}},
+    )

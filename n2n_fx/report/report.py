@@ -185,8 +185,11 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         if not f or not run.file(fname).is_file():
             continue
         summary[key] = dict(f)
-        c = safe_torch_load(run.file(fname))
-        m = rebuild_student(teacher, c["actions"], c["state_dict"]).student
+        if stage == (ck_final.get("winner") or "removal"):
+            m = student  # the run's result is in hand: no rebuild
+        else:
+            c = safe_torch_load(run.file(fname))
+            m = rebuild_student(teacher, c["actions"], c["state_dict"]).student
         summary[key]["latency_ms"] = latency_ms(m, size, repeats=10) if size else math.nan
     summary["winner"] = "stage2" if ck_final.get("winner") == "shrink" else "stage1"
     history = run.history()

@@ -137,7 +137,16 @@ def _generic(module: nn.Module, ctx: RebuildContext) -> Rebuilt:
     has_params = any(True for _ in module.parameters())
     if has_params and not _identity(ctx.in_idx, _in_features(module, ctx)):
         raise RepairError(f"{type(module).__name__} has weights and no rebuild handler; its input changed")
+    if _stateless_builtin(module):
+        return Rebuilt(_shell(module), None)  # ReLU, pools, dropout, flatten: nothing to deep-copy
     return Rebuilt(copy.deepcopy(module), None)
+
+
+def _stateless_builtin(m: nn.Module) -> bool:
+    """A torch.nn module without tensors or children (its attributes are plain settings)."""
+    return (
+        type(m).__module__.startswith("torch.nn.modules.") and not m._parameters and not m._buffers and not m._modules
+    )
 
 
 def _in_features(module: nn.Module, ctx: RebuildContext) -> int:
@@ -158,8 +167,9 @@ def _per_group(idx: torch.Tensor, size: int, groups: int) -> list[torch.Tensor] 
     return parts
 
 
-def _conv_shell(m: nn.modules.conv._ConvNd, cin: int, cout: int, kernel: tuple, stride: tuple, padding: tuple,
-                groups: int) -> nn.modules.conv._ConvNd:
+def _conv_shell(
+    m: nn.modules.conv._ConvNd, cin: int, cout: int, kernel: tuple, stride: tuple, padding: tuple, groups: int
+) -> nn.modules.conv._ConvNd:
     """``m`` with new sizes, made like ``_ConvNd.__init__`` would make it (tensors set by the caller)."""
     new = _shell(m)
     new.in_channels, new.out_channels, new.groups = cin, cout, groups
@@ -225,7 +235,9 @@ def _conv(m: nn.modules.conv._ConvNd, ctx: RebuildContext) -> Rebuilt:
     ):
         return Rebuilt(copy.deepcopy(m), out_idx)
     if reinit or isinstance(padding, str):
-        new = _on_meta(type(m), cin2, cout2, kernel, stride, padding, m.dilation, groups2, b is not None, m.padding_mode)
+        new = _on_meta(
+            type(m), cin2, cout2, kernel, stride, padding, m.dilation, groups2, b is not None, m.padding_mode
+        )
         if reinit:
             new = new.to_empty(device="cpu")
             new.reset_parameters()

@@ -30,7 +30,7 @@ from ..graph.channels import ChannelInfo, is_cat, is_join, pad_value
 from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
 from ..graph.layers import Analysis
-from ..graph.shapes import META_KEY, call_module_meta, meta_like
+from ..graph.shapes import META_KEY, call_function_meta, call_module_meta, meta_like
 from ..teacher.trace import INPUT_SIZE_KEY
 from .degenerate import Degenerate, Reason
 from .handlers import RebuildContext, RepairError, gather, handler_for
@@ -137,8 +137,7 @@ class _Walk:
         if snode.op == "call_module":
             out = call_module_meta(self.attrs[snode.target], args, kwargs)
         elif snode.op == "call_function":
-            fn = _INPLACE.get(snode.target, snode.target)
-            out = fn(*args, **kwargs)
+            out = call_function_meta(_INPLACE.get(snode.target, snode.target), args, kwargs)
         elif snode.op == "call_method":
             out = getattr(args[0], snode.target)(*args[1:], **kwargs)
         else:
@@ -619,12 +618,11 @@ def rebuild(analysis: Analysis, plan: Plan, *, max_linear_growth: float = 8.0) -
         return w.result
     used = {n.target for n in graph.nodes if n.op in ("call_module", "get_attr")}
     root = {k: v for k, v in w.attrs.items() if k in used}
-    student = fx.GraphModule(root, graph, class_name="Student")
+    student = fx.GraphModule(root, graph, class_name="Student")  # compiles the code once
     if graph.eliminate_dead_code():
         student.delete_all_unused_submodules()
-        root = {k: v for k, v in root.items() if k in {n.target for n in graph.nodes}}
+        student.recompile()  # only when dead code went away
     graph.lint()
-    student.recompile()
     student.train(analysis.gm.training)
     w.result.student = student
     t_out = analysis.gm.graph.find_nodes(op="output")[0].meta.get(META_KEY)

@@ -6,6 +6,7 @@ import copy
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..rewrite import Diff
 from ..teacher.trace import trace
+from ..teacher.train import teacher_spec
 from ..teacher.zoo import build_model
 from .config import SearchConfig
 from .rundir import RunDir, atomic_torch_save, safe_torch_load
@@ -93,11 +95,15 @@ def run_compress(
     resume: bool = False,
     quiet: bool = False,
     allow_pickle: bool = False,
-    search_cls: type[Search] = Search,
+    search_cls: Callable[..., Search] = Search,
+    teacher: nn.Module | None = None,
+    extra_files: dict[str, Any] | None = None,
 ) -> CompressionResult:
     """Run (or resume) the full compression described by ``cfg`` in ``run_dir``.
 
-    ``search_cls`` lets a baseline reuse the whole job with other learners (random search)."""
+    Baselines reuse the whole job: ``search_cls`` builds the search (e.g. random search's
+    learners), ``teacher`` replaces the teacher ``cfg`` would load (e.g. an N2N run's own),
+    ``extra_files`` (name -> JSON) are written into a new run directory."""
     say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     if resume:
         run = RunDir.open(run_dir)
@@ -106,11 +112,18 @@ def run_compress(
         splits = load_data(cfg)
     else:
         RunDir.ensure_new(run_dir)  # before minutes of teacher training
-        prepared = prepare(cfg, log=say)
+        if teacher is None:
+            prepared = prepare(cfg, log=say)
+            teacher, spec, splits, metrics = prepared.model, prepared.spec, prepared.splits, prepared.metrics
+        else:
+            splits, metrics = load_data(cfg), {}
+            teacher = teacher.eval()
+            spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
         run = RunDir.create(run_dir)
         run.write_json("config.json", cfg.to_dict())
-        teacher, spec, splits = prepared.model, prepared.spec, prepared.splits
-        _save_teacher_file(run, teacher, spec, prepared.metrics)
+        for name, data in (extra_files or {}).items():
+            run.write_json(name, data)
+        _save_teacher_file(run, teacher, spec, metrics)
         run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
     gm = trace(teacher, input_size=splits.input_size).eval()
     search = search_cls(cfg, run, gm, splits, quiet=quiet)
