@@ -10,8 +10,16 @@ from _zoo import input_size_for
 
 from n2n_fx.teacher.trace import trace
 
-# Small models on few cores: one intra-op thread is faster and keeps results bit-stable.
+# Small models on few cores: one intra-op thread is faster and keeps results bit-stable
+# (on 2 shared cores a second spinning thread made tiny LSTMs ~30x slower).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts on one torch thread, whatever an earlier test set."""
+    torch.set_num_threads(1)
+    yield
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -45,14 +45,6 @@ DATA = dict(
 BUDGET = dict(removal_iterations=1, shrink_iterations=1, rollouts=2, reward_steps=2, final_epochs=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on 2 shared cores, a second spinning thread makes torch ~30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

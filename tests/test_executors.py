@@ -202,6 +202,7 @@ def test_local_worker_killed_or_out_of_memory(setup, local, one_thread):
 
 def test_sequential_trains_with_rollout_threads_and_restores_the_setting(setup):
     evaluator, jobs = _evaluator(setup), _jobs(setup, [("1",), ("4",)])
+    torch.set_num_threads(2)  # the process setting differs from rollout_threads
     before = torch.get_num_threads()
     seen = []
 
@@ -213,7 +214,7 @@ def test_sequential_trains_with_rollout_threads_and_restores_the_setting(setup):
     ex = make_executor(SearchConfig(rollout_threads=1))
     assert isinstance(ex, SequentialExecutor) and ex.threads == 1
     ex.evaluate(Spy(), jobs)
-    assert seen == [1, 1] and torch.get_num_threads() == before
+    assert seen == [1, 1] and torch.get_num_threads() == before == 2
     with pytest.raises(ConfigError, match="rollout_threads"):
         SearchConfig(rollout_threads=0)
 

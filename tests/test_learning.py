@@ -19,14 +19,6 @@ from n2n_fx.policy import (
 F = 12  # feature width of the synthetic inputs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny LSTMs run fastest (and bit-reproducibly) on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ---- synthetic objectives with a known optimum (reward 1.0) -------------------------------
 

@@ -22,14 +22,6 @@ from n2n_fx.policy import (
 F = 12  # feature width of the synthetic inputs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny LSTMs run fastest (and bit-reproducibly) on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def removal_input(L: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

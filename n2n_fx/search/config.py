@@ -45,7 +45,9 @@ class SearchConfig:
     # -- reward evaluation (students trained briefly by KD, paper §3.5) -----------------------
     reward_steps: int = 40  # optimiser steps of KD per student (0: use reward_epochs)
     reward_epochs: int = 1  # epochs of KD per student when reward_steps is 0 (paper: 5)
-    reward_lr: float = 1e-3  # Adam lr of the KD training
+    # Adam lr of the KD training: 1e-2, because rewards come from a few dozen steps (on MNIST-10k,
+    # 60 steps at 1e-3 left most conv4 students near chance; 1e-2 gave 0.73 mean accuracy, 3e-3 0.64)
+    reward_lr: float = 1e-2
     batch_size: int = 64  # KD batch size
     reward_subset: float | None = None  # train on a stratified part of the training split (count or fraction)
     # -- constraints (paper §3.3.1) -------------------------------------------------------------
