@@ -1,0 +1,317 @@
+"""Turn benchmarks/paper/results/*.json into the tables of docs/results.md and the curve PNGs.
+
+    python -m benchmarks.paper.report
+
+Only the part of docs/results.md between the ``generated`` markers is replaced; the
+discussion around it is written by hand. Experiments without a result file are listed as
+not run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from tabulate import tabulate
+
+from .common import RESULTS, ROOT
+
+DOC = ROOT / "docs" / "results.md"
+IMG = ROOT / "docs" / "img"
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:+.2f}%" if signed else f"{100 * x:.2f}%"
+
+
+def _k(n: int | None) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}K" if n >= 1e3 else str(n))
+
+
+def _footer(r: dict[str, Any]) -> str:
+    return f"Command: `{r['command']}` · seed {r.get('seed', r.get('seeds'))} · wall {r['wall_s'] / 60:.1f} min · {r['machine']} · {r['finished']}"
+
+
+def _missing(cmd: str) -> str:
+    return f"_Not run yet_: `{cmd}`"
+
+
+def table1() -> list[str]:
+    out = ["### Table 1 in kind: compression by stage", ""]
+    for teacher in ("conv4", "vgg13_small"):
+        r = _load(f"table1-{teacher}")
+        out.append(f"**{teacher} teacher**")
+        out.append("")
+        if r is None:
+            out += [_missing(f"python -m benchmarks.paper.table1 --teacher {teacher}"), ""]
+            continue
+        rows = [["Teacher", _pct(r["teacher"]["test_accuracy"]), _k(r["teacher"]["params"]), "–", "1×"]]
+        for key, label in (("stage1", "Student (stage 1)"), ("stage2", "Student (stage 1+2)")):
+            s = r.get(key)
+            if s:
+                rows.append(
+                    [
+                        label,
+                        _pct(s["test_accuracy"]),
+                        _k(s["params"]),
+                        _pct(s["delta_accuracy"], True),
+                        f"{s['compression']:.1f}×",
+                    ]
+                )
+        out += [tabulate(rows, ["", "test acc.", "#params", "Δ acc.", "compression"], tablefmt="github"), ""]
+        out += [
+            f"Winner (best reward over both stages): {r.get('winner')}; {r.get('rollouts')} students trained. "
+            + _footer(r),
+            "",
+        ]
+        png = _curves(r["iterations"], f"table1-{teacher}")
+        if png:
+            out += [f"![learning curves {teacher}](img/{png})", ""]
+    return out
+
+
+def table2() -> list[str]:
+    out = ["### Table 2 in kind: Taylor filter pruning vs N2N", ""]
+    r = _load("table2-pruning")
+    if r is None:
+        return out + [_missing("python -m benchmarks.paper.table2_pruning"), ""]
+    t, n, p = r["teacher"], r["n2n"], r["pruning"]
+    rows = [
+        ["Teacher", _pct(t["test_accuracy"]), _k(t["params"]), "1×", "–"],
+        [
+            "Pruning (Molchanov et al.)",
+            _pct(p["test_accuracy"]),
+            _k(p["params"]),
+            f"{p['compression']:.1f}×",
+            _pct(p["test_accuracy"] - t["test_accuracy"], True),
+        ],
+        [
+            "N2N",
+            _pct(n["test_accuracy"]),
+            _k(n["params"]),
+            f"{n['compression']:.1f}×",
+            _pct(n["test_accuracy"] - t["test_accuracy"], True),
+        ],
+    ]
+    out += [tabulate(rows, ["", "test acc.", "#params", "compression", "Δ acc."], tablefmt="github"), ""]
+    out += [
+        f"Pruning ran {p['steps']} steps and stopped on `{p['stop']}` (validation accuracy of the N2N student: "
+        f"{_pct(n['val_accuracy'])}). " + _footer(r),
+        "",
+    ]
+    return out
+
+
+def table3() -> list[str]:
+    out = ["### Table 3 in kind: hand-designed students with KD vs N2N", ""]
+    r = _load("table3-handmade")
+    if r is None:
+        return out + [_missing("python -m benchmarks.paper.table3_handmade"), ""]
+    rows = [["Teacher", _pct(r["teacher"]["test_accuracy"]), _k(r["teacher"]["params"]), "–"]]
+    for h in r["handmade"]:
+        rows.append([f"{h['arch']} (KD, scratch)", _pct(h["test_accuracy"]), _k(h["params"]), h["epochs"]])
+    rows.append(["N2N", _pct(r["n2n"]["test_accuracy"]), _k(r["n2n"]["params"]), r["n2n"]["epochs"]])
+    out += [tabulate(rows, ["", "test acc.", "#params", "training epochs"], tablefmt="github"), "", _footer(r), ""]
+    return out
+
+
+def table4() -> list[str]:
+    out = ["### Table 4 in kind: a parameter-count constraint", ""]
+    found = sorted(RESULTS.glob("table4-*.json"))
+    if not found:
+        return out + [_missing("python -m benchmarks.paper.table4_constraint"), ""]
+    for path in found:
+        r = json.loads(path.read_text())
+        rows = [["Teacher", _pct(r["teacher"]["test_accuracy"]), _k(r["teacher"]["params"]), "1×", "–"]]
+        for key, label in (("stage1", "Student (stage 1)"), ("stage2", "Student (stage 1+2)")):
+            s = r.get(key)
+            if s:
+                rows.append(
+                    [
+                        label,
+                        _pct(s["test_accuracy"]),
+                        _k(s["params"]),
+                        f"{s['compression']:.1f}×",
+                        _k(int(r["max_params"])),
+                    ]
+                )
+        out += [f"**{r['teacher_model']}, at most {_k(int(r['max_params']))} parameters**", ""]
+        out += [tabulate(rows, ["", "test acc.", "#params", "compression", "constraint"], tablefmt="github"), ""]
+        out += [
+            f"Winner: {r['winner']}, meets the constraint: **{'yes' if r['meets_constraint'] else 'no'}**; "
+            f"{r['violating_rollouts']} of {r['rollouts']} rollouts violated it (annealed penalty). " + _footer(r),
+            "",
+        ]
+        png = _curves(r["iterations"], path.stem)
+        if png:
+            out += [f"![learning curves {path.stem}](img/{png})", ""]
+    return out
+
+
+def table5() -> list[str]:
+    out = ["### Table 5 in kind: policy transfer, first updates", ""]
+    found = sorted(RESULTS.glob("table5-*.json"))
+    if not found:
+        return out + [_missing("python -m benchmarks.paper.table5_transfer"), ""]
+    for path in found:
+        r = json.loads(path.read_text())
+        rows = []
+        for label in ("pretrained", "scratch"):
+            s = r[label]
+            rows.append(
+                [
+                    label,
+                    f"{s['mean_reward']:.3f}",
+                    _pct(s["mean_compression"]),
+                    _pct(s["mean_accuracy"]),
+                    s["degenerate"],
+                ]
+            )
+        n = len(r["scratch"]["iterations"])
+        out += [f"**conv4 → {r['target']}, mean over the first {n} updates**", ""]
+        out += [tabulate(rows, ["policy", "reward", "compression C", "accuracy", "degenerate"], tablefmt="github"), ""]
+        out += [_footer(r), ""]
+        png = _transfer_plot(r, path.stem)
+        if png:
+            out += [f"![transfer {path.stem}](img/{png})", ""]
+    return out
+
+
+def random_vs_n2n() -> list[str]:
+    out = ["### N2N vs random search (same budget)", ""]
+    r = _load("random-vs-n2n")
+    if r is None:
+        return out + [_missing("python -m benchmarks.paper.random_vs_n2n"), ""]
+    rows = []
+    for run in r["runs"]:
+        rows.append(
+            [
+                run["method"],
+                run["seed"],
+                f"{run['mean_reward'][0]:.3f}",
+                f"{run['final_mean_reward']:.3f}",
+                f"{sum(run['mean_reward']) / len(run['mean_reward']):.3f}",
+                f"{run['best_so_far'][-1]:.3f}",
+            ]
+        )
+    out += [
+        tabulate(
+            rows,
+            ["method", "seed", "mean reward, first it.", "mean reward, last it.", "mean reward, all", "best reward"],
+            tablefmt="github",
+        ),
+        "",
+    ]
+    out += [_footer(r), ""]
+    png = _random_plot(r)
+    if png:
+        out += ["![N2N vs random search](img/random-vs-n2n.png)", ""]
+    return out
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        return plt
+    except ImportError:
+        return None
+
+
+def _curves(its: list[dict[str, Any]], stem: str) -> str | None:
+    plt = _plt()
+    if plt is None:
+        return None
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for stage, style in (("removal", "-o"), ("shrink", "-s")):
+        rows = [r for r in its if r["stage"] == stage]
+        if not rows:
+            continue
+        x = list(range(len(rows)))
+        axes[0].plot(x, [r["mean_reward"] for r in rows], style, label=stage)
+        axes[1].plot(x, [r["mean_accuracy"] for r in rows], style, label=stage)
+        axes[2].plot(x, [r["mean_compression"] for r in rows], style, label=stage)
+    for ax, title in zip(axes, ("mean reward", "mean accuracy (after KD)", "mean compression C"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("policy update")
+        ax.legend()
+    fig.tight_layout()
+    name = f"{stem}.png"
+    fig.savefig(IMG / name, dpi=90)
+    plt.close(fig)
+    return name
+
+
+def _transfer_plot(r: dict[str, Any], stem: str) -> str | None:
+    plt = _plt()
+    if plt is None:
+        return None
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label in ("pretrained", "scratch"):
+        ax.plot([it["mean_reward"] for it in r[label]["iterations"]], "-o", label=label)
+    ax.set_xlabel("policy update")
+    ax.set_ylabel("mean reward")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(IMG / f"{stem}.png", dpi=90)
+    plt.close(fig)
+    return f"{stem}.png"
+
+
+def _random_plot(r: dict[str, Any]) -> str | None:
+    plt = _plt()
+    if plt is None:
+        return None
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    colors = {"n2n": "tab:blue", "random": "tab:orange"}
+    for run in r["runs"]:
+        lab = f"{run['method']} (seed {run['seed']})"
+        axes[0].plot(run["mean_reward"], "-", color=colors[run["method"]], alpha=0.7, label=lab)
+        axes[1].plot(run["best_so_far"], "-", color=colors[run["method"]], alpha=0.7, label=lab)
+    axes[0].set_title("mean reward per iteration")
+    axes[1].set_title("best reward so far")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(IMG / "random-vs-n2n.png", dpi=90)
+    plt.close(fig)
+    return "random-vs-n2n.png"
+
+
+def main() -> None:
+    lines = [START, ""]
+    for part in (table1, table2, table3, table4, table5, random_vs_n2n):
+        lines += part()
+    lines.append(END)
+    block = "\n".join(lines)
+    text = DOC.read_text() if DOC.is_file() else f"# Results\n\n{START}\n{END}\n"
+    if START not in text:
+        text += f"\n{START}\n{END}\n"
+    text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    DOC.write_text(text)
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()

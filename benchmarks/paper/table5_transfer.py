@@ -1,0 +1,73 @@
+"""Table 5 in kind: a removal policy learnt on one teacher starts the search on a deeper one.
+
+    python -m benchmarks.paper.table5_transfer [--source runs/paper/table1-conv4]   # ~15 min
+
+Source: the removal policy of the conv4 run (4 convs, 2 linears). Target: a vgg_tiny teacher
+(6 convs, 2 linears) trained on the same data. Two removal-stage searches of ``--updates``
+policy updates on the target, one starting from the source's policy and one from scratch,
+same seed, same rollout budget; the table reports reward, compression and accuracy averaged
+over those first updates (as the paper's Table 5).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from n2n_fx.search import run_compress
+
+from .common import RUNS, mnist_config, parser, per_iteration, run_dir, save, setup
+from .table1 import BUDGETS
+
+
+def _mean(rows, key):
+    vals = [r[key] for r in rows if r[key] is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--source", type=Path, default=RUNS / "table1-conv4", help="finished N2N run (its removal policy)")
+    ap.add_argument("--target", default="vgg_tiny", help="teacher of the target search")
+    ap.add_argument("--updates", type=int, default=10, help="policy updates compared (paper: 10)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    setup(args)
+    t0 = time.perf_counter()
+    policy = args.source / "policies" / "removal.pt"
+    if not policy.is_file():
+        raise SystemExit(f"{policy} not found; run python -m benchmarks.paper.table1 --teacher conv4 first")
+    budget = {k: v for k, v in BUDGETS["conv4"].items() if k.startswith("reward")}
+    out = {}
+    for label, start in (("pretrained", str(policy)), ("scratch", None)):
+        cfg = mnist_config(
+            args.target,
+            seed=args.seed,
+            stage="removal",
+            removal_iterations=args.updates,
+            removal_policy=start,
+            final_epochs=1,
+            **budget,
+        )
+        path = run_dir(f"table5-{args.target}-{label}", args.fresh)
+        res = run_compress(cfg, path, resume=path.joinpath("config.json").is_file())
+        its = per_iteration(res.history)
+        out[label] = {
+            "run_dir": str(res.run_dir),
+            "mean_reward": _mean(its, "mean_reward"),
+            "mean_compression": _mean(its, "mean_compression"),
+            "mean_accuracy": _mean(its, "mean_accuracy"),
+            "degenerate": sum(r["degenerate"] for r in its),
+            "iterations": its,
+            "teacher": res.summary["teacher"]["test_accuracy"],
+        }
+        print(label, {k: v for k, v in out[label].items() if k != "iterations"}, flush=True)
+    save(
+        f"table5-{args.target}",
+        {"experiment": "table5", "source_run": str(args.source), "target": args.target, "seed": args.seed, **out},
+        t0,
+    )
+
+
+if __name__ == "__main__":
+    main()
