@@ -43,6 +43,15 @@ def _footer(r: dict[str, Any]) -> str:
     return f"Command: `{r['command']}` · seed {r.get('seed', r.get('seeds'))} · wall {r['wall_s'] / 60:.1f} min · {r['machine']} · {r['finished']}"
 
 
+def _section(title: str, name: str, cmd: str) -> tuple[list[str], dict[str, Any] | None]:
+    """The section's heading and result (or a "not run yet" line naming the command)."""
+    out = [f"### {title}", ""]
+    r = _load(name)
+    if r is None:
+        out += [_missing(cmd), ""]
+    return out, r
+
+
 def _missing(cmd: str) -> str:
     return f"_Not run yet_: `{cmd}`"
 
@@ -82,10 +91,9 @@ def table1() -> list[str]:
 
 
 def table2() -> list[str]:
-    out = ["### Table 2 in kind: Taylor filter pruning vs N2N", ""]
-    r = _load("table2-pruning")
+    out, r = _section("Table 2 in kind: Taylor filter pruning vs N2N", "table2-pruning", "python -m benchmarks.paper.table2_pruning")
     if r is None:
-        return out + [_missing("python -m benchmarks.paper.table2_pruning"), ""]
+        return out
     t, n, p = r["teacher"], r["n2n"], r["pruning"]
     rows = [
         ["Teacher", _pct(t["test_accuracy"]), _k(t["params"]), "1×", "–"],
@@ -114,10 +122,9 @@ def table2() -> list[str]:
 
 
 def table3() -> list[str]:
-    out = ["### Table 3 in kind: hand-designed students with KD vs N2N", ""]
-    r = _load("table3-handmade")
+    out, r = _section("Table 3 in kind: hand-designed students with KD vs N2N", "table3-handmade", "python -m benchmarks.paper.table3_handmade")
     if r is None:
-        return out + [_missing("python -m benchmarks.paper.table3_handmade"), ""]
+        return out
     rows = [["Teacher", _pct(r["teacher"]["test_accuracy"]), _k(r["teacher"]["params"]), "–"]]
     for h in r["handmade"]:
         rows.append([f"{h['arch']} (KD, scratch)", _pct(h["test_accuracy"]), _k(h["params"]), h["epochs"]])
@@ -189,10 +196,9 @@ def table5() -> list[str]:
 
 
 def random_vs_n2n() -> list[str]:
-    out = ["### N2N vs random search (same budget)", ""]
-    r = _load("random-vs-n2n")
+    out, r = _section("N2N vs random search (same budget)", "random-vs-n2n", "python -m benchmarks.paper.random_vs_n2n")
     if r is None:
-        return out + [_missing("python -m benchmarks.paper.random_vs_n2n"), ""]
+        return out
     rows = []
     for run in r["runs"]:
         rows.append(
