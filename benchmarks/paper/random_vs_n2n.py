@@ -23,10 +23,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=6, help="removal-stage updates per search")
     ap.add_argument("--reward-steps", type=int, default=40, help="KD steps per student")
+    ap.add_argument("--removal-lr", type=float, default=None, help="N2N removal-policy lr (default: the paper's 0.003)")
     args = ap.parse_args()
     setup(args)
     t0 = time.perf_counter()
     runs = []
+    tag = "" if args.removal_lr is None else f"-lr{args.removal_lr:g}"
     for seed in args.seeds:
         cfg = mnist_config(
             "conv4",
@@ -38,10 +40,10 @@ def main() -> None:
             reward_lr=BUDGETS["conv4"]["reward_lr"],
         )
         for method in ("n2n", "random"):
-            path = run_dir(f"random-vs-n2n-{method}-seed{seed}", args.fresh)
-            resume = path.joinpath("config.json").is_file()
+            path = run_dir(f"random-vs-n2n-{method}{tag if method == 'n2n' else ''}-seed{seed}", args.fresh)
+            resume = path.joinpath("config.json").is_file()  # random runs are shared by every --removal-lr
             if method == "n2n":
-                res = run_compress(cfg, path, resume=resume)
+                res = run_compress(cfg.replace(removal_lr=args.removal_lr), path, resume=resume)
             else:
                 res = run_random_search(cfg, path, resume=resume)
             its = per_iteration(res.history)
@@ -62,8 +64,14 @@ def main() -> None:
             )
             print(method, seed, [round(r, 3) for r in runs[-1]["mean_reward"]], flush=True)
     save(
-        "random-vs-n2n",
-        {"experiment": "random_vs_n2n", "seeds": args.seeds, "iterations": args.iterations, "runs": runs},
+        f"random-vs-n2n{tag}",
+        {
+            "experiment": "random_vs_n2n",
+            "seeds": args.seeds,
+            "iterations": args.iterations,
+            "removal_lr": args.removal_lr or cfg.removal_lr,
+            "runs": runs,
+        },
         t0,
     )
 

@@ -91,7 +91,9 @@ def table1() -> list[str]:
 
 
 def table2() -> list[str]:
-    out, r = _section("Table 2 in kind: Taylor filter pruning vs N2N", "table2-pruning", "python -m benchmarks.paper.table2_pruning")
+    out, r = _section(
+        "Table 2 in kind: Taylor filter pruning vs N2N", "table2-pruning", "python -m benchmarks.paper.table2_pruning"
+    )
     if r is None:
         return out
     t, n, p = r["teacher"], r["n2n"], r["pruning"]
@@ -122,7 +124,11 @@ def table2() -> list[str]:
 
 
 def table3() -> list[str]:
-    out, r = _section("Table 3 in kind: hand-designed students with KD vs N2N", "table3-handmade", "python -m benchmarks.paper.table3_handmade")
+    out, r = _section(
+        "Table 3 in kind: hand-designed students with KD vs N2N",
+        "table3-handmade",
+        "python -m benchmarks.paper.table3_handmade",
+    )
     if r is None:
         return out
     rows = [["Teacher", _pct(r["teacher"]["test_accuracy"]), _k(r["teacher"]["params"]), "–"]]
@@ -196,33 +202,51 @@ def table5() -> list[str]:
 
 
 def random_vs_n2n() -> list[str]:
-    out, r = _section("N2N vs random search (same budget)", "random-vs-n2n", "python -m benchmarks.paper.random_vs_n2n")
-    if r is None:
-        return out
-    rows = []
-    for run in r["runs"]:
-        rows.append(
-            [
-                run["method"],
-                run["seed"],
-                f"{run['mean_reward'][0]:.3f}",
-                f"{run['final_mean_reward']:.3f}",
-                f"{sum(run['mean_reward']) / len(run['mean_reward']):.3f}",
-                f"{run['best_so_far'][-1]:.3f}",
-            ]
-        )
-    out += [
-        tabulate(
-            rows,
-            ["method", "seed", "mean reward, first it.", "mean reward, last it.", "mean reward, all", "best reward"],
-            tablefmt="github",
-        ),
-        "",
-    ]
-    out += [_footer(r), ""]
-    png = _random_plot(r)
-    if png:
-        out += ["![N2N vs random search](img/random-vs-n2n.png)", ""]
+    out = ["### N2N vs random search (same budget)", ""]
+    found = sorted(RESULTS.glob("random-vs-n2n*.json"))
+    if not found:
+        return out + [_missing("python -m benchmarks.paper.random_vs_n2n"), ""]
+    for path in found:
+        r = json.loads(path.read_text())
+        rows = []
+        for run in r["runs"]:
+            mean = run["mean_reward"]
+            rows.append(
+                [
+                    run["method"],
+                    run["seed"],
+                    f"{mean[0]:.3f}",
+                    f"{mean[-1]:.3f}",
+                    f"{sum(mean) / len(mean):.3f}",
+                    f"{run['best_so_far'][-1]:.3f}",
+                ]
+            )
+        for method in ("n2n", "random"):
+            runs = [run for run in r["runs"] if run["method"] == method]
+            last = sum(run["mean_reward"][-1] for run in runs) / len(runs)
+            allm = sum(sum(run["mean_reward"]) / len(run["mean_reward"]) for run in runs) / len(runs)
+            best = sum(run["best_so_far"][-1] for run in runs) / len(runs)
+            rows.append([f"**{method}, mean of seeds**", "", "", f"{last:.3f}", f"{allm:.3f}", f"{best:.3f}"])
+        out += [f"**N2N removal-policy lr {r.get('removal_lr', 0.003):g}, {r['iterations']} updates × 5 students**", ""]
+        out += [
+            tabulate(
+                rows,
+                [
+                    "method",
+                    "seed",
+                    "mean reward, first it.",
+                    "mean reward, last it.",
+                    "mean reward, all",
+                    "best reward",
+                ],
+                tablefmt="github",
+            ),
+            "",
+        ]
+        out += [_footer(r), ""]
+        png = _random_plot(r, path.stem)
+        if png:
+            out += [f"![N2N vs random search]({'img/' + png})", ""]
     return out
 
 
@@ -283,7 +307,7 @@ def _transfer_plot(r: dict[str, Any], stem: str) -> str | None:
     return f"{stem}.png"
 
 
-def _random_plot(r: dict[str, Any]) -> str | None:
+def _random_plot(r: dict[str, Any], stem: str) -> str | None:
     plt = _plt()
     if plt is None:
         return None
@@ -300,9 +324,9 @@ def _random_plot(r: dict[str, Any]) -> str | None:
         ax.set_xlabel("iteration")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(IMG / "random-vs-n2n.png", dpi=90)
+    fig.savefig(IMG / f"{stem}.png", dpi=90)
     plt.close(fig)
-    return "random-vs-n2n.png"
+    return f"{stem}.png"
 
 
 def main() -> None:
