@@ -1,6 +1,9 @@
 """Layers, blocks, channel spaces and features."""
 
+import operator
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -151,3 +154,48 @@ def test_shrink_steps_and_masks(traced):
     x, var, legal = shrink_input(a.layers, steps)
     assert x.shape == (len(steps), FEATURE_DIM) and var.shape == (len(steps),)
     assert legal.shape == (len(steps), len(RATIOS)) and legal[:, -1].all()
+
+
+@pytest.mark.parametrize(
+    "module, shape",
+    [
+        (nn.Conv2d(3, 8, 3, stride=2, padding=1), (2, 3, 17, 16)),
+        (nn.Conv2d(3, 8, (3, 5), stride=(1, 2), padding=(0, 2), dilation=(2, 1)), (2, 3, 20, 21)),
+        (nn.Conv2d(4, 4, 3, padding="same", groups=4, padding_mode="reflect"), (1, 4, 9, 9)),
+        (nn.Conv2d(4, 6, 5, padding="valid"), (1, 4, 9, 7)),
+        (nn.Conv1d(2, 3, 4, stride=3), (5, 2, 30)),
+        (nn.Conv3d(1, 2, 3, padding=1), (1, 1, 5, 6, 7)),
+        (nn.Conv2d(3, 8, 3), (3, 10, 10)),  # unbatched input
+        (nn.Linear(7, 5), (4, 3, 7)),
+    ],
+)
+def test_meta_shape_rules_match_real_forward(module, shape):
+    """Surgery answers conv/linear shapes by formula; they must equal what the module computes."""
+    from n2n_fx.graph.shapes import call_module_meta
+
+    got = call_module_meta(module, (torch.empty(shape, device="meta"),), {})
+    assert got.device.type == "meta" and got.shape == module(torch.randn(shape)).shape
+
+
+def test_meta_shape_rules_reject_what_forward_rejects():
+    from n2n_fx.graph.shapes import call_function_meta, call_module_meta
+
+    with pytest.raises(RuntimeError, match="input channels"):
+        call_module_meta(nn.Conv2d(3, 8, 3), (torch.empty(1, 4, 8, 8, device="meta"),), {})
+    with pytest.raises(RuntimeError, match="smaller than its kernel"):
+        call_module_meta(nn.Conv2d(3, 8, 5), (torch.empty(1, 3, 2, 2, device="meta"),), {})
+    with pytest.raises(RuntimeError, match="input features"):
+        call_module_meta(nn.Linear(7, 5), (torch.empty(2, 6, device="meta"),), {})
+    a, b = torch.empty(2, 8, 4, 4, device="meta"), torch.empty(2, 8, 1, 1, device="meta")
+    assert call_function_meta(operator.add, (a, b), {}).shape == (2, 8, 4, 4)
+    with pytest.raises(RuntimeError):
+        call_function_meta(operator.mul, (a, torch.empty(2, 7, 4, 4, device="meta")), {})
+
+
+def test_module_at_finds_modules_and_names_what_is_missing():
+    from n2n_fx.graph.kinds import module_at
+
+    m = nn.Sequential(nn.Sequential(nn.ReLU(), nn.Conv2d(1, 1, 1)))
+    assert module_at(m, "0.1") is m[0][1]
+    with pytest.raises(AttributeError, match="has no attribute"):
+        module_at(m, "0.7")
