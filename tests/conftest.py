@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -24,17 +25,24 @@ def _one_thread():
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+TRACE_CACHE_SIZE = 4  # the slow zoo suite walks 80 models; keeping all of them took >22 GiB (OOM)
+
+
 @pytest.fixture(scope="session")
 def traced():
-    """Trace models once per session: traced(name) -> GraphModule (eval mode)."""
-    cache: dict[str, torch.fx.GraphModule] = {}
+    """traced(name) -> GraphModule (eval mode), the last few traced models kept for reuse."""
+    cache: OrderedDict[str, torch.fx.GraphModule] = OrderedDict()
 
     def get(name: str) -> torch.fx.GraphModule:
-        if name not in cache:
-            torch.manual_seed(0)
-            gm = trace(name, input_size=input_size_for(name))
-            gm.eval()
-            cache[name] = gm
-        return cache[name]
+        if name in cache:
+            cache.move_to_end(name)
+            return cache[name]
+        while len(cache) >= TRACE_CACHE_SIZE:
+            cache.popitem(last=False)
+        torch.manual_seed(0)
+        gm = trace(name, input_size=input_size_for(name))
+        gm.eval()
+        cache[name] = gm
+        return gm
 
     return get
