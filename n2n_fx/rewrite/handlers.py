@@ -100,10 +100,16 @@ def _shell(m: nn.Module) -> nn.Module:
     return new
 
 
-def _set_buffer(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
-    if value is not None and (value._base is not None or not value.is_contiguous()):
-        value = value.clone(memory_format=torch.contiguous_format)
-    module._buffers[name] = value
+def _owned(value: torch.Tensor) -> torch.Tensor:
+    """``value``, or a contiguous copy when it is a view (it may share the teacher's storage)."""
+    if value._base is not None or not value.is_contiguous():
+        return value.clone(memory_format=torch.contiguous_format)
+    return value
+
+
+def _set_buffer(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Give ``module`` its real buffer ``name``."""
+    module._buffers[name] = _owned(value)
 
 
 def _on_meta(cls: type, *args) -> nn.Module:
@@ -113,9 +119,7 @@ def _on_meta(cls: type, *args) -> nn.Module:
 
 def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:
     """Give ``module`` its real parameter ``name`` (no allocation besides ``value`` itself)."""
-    if value._base is not None or not value.is_contiguous():  # a view may share the teacher's storage
-        value = value.clone(memory_format=torch.contiguous_format)
-    setattr(module, name, nn.Parameter(value, requires_grad=True))
+    setattr(module, name, nn.Parameter(_owned(value), requires_grad=True))
 
 
 def gather2(t: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
