@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
@@ -50,6 +51,15 @@ def _section(title: str, name: str, cmd: str) -> tuple[list[str], dict[str, Any]
     if r is None:
         out += [_missing(cmd), ""]
     return out, r
+
+
+def _sections(title: str, pattern: str, cmd: str) -> tuple[list[str], list[tuple[Path, dict[str, Any]]]]:
+    """The heading and every result file matching ``pattern`` (one per variant), or "not run yet"."""
+    out = [f"### {title}", ""]
+    found = [(path, json.loads(path.read_text())) for path in sorted(RESULTS.glob(pattern))]
+    if not found:
+        out += [_missing(cmd), ""]
+    return out, found
 
 
 def _missing(cmd: str) -> str:
@@ -140,12 +150,10 @@ def table3() -> list[str]:
 
 
 def table4() -> list[str]:
-    out = ["### Table 4 in kind: a parameter-count constraint", ""]
-    found = sorted(RESULTS.glob("table4-*.json"))
-    if not found:
-        return out + [_missing("python -m benchmarks.paper.table4_constraint"), ""]
-    for path in found:
-        r = json.loads(path.read_text())
+    out, found = _sections(
+        "Table 4 in kind: a parameter-count constraint", "table4-*.json", "python -m benchmarks.paper.table4_constraint"
+    )
+    for path, r in found:
         rows = [["Teacher", _pct(r["teacher"]["test_accuracy"]), _k(r["teacher"]["params"]), "1×", "–"]]
         for key, label in (("stage1", "Student (stage 1)"), ("stage2", "Student (stage 1+2)")):
             s = r.get(key)
@@ -173,12 +181,10 @@ def table4() -> list[str]:
 
 
 def table5() -> list[str]:
-    out = ["### Table 5 in kind: policy transfer, first updates", ""]
-    found = sorted(RESULTS.glob("table5-*.json"))
-    if not found:
-        return out + [_missing("python -m benchmarks.paper.table5_transfer"), ""]
-    for path in found:
-        r = json.loads(path.read_text())
+    out, found = _sections(
+        "Table 5 in kind: policy transfer, first updates", "table5-*.json", "python -m benchmarks.paper.table5_transfer"
+    )
+    for path, r in found:
         rows = []
         for label in ("pretrained", "scratch"):
             s = r[label]
@@ -202,12 +208,10 @@ def table5() -> list[str]:
 
 
 def random_vs_n2n() -> list[str]:
-    out = ["### N2N vs random search (same budget)", ""]
-    found = sorted(RESULTS.glob("random-vs-n2n*.json"))
-    if not found:
-        return out + [_missing("python -m benchmarks.paper.random_vs_n2n"), ""]
-    for path in found:
-        r = json.loads(path.read_text())
+    out, found = _sections(
+        "N2N vs random search (same budget)", "random-vs-n2n*.json", "python -m benchmarks.paper.random_vs_n2n"
+    )
+    for path, r in found:
         rows = []
         for run in r["runs"]:
             mean = run["mean_reward"]
@@ -265,11 +269,19 @@ def _plt():
         return None
 
 
+def _save(plt, fig, stem: str) -> str:
+    """Write ``fig`` to docs/img/<stem>.png; return the file name."""
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(IMG / f"{stem}.png", dpi=90)
+    plt.close(fig)
+    return f"{stem}.png"
+
+
 def _curves(its: list[dict[str, Any]], stem: str) -> str | None:
     plt = _plt()
     if plt is None:
         return None
-    IMG.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for stage, style in (("removal", "-o"), ("shrink", "-s")):
         rows = [r for r in its if r["stage"] == stage]
@@ -283,35 +295,26 @@ def _curves(its: list[dict[str, Any]], stem: str) -> str | None:
         ax.set_title(title)
         ax.set_xlabel("policy update")
         ax.legend()
-    fig.tight_layout()
-    name = f"{stem}.png"
-    fig.savefig(IMG / name, dpi=90)
-    plt.close(fig)
-    return name
+    return _save(plt, fig, stem)
 
 
 def _transfer_plot(r: dict[str, Any], stem: str) -> str | None:
     plt = _plt()
     if plt is None:
         return None
-    IMG.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for label in ("pretrained", "scratch"):
         ax.plot([it["mean_reward"] for it in r[label]["iterations"]], "-o", label=label)
     ax.set_xlabel("policy update")
     ax.set_ylabel("mean reward")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(IMG / f"{stem}.png", dpi=90)
-    plt.close(fig)
-    return f"{stem}.png"
+    return _save(plt, fig, stem)
 
 
 def _random_plot(r: dict[str, Any], stem: str) -> str | None:
     plt = _plt()
     if plt is None:
         return None
-    IMG.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     colors = {"n2n": "tab:blue", "random": "tab:orange"}
     for run in r["runs"]:
@@ -323,10 +326,7 @@ def _random_plot(r: dict[str, Any], stem: str) -> str | None:
     for ax in axes:
         ax.set_xlabel("iteration")
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(IMG / f"{stem}.png", dpi=90)
-    plt.close(fig)
-    return f"{stem}.png"
+    return _save(plt, fig, stem)
 
 
 def main() -> None:
