@@ -22,6 +22,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
 
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from _tiny import TINY_BUDGET, TINY_DATA
 from torch import nn
 
 from n2n_fx import analyze, model_cost, trace
@@ -35,15 +36,8 @@ from n2n_fx.policy import LearnerConfig
 from n2n_fx.search import SearchConfig, run_compress
 from n2n_fx.search.teacher_setup import prepare
 
-DATA = dict(
-    model="vgg_tiny",
-    dataset="synthetic",
-    dataset_options={"num_samples": 160, "image_size": 16},
-    teacher_epochs=1,
-    batch_size=32,
-)
-BUDGET = dict(removal_iterations=1, shrink_iterations=1, rollouts=2, reward_steps=2, final_epochs=1)
-
+DATA = {**TINY_DATA, "dataset_options": {"num_samples": 160, "image_size": 16}, "teacher_epochs": 1}
+BUDGET = {**TINY_BUDGET, "removal_iterations": 1, "shrink_iterations": 1, "reward_steps": 2}
 
 
 @pytest.fixture(scope="module")

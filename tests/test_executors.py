@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny import tiny
 from torch import nn
 
 from n2n_fx import apply_actions, find_layers, trace
@@ -300,14 +301,7 @@ def test_search_with_local_executor_matches_sequential(tmp_path, monkeypatch):
 
     monkeypatch.setenv("N2N_FX_CACHE", str(tmp_path / "cache"))
     cfg = SearchConfig(
-        dataset_options={"num_samples": 360, "image_size": 16},
-        teacher_epochs=2,
-        removal_iterations=2,
-        shrink_iterations=2,
-        rollouts=3,
-        reward_steps=5,
-        final_epochs=1,
-        batch_size=32,
+        **tiny(rollouts=3, reward_steps=5),
         device="cpu",
         rollout_threads=1,  # every executor trains each student with 1 thread: bit-identical results
     )

@@ -19,7 +19,6 @@ from n2n_fx.policy import (
 F = 12  # feature width of the synthetic inputs
 
 
-
 # ---- synthetic objectives with a known optimum (reward 1.0) -------------------------------
 
 
@@ -143,6 +142,49 @@ def test_reinforce_update_matches_formula():
         expect_b = float(r.mean()) if expect_b is None else 0.8 * expect_b + 0.2 * float(r.mean())
         assert learner.baseline == pytest.approx(expect_b)
     assert learner.updates == 2
+
+
+def test_batch_baseline_is_leave_one_out_and_normalisation_is_scale_free():
+    """baseline="batch": advantage of rollout k = R_k - mean of the other rewards; with
+    normalize_advantages, rewards scaled by 10 give the very same update."""
+    inputs, _ = removal_task(L=10)
+    r = torch.tensor([0.1, 0.5, 0.9, 0.3, 0.2])
+    torch.manual_seed(0)
+    policy = RemovalPolicy(feature_dim=F)
+    learner = Learner(policy, LearnerConfig(baseline="batch", lr=1e-3))
+    ro = learner.sample(**inputs)
+    loo = torch.stack([r[k] - torch.cat([r[:k], r[k + 1 :]]).mean() for k in range(5)])  # (m,)
+    logp = policy.log_prob(inputs["x"], inputs["removable"], ro.actions).detach()  # (m,)
+    stats = learner.update(ro, r, **inputs)
+    assert stats.policy_loss == pytest.approx(float(-(logp * loo).sum() / 5), abs=1e-6)
+    assert learner.baseline == pytest.approx(float(r.mean()))  # the EMA is still kept, for logs
+
+    after = []
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        policy = RemovalPolicy(feature_dim=F)
+        learner = Learner(policy, LearnerConfig(baseline="batch", normalize_advantages=True, lr=1e-3))
+        ro = learner.sample(**inputs)
+        stats = learner.update(ro, r * scale, **inputs)
+        after.append((stats.policy_loss, [p.detach().clone() for p in policy.parameters()]))
+    assert after[0][0] == pytest.approx(after[1][0], rel=1e-4)  # float32 rewards
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(after[0][1], after[1][1], strict=True))
+    with pytest.raises(ConfigError, match="baseline="):
+        LearnerConfig(baseline="mean")
+    with pytest.raises(ConfigError, match="rollouts >= 2"):
+        LearnerConfig(baseline="batch", rollouts=1)
+
+
+def test_old_learner_checkpoints_load_with_default_baseline():
+    inputs, reward = removal_task(L=8)
+    learner = Learner(RemovalPolicy(feature_dim=F), LearnerConfig(lr=0.01))
+    train(learner, inputs, reward, updates=2)
+    state = learner.state_dict()
+    for key in ("baseline", "normalize_advantages"):  # written before these options existed
+        del state["config"][key]
+    fresh = Learner(RemovalPolicy(feature_dim=F), LearnerConfig(lr=0.01))
+    fresh.load_state_dict(state)
+    assert fresh.updates == 2 and Learner.from_state_dict(state).config == learner.config
 
 
 def test_entropy_bonus_and_gradient_clipping():

@@ -22,7 +22,6 @@ from n2n_fx.policy import (
 F = 12  # feature width of the synthetic inputs
 
 
-
 def removal_input(L: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(L, F, generator=g)  # (L, F)

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from _tiny import tiny
 from torch import nn
 
 from n2n_fx.cli import main
@@ -18,18 +19,7 @@ from n2n_fx.data import load_splits
 from n2n_fx.distill import accuracy
 from n2n_fx.search import SearchConfig, compress, load_run, run_compress
 
-TINY = dict(
-    model="vgg_tiny",
-    dataset="synthetic",
-    dataset_options={"num_samples": 360, "image_size": 16},
-    teacher_epochs=2,
-    removal_iterations=2,
-    shrink_iterations=2,
-    rollouts=2,
-    reward_steps=3,
-    final_epochs=1,
-    batch_size=32,
-)
+TINY = tiny()
 
 RUN_FILES = [
     "run.json",
@@ -269,3 +259,13 @@ def test_untraceable_model_via_api(tmp_path):
     splits = load_splits("synthetic", seed=0, num_samples=60, image_size=8)
     with pytest.raises(TraceError):
         compress(_Branchy(), splits.train_plain, splits.val, run_dir=tmp_path / "x")
+
+
+def test_reinforce_baseline_reaches_the_learner(tmp_path, capsys):
+    cfg = SearchConfig(**{**TINY, "stage": "removal", "removal_iterations": 1, "reinforce_baseline": "batch"})
+    run_compress(cfg, tmp_path / "r", quiet=True)
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert ck["learners"]["removal"]["config"]["baseline"] == "batch"
+    _one_line_error(
+        capsys, ["compress", "--reinforce-baseline", "mean", "--run-dir", str(tmp_path / "x")], "reinforce_baseline"
+    )

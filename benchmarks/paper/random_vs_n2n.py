@@ -1,6 +1,7 @@
 """N2N against random search: same action space, same rollout budget, same rewards; several seeds.
 
     python -m benchmarks.paper.random_vs_n2n [--seeds 0 1 2]   # ~30 min on one core (3 teachers, 6 searches)
+    python -m benchmarks.paper.random_vs_n2n --seeds 0 --iterations 60 --removal-lr 0.03 --baseline batch
 
 For each seed: a conv4 teacher (trained on that seed's split), then a removal-stage N2N
 search and a random search (each layer removed with probability 1/2, the fresh policy's
@@ -10,12 +11,25 @@ rate) with identical budgets. Reports best and mean reward per iteration.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+from n2n_fx import trace
 from n2n_fx.baselines import run_random_search
+from n2n_fx.features import policy_input
+from n2n_fx.graph.layers import analyze
+from n2n_fx.policy.checkpoint import load_policy
 from n2n_fx.search import run_compress
 
 from .common import mnist_config, parser, per_iteration, run_dir, save, setup
 from .table1 import BUDGETS
+
+
+def p_remove(run: Path) -> dict[str, float]:
+    """P(remove) per removable conv4 layer of the run's final removal policy."""
+    layers = analyze(trace("conv4", input_size=(1, 28, 28), num_classes=10)).layers
+    policy = load_policy(Path(run) / "policies" / "removal.pt")
+    p = policy(policy_input(layers), [lay.removable for lay in layers]).detach()  # (L,)
+    return {lay.node: round(float(q), 3) for lay, q in zip(layers, p, strict=True) if lay.removable}
 
 
 def main() -> None:
@@ -24,11 +38,23 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=6, help="removal-stage updates per search")
     ap.add_argument("--reward-steps", type=int, default=40, help="KD steps per student")
     ap.add_argument("--removal-lr", type=float, default=None, help="N2N removal-policy lr (default: the paper's 0.003)")
+    ap.add_argument(
+        "--baseline", choices=("ema", "batch"), default=None, help="REINFORCE baseline (default: the paper's ema)"
+    )
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("n2n", "random"),
+        default=["n2n", "random"],
+        help="searches to run now (two processes can share the cores); results are written when both ran",
+    )
     args = ap.parse_args()
     setup(args)
     t0 = time.perf_counter()
     runs = []
     tag = "" if args.removal_lr is None else f"-lr{args.removal_lr:g}"
+    tag += "" if args.baseline is None else f"-{args.baseline}"
+    budget = "" if args.iterations == 6 else f"-it{args.iterations}"  # runs of one length share random runs
     for seed in args.seeds:
         cfg = mnist_config(
             "conv4",
@@ -39,11 +65,13 @@ def main() -> None:
             reward_steps=args.reward_steps,
             reward_lr=BUDGETS["conv4"]["reward_lr"],
         )
-        for method in ("n2n", "random"):
-            path = run_dir(f"random-vs-n2n-{method}{tag if method == 'n2n' else ''}-seed{seed}", args.fresh)
+        for method in args.methods:
+            path = run_dir(f"random-vs-n2n-{method}{tag if method == 'n2n' else ''}{budget}-seed{seed}", args.fresh)
             resume = path.joinpath("config.json").is_file()  # random runs are shared by every --removal-lr
             if method == "n2n":
-                res = run_compress(cfg.replace(removal_lr=args.removal_lr), path, resume=resume)
+                res = run_compress(
+                    cfg.replace(removal_lr=args.removal_lr, reinforce_baseline=args.baseline), path, resume=resume
+                )
             else:
                 res = run_random_search(cfg, path, resume=resume)
             its = per_iteration(res.history)
@@ -60,16 +88,22 @@ def main() -> None:
                     "best_reward": [r["best_reward"] for r in its],
                     "best_so_far": best_so_far,
                     "final_mean_reward": its[-1]["mean_reward"],
+                    "p_remove": p_remove(res.run_dir) if method == "n2n" else None,
+                    "students_s": round(sum(row["wall_s"] for row in res.history), 1),  # KD + scoring time
                 }
             )
             print(method, seed, [round(r, 3) for r in runs[-1]["mean_reward"]], flush=True)
+    if len(args.methods) < 2:
+        print("one method only: run again without --methods (finished runs are reused) to write results")
+        return
     save(
-        f"random-vs-n2n{tag}",
+        f"random-vs-n2n{tag}{budget}",
         {
             "experiment": "random_vs_n2n",
             "seeds": args.seeds,
             "iterations": args.iterations,
             "removal_lr": args.removal_lr or cfg.removal_lr,
+            "reinforce_baseline": args.baseline or cfg.reinforce_baseline,
             "runs": runs,
         },
         t0,

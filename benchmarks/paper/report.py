@@ -41,7 +41,11 @@ def _k(n: int | None) -> str:
 
 
 def _footer(r: dict[str, Any]) -> str:
-    return f"Command: `{r['command']}` · seed {r.get('seed', r.get('seeds'))} · wall {r['wall_s'] / 60:.1f} min · {r['machine']} · {r['finished']}"
+    students = sum(run.get("students_s", 0.0) for run in r.get("runs", []))
+    time_s = f"wall {r['wall_s'] / 60:.1f} min" + (
+        f" (students' training in all searches: {students / 60:.1f} min)" if students else ""
+    )
+    return f"Command: `{r['command']}` · seed {r.get('seed', r.get('seeds'))} · {time_s} · {r['machine']} · {r['finished']}"
 
 
 def _section(title: str, name: str, cmd: str) -> tuple[list[str], dict[str, Any] | None]:
@@ -198,7 +202,9 @@ def table5() -> list[str]:
                 ]
             )
         n = len(r["scratch"]["iterations"])
-        out += [f"**conv4 → {r['target']}, mean over the first {n} updates**", ""]
+        source = Path(r["source_run"]).name
+        how = f"lr {r.get('removal_lr', 0.003):g}, {r.get('reinforce_baseline', 'ema')} baseline"
+        out += [f"**conv4 ({source}) → {r['target']}, {how}, mean over the first {n} updates**", ""]
         out += [tabulate(rows, ["policy", "reward", "compression C", "accuracy", "degenerate"], tablefmt="github"), ""]
         out += [_footer(r), ""]
         png = _transfer_plot(r, path.stem)
@@ -213,25 +219,19 @@ def random_vs_n2n() -> list[str]:
     )
     for path, r in found:
         rows = []
+        tail = max(1, -(-r["iterations"] // 3))  # the last third of the iterations
         for run in r["runs"]:
-            mean = run["mean_reward"]
-            rows.append(
-                [
-                    run["method"],
-                    run["seed"],
-                    f"{mean[0]:.3f}",
-                    f"{mean[-1]:.3f}",
-                    f"{sum(mean) / len(mean):.3f}",
-                    f"{run['best_so_far'][-1]:.3f}",
-                ]
-            )
-        for method in ("n2n", "random"):
-            runs = [run for run in r["runs"] if run["method"] == method]
-            last = sum(run["mean_reward"][-1] for run in runs) / len(runs)
-            allm = sum(sum(run["mean_reward"]) / len(run["mean_reward"]) for run in runs) / len(runs)
-            best = sum(run["best_so_far"][-1] for run in runs) / len(runs)
-            rows.append([f"**{method}, mean of seeds**", "", "", f"{last:.3f}", f"{allm:.3f}", f"{best:.3f}"])
-        out += [f"**N2N removal-policy lr {r.get('removal_lr', 0.003):g}, {r['iterations']} updates × 5 students**", ""]
+            rows.append([run["method"], run["seed"], *_reward_cols([run], tail)])
+        if len(r["seeds"]) > 1:
+            for method in ("n2n", "random"):
+                runs = [x for x in r["runs"] if x["method"] == method]
+                rows.append([f"**{method}, mean of seeds**", "", *_reward_cols(runs, tail)])
+        baseline = r.get("reinforce_baseline", "ema")
+        out += [
+            f"**N2N removal-policy lr {r.get('removal_lr', 0.003):g}, {baseline} baseline, "
+            f"{r['iterations']} updates × 5 students**",
+            "",
+        ]
         out += [
             tabulate(
                 rows,
@@ -239,7 +239,7 @@ def random_vs_n2n() -> list[str]:
                     "method",
                     "seed",
                     "mean reward, first it.",
-                    "mean reward, last it.",
+                    f"mean reward, last {tail} it.",
                     "mean reward, all",
                     "best reward",
                 ],
@@ -247,10 +247,58 @@ def random_vs_n2n() -> list[str]:
             ),
             "",
         ]
+        for run in r["runs"]:
+            if run.get("p_remove"):
+                ps = ", ".join(f"{k} {v:.2f}" for k, v in run["p_remove"].items())
+                out += [f"P(remove) of the final N2N policy, seed {run['seed']}: {ps}", ""]
         out += [_footer(r), ""]
         png = _random_plot(r, path.stem)
         if png:
             out += [f"![N2N vs random search]({'img/' + png})", ""]
+    return out
+
+
+def _reward_cols(runs: list[dict[str, Any]], tail: int) -> list[str]:
+    """First, last-``tail``, overall mean reward and best reward, averaged over ``runs``."""
+    stats = [
+        [
+            run["mean_reward"][0],
+            sum(run["mean_reward"][-tail:]) / tail,
+            sum(run["mean_reward"]) / len(run["mean_reward"]),
+            run["best_so_far"][-1],
+        ]
+        for run in runs
+    ]
+    return [f"{sum(col) / len(col):.3f}" for col in zip(*stats, strict=True)]
+
+
+def removal_learning() -> list[str]:
+    out, r = _section(
+        "Removal-policy learning speed (surrogate reward)",
+        "removal-learning",
+        "python -m benchmarks.paper.removal_learning",
+    )
+    if r is None:
+        return out
+    sur = r["surrogate"]
+    out += [
+        f"Surrogate fitted to {sur['students']} logged conv4 removal students (residual std of accuracy "
+        f"{sur['residual_std']:.3f}, correlation {sur['correlation']:.2f}); {len(r['seeds'])} searches per "
+        "setting, m = 5. Cells: mean reward of the last 4 updates / noise-free reward of the greedy policy.",
+        "",
+    ]
+    cps = [str(c) for c in r["checkpoints"]]
+    for noise, by_setting in r["results"].items():
+        rows = []
+        for name, res in by_setting.items():
+            cells = [f"{res['at'][c]['last4_mean']:.3f} / {res['at'][c]['greedy']:.3f}" for c in cps]
+            rows.append([name, *cells])
+        out += [f"**accuracy noise std {noise}**", ""]
+        out += [tabulate(rows, ["setting", *[f"after {c} updates" for c in cps]], tablefmt="github"), ""]
+        png = _learning_plot(by_setting, f"removal-learning-noise{noise}")
+        if png:
+            out += [f"![removal-policy learning speed, noise {noise}](img/{png})", ""]
+    out += [_footer(r), ""]
     return out
 
 
@@ -329,9 +377,22 @@ def _random_plot(r: dict[str, Any], stem: str) -> str | None:
     return _save(plt, fig, stem)
 
 
+def _learning_plot(by_setting: dict[str, Any], stem: str) -> str | None:
+    plt = _plt()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, res in by_setting.items():
+        ax.plot(range(1, len(res["mean_reward"]) + 1), res["mean_reward"], label=name)
+    ax.set_xlabel("policy update")
+    ax.set_ylabel("mean surrogate reward")
+    ax.legend(fontsize=8)
+    return _save(plt, fig, stem)
+
+
 def main() -> None:
     lines = [START, ""]
-    for part in (table1, table2, table3, table4, table5, random_vs_n2n):
+    for part in (table1, table2, table3, table4, table5, random_vs_n2n, removal_learning):
         lines += part()
     lines.append(END)
     block = "\n".join(lines)

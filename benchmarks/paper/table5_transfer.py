@@ -1,6 +1,8 @@
 """Table 5 in kind: a removal policy learnt on one teacher starts the search on a deeper one.
 
-    python -m benchmarks.paper.table5_transfer [--source runs/paper/table1-conv4]   # ~15 min
+    python -m benchmarks.paper.table5_transfer [--source runs/paper/table1-conv4]   # ~25 min
+    python -m benchmarks.paper.table5_transfer --source runs/paper/random-vs-n2n-n2n-lr0.03-batch-it60-seed0 \
+        --removal-lr 0.03 --baseline batch --tag long-source
 
 Source: the removal policy of the conv4 run (4 convs, 2 linears). Target: a vgg_tiny teacher
 (6 convs, 2 linears) trained on the same data. Two removal-stage searches of ``--updates``
@@ -31,6 +33,9 @@ def main() -> None:
     ap.add_argument("--target", default="vgg_tiny", help="teacher of the target search")
     ap.add_argument("--updates", type=int, default=10, help="policy updates compared (paper: 10)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--removal-lr", type=float, default=None, help="removal-policy lr of both searches (0.003)")
+    ap.add_argument("--baseline", choices=("ema", "batch"), default=None, help="REINFORCE baseline (ema)")
+    ap.add_argument("--tag", default="", help="suffix of the run folders and result file (keeps earlier runs)")
     args = ap.parse_args()
     setup(args)
     t0 = time.perf_counter()
@@ -48,8 +53,9 @@ def main() -> None:
             removal_policy=start,
             final_epochs=1,
             **budget,
-        )
-        path = run_dir(f"table5-{args.target}-{label}", args.fresh)
+        ).replace(removal_lr=args.removal_lr, reinforce_baseline=args.baseline)
+        tag = f"-{args.tag}" if args.tag else ""
+        path = run_dir(f"table5-{args.target}{tag}-{label}", args.fresh)
         res = run_compress(cfg, path, resume=path.joinpath("config.json").is_file())
         its = per_iteration(res.history)
         out[label] = {
@@ -63,8 +69,16 @@ def main() -> None:
         }
         print(label, {k: v for k, v in out[label].items() if k != "iterations"}, flush=True)
     save(
-        f"table5-{args.target}",
-        {"experiment": "table5", "source_run": str(args.source), "target": args.target, "seed": args.seed, **out},
+        f"table5-{args.target}{tag}",
+        {
+            "experiment": "table5",
+            "source_run": str(args.source),
+            "target": args.target,
+            "seed": args.seed,
+            "removal_lr": cfg.removal_lr,
+            "reinforce_baseline": cfg.reinforce_baseline,
+            **out,
+        },
         t0,
     )
 

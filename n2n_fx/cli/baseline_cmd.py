@@ -25,8 +25,8 @@ from typing import Any
 from ..baselines.pruning import PruneConfig
 from ..errors import ConfigError
 from ..search import SearchConfig
+from .common import add_data_option_arg, parse_data_options
 from .compress_cmd import _size
-from .train_teacher_cmd import _parse_options
 
 __all__ = ["add_parser", "run"]
 
@@ -75,13 +75,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="RUN_DIR",
         help="finished N2N run: use its config, data and teacher, and compare with its student",
     )
-    p.add_argument(
-        "--data-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="data-set option, e.g. num_samples=2000 or image_size=32 (repeatable)",
-    )
+    add_data_option_arg(p)
     p.add_argument("--quiet", action="store_true", help="print only the result table")
     p.add_argument("--allow-pickle", action="store_true", help="allow a --ref-run whose teacher is pickled")
     _add_flags(p, _COMMON)
@@ -167,7 +161,7 @@ def _config(args: argparse.Namespace, flags: dict[str, type], ref) -> Any:
     merged = {**base, **data, **cli}
     if args.data_option:
         opts = dict(merged.get("dataset_options", SearchConfig().dataset_options))
-        merged["dataset_options"] = {**opts, **_parse_options(args.data_option)}
+        merged["dataset_options"] = {**opts, **parse_data_options(args.data_option)}
     return SearchConfig.from_dict(merged)
 
 

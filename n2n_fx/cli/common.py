@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from torch import fx
 
+from ..errors import ConfigError
 from ..teacher.trace import parse_input_size, trace
 
-__all__ = ["add_model_args", "load_model_arg"]
+__all__ = ["add_model_args", "load_model_arg", "add_data_option_arg", "parse_data_options"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -27,3 +29,32 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def load_model_arg(args: argparse.Namespace) -> fx.GraphModule:
     size = parse_input_size(args.input_size) if args.input_size else None
     return trace(args.model, input_size=size, num_classes=args.num_classes)
+
+
+def add_data_option_arg(p: argparse.ArgumentParser) -> None:
+    """The repeatable ``--data-option KEY=VALUE`` of every subcommand that loads a data set."""
+    p.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data-set option, e.g. num_samples=2000 or image_size=32 (repeatable)",
+    )
+
+
+def parse_data_options(items: list[str]) -> dict[str, Any]:
+    """``["num_samples=2000", "name=x"]`` -> ``{"num_samples": 2000, "name": "x"}`` (ints, floats, else text)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--data-option {item!r} is not KEY=VALUE")
+        value: Any = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = value
+    return out

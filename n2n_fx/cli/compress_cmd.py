@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..search import SearchConfig, load_config_file, run_compress
-from .train_teacher_cmd import _parse_options
+from .common import add_data_option_arg, parse_data_options
 
 # CLI flag -> SearchConfig field, for the flags that take a value
 _FLAGS = {
@@ -25,6 +25,7 @@ _FLAGS = {
     "removal_lr": float,
     "shrink_lr": float,
     "algo": str,
+    "reinforce_baseline": str,
     "entropy_coef": float,
     "removal_policy": str,
     "shrink_policy": str,
@@ -73,13 +74,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--max-params", type=_size, default=None, help="constraint on student parameters, e.g. 20K")
     p.add_argument("--download", action="store_true", help="let torchvision download the data set")
-    p.add_argument(
-        "--data-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="data set option, e.g. num_samples=5000 (repeatable)",
-    )
+    add_data_option_arg(p)
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     p.add_argument(
         "--allow-pickle",
@@ -110,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if args.download:
             cli["download"] = True
         if args.data_option:
-            cli["dataset_options"] = _parse_options(args.data_option)
+            cli["dataset_options"] = parse_data_options(args.data_option)
         known = {f.name for f in dataclasses.fields(SearchConfig)}
         cfg = SearchConfig.from_dict(
             {k: v for k, v in {**data, **cli}.items() if k in known} | {k: v for k, v in data.items() if k not in known}

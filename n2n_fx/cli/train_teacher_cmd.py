@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from .common import add_data_option_arg, parse_data_options
 
 __all__ = ["add_parser", "run"]
 
@@ -32,13 +32,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         help="folder holding the data set files (default: $N2N_FX_DATA or ./data)",
     )
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
-    p.add_argument(
-        "--data-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="data-set option, e.g. num_samples=2000 or image_size=32 (repeatable)",
-    )
+    add_data_option_arg(p)
     p.add_argument("--preset", choices=("paper", "cpu"), default="cpu", help="training recipe (default: cpu)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
@@ -54,23 +48,6 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and shuffling")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch progress")
     return p
-
-
-def _parse_options(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--data-option {item!r} is not KEY=VALUE")
-        value: Any = text
-        for cast in (int, float):
-            try:
-                value = cast(text)
-                break
-            except ValueError:
-                continue
-        out[key.strip()] = value
-    return out
 
 
 def _default_out(model: str, dataset: str) -> Path:
@@ -99,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         args.download,
         subset=subset,
         seed=args.seed,
-        **_parse_options(args.data_option),
+        **parse_data_options(args.data_option),
     )
     model = build_model(args.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
     log = None if args.quiet else print

@@ -15,10 +15,11 @@ from ..errors import CheckpointError, ConfigError
 from .checkpoint import Policy, build_policy, policy_spec
 from .rollout import Rollout
 
-__all__ = ["LearnerConfig", "UpdateStats", "Learner", "LEARNER_FORMAT", "ALGOS"]
+__all__ = ["LearnerConfig", "UpdateStats", "Learner", "LEARNER_FORMAT", "ALGOS", "BASELINES"]
 
 LEARNER_FORMAT = "n2n_fx.learner/1"  # "format" key of Learner.state_dict()
 ALGOS = ("reinforce", "actor_critic")
+BASELINES = ("ema", "batch")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class LearnerConfig:
     lr: float = 0.003  # Adam learning rate (paper: 0.003 removal, 0.01-0.1 shrink)
     rollouts: int = 5  # m, rollouts sampled per update by Learner.sample (paper: 5)
     baseline_decay: float = 0.9  # EMA of mean reward: b <- decay * b + (1 - decay) * mean(R)
+    # REINFORCE baseline: "ema" (the paper's moving average above) or "batch" (for rollout k, the
+    # mean reward of the other m - 1 rollouts of the same batch: unbiased, and it follows the policy)
+    baseline: str = "ema"
+    normalize_advantages: bool = False  # divide advantages by the batch's reward std (if > 1e-8)
     entropy_coef: float = 0.0  # weight of the entropy bonus (summed over steps, mean over m)
     value_coef: float = 0.5  # weight of the critic's MSE to R_k (policies with a value head)
     max_grad_norm: float | None = None  # clip the global gradient norm to this; None: no clip
@@ -50,6 +55,10 @@ class LearnerConfig:
             raise ConfigError(f"algo={self.algo!r} is unknown; use one of {ALGOS}")
         if not self.lr > 0 or self.rollouts < 1:
             raise ConfigError(f"lr={self.lr}, rollouts={self.rollouts} must be positive")
+        if self.baseline not in BASELINES:
+            raise ConfigError(f"baseline={self.baseline!r} is unknown; use one of {BASELINES}")
+        if self.baseline == "batch" and self.rollouts < 2:
+            raise ConfigError("baseline='batch' needs rollouts >= 2 (it averages the other rollouts)")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ConfigError(f"baseline_decay={self.baseline_decay} must be in [0, 1)")
         if self.entropy_coef < 0 or self.value_coef < 0:
@@ -64,7 +73,7 @@ class UpdateStats:
 
     update: int  # number of updates done so far, this one included
     mean_reward: float  # mean of R_k over the batch
-    baseline: float  # baseline b used for this batch (REINFORCE); NaN under actor-critic
+    baseline: float  # baseline b used for this batch (REINFORCE; "batch": the batch mean); NaN under actor-critic
     loss: float  # total loss minimised
     policy_loss: float  # -(1/m) sum_k sum_t log pi(a_t|h_t) (R_k - b)
     value_loss: float  # critic MSE to R_k over decision steps; NaN without a value head
@@ -76,7 +85,9 @@ class Learner:
     """Trains one policy from (actions, rewards) batches; exactly checkpointable.
 
     Gradient (REINFORCE, eq. 2): (1/m) sum_k sum_t grad log pi(a_t | h_t) (R_k - b), with b an
-    exponential moving average of past mean rewards (the first batch uses its own mean). With
+    exponential moving average of past mean rewards (the first batch uses its own mean), or with
+    ``baseline="batch"`` the mean of the batch's other rollouts (leave-one-out); with
+    ``normalize_advantages`` the advantages are divided by the batch's reward std. With
     ``algo="actor_critic"`` (appendix 6) the policy's value head V_t replaces b per step and is
     fitted by MSE to R_k. A value head, if present, is always fitted (so it is ready, and every
     parameter trains). The actions are re-scored by ``policy.evaluate`` at update time, so
@@ -141,12 +152,19 @@ class Learner:
         ev = self.policy.evaluate(**inputs, actions=actions)
         log_probs = ev.log_probs  # (m, T)
         r_mean = float(r.mean())
-        if cfg.algo == "reinforce":
+        if cfg.algo == "reinforce" and cfg.baseline == "batch" and m > 1:
+            b = r_mean
+            adv = (r - (r.sum() - r) / (m - 1)).unsqueeze(1).expand_as(log_probs)  # (m, T), leave-one-out
+        elif cfg.algo == "reinforce":
             b = r_mean if self.baseline is None else self.baseline
             adv = (r - b).unsqueeze(1).expand_as(log_probs)  # (m, T)
         else:
             b = math.nan
             adv = r.unsqueeze(1) - ev.values.detach()  # (m, T)
+        if cfg.normalize_advantages and m > 1:
+            std = float(r.std())
+            if std > 1e-8:
+                adv = adv / std
         adv = adv.to(log_probs.dtype)
         policy_loss = -(log_probs * adv).sum() / m
         entropy = ev.entropy.sum() / m
@@ -203,8 +221,9 @@ class Learner:
         """Restore a ``state_dict()`` into this learner (same config and policy shape)."""
         _check_format(state)
         state = copy.deepcopy(state)  # the optimizer would otherwise share (and mutate) its tensors
-        saved = state["config"]
         mine = dataclasses.asdict(self.config)
+        defaults = dataclasses.asdict(LearnerConfig())
+        saved = {k: state["config"].get(k, defaults[k]) for k in mine}  # older checkpoints lack newer keys
         diff = [k for k in mine if saved.get(k) != mine[k]]
         if diff:
             raise CheckpointError(

@@ -127,9 +127,12 @@ def run_compress(
         run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
     gm = trace(teacher, input_size=splits.input_size).eval()
     search = search_cls(cfg, run, gm, splits, quiet=quiet)
+    before = 0.0  # search time of earlier sessions of a resumed run
+    if resume and run.file("timing.json").is_file():
+        before = float(run.read_json("timing.json").get("search_s", 0.0))
     t0 = time.perf_counter()
     search.run(resume=resume)
-    run.write_json("timing.json", {"search_s": time.perf_counter() - t0})
+    run.write_json("timing.json", {"search_s": before + time.perf_counter() - t0})  # + earlier finished sessions
     return _finish(run, search, gm)
 
 

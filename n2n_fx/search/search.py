@@ -259,6 +259,7 @@ class Search:
                 lr=lr,
                 rollouts=cfg.rollouts,
                 baseline_decay=cfg.baseline_decay,
+                baseline=cfg.reinforce_baseline,
                 entropy_coef=cfg.entropy_coef,
                 seed=seed,
             ),
