@@ -10,6 +10,7 @@ rate) with identical budgets. Reports best and mean reward per iteration.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from n2n_fx.search import run_compress
 
 from .common import mnist_config, parser, per_iteration, run_dir, save, setup
 from .table1 import BUDGETS
+
+
+def search_seconds(run: Path) -> float:
+    """The run's search time from timing.json (0 when it was not recorded)."""
+    path = Path(run) / "timing.json"
+    return float(json.loads(path.read_text()).get("search_s", 0.0)) if path.is_file() else 0.0
 
 
 def p_remove(run: Path) -> dict[str, float]:
@@ -90,6 +97,7 @@ def main() -> None:
                     "final_mean_reward": its[-1]["mean_reward"],
                     "p_remove": p_remove(res.run_dir) if method == "n2n" else None,
                     "students_s": round(sum(row["wall_s"] for row in res.history), 1),  # KD + scoring time
+                    "search_s": round(search_seconds(res.run_dir), 1),  # the whole search, all sessions
                 }
             )
             print(method, seed, [round(r, 3) for r in runs[-1]["mean_reward"]], flush=True)

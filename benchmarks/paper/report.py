@@ -41,9 +41,10 @@ def _k(n: int | None) -> str:
 
 
 def _footer(r: dict[str, Any]) -> str:
-    students = sum(run.get("students_s", 0.0) for run in r.get("runs", []))
+    # searches resumed from finished runs cost this command nothing: report their own time too
+    searches = sum(max(run.get("search_s", 0.0), run.get("students_s", 0.0)) for run in r.get("runs", []))
     time_s = f"wall {r['wall_s'] / 60:.1f} min" + (
-        f" (students' training in all searches: {students / 60:.1f} min)" if students else ""
+        f" (this command; the searches themselves: {searches / 60:.1f} min in all)" if searches else ""
     )
     return f"Command: `{r['command']}` · seed {r.get('seed', r.get('seeds'))} · {time_s} · {r['machine']} · {r['finished']}"
 
