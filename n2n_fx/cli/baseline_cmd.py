@@ -54,6 +54,16 @@ _RANDOM = {
     "final_lambda": float,
 }
 
+# PruneConfig fields of `baseline prune`, as flags: (field, type, help)
+_PRUNE = (
+    ("step_fraction", float, "share of the teacher's prunable channels removed per step"),
+    ("score_batches", int, "batches the Taylor criterion is averaged over"),
+    ("finetune_steps", int, "fine-tuning steps after each pruning step"),
+    ("finetune_lr", float, "Adam lr of the fine-tuning"),
+    ("kd_lambda", float, "λ of KD in fine-tuning (0: plain CE)"),
+    ("max_steps", int, "cap on pruning steps"),
+)
+
 
 def _add_flags(p: argparse.ArgumentParser, flags: dict[str, type]) -> None:
     defaults = SearchConfig()
@@ -114,14 +124,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     pr.add_argument("--ref-params", type=_size, default=None, help="reference params, e.g. 20K")
     pr.add_argument("--tolerance", type=float, default=0.01, help="accuracy drop allowed (0.01)")
     pd = PruneConfig()
-    for flag, typ, what in (
-        ("step_fraction", float, "share of the teacher's prunable channels removed per step"),
-        ("score_batches", int, "batches the Taylor criterion is averaged over"),
-        ("finetune_steps", int, "fine-tuning steps after each pruning step"),
-        ("finetune_lr", float, "Adam lr of the fine-tuning"),
-        ("kd_lambda", float, "λ of KD in fine-tuning (0: plain CE)"),
-        ("max_steps", int, "cap on pruning steps"),
-    ):
+    for flag, typ, what in _PRUNE:
         default = getattr(pd, flag)
         pr.add_argument("--" + flag.replace("_", "-"), type=typ, default=default, help=f"{what} ({default})")
     pr.add_argument("--repeats", type=int, default=1, help="runs with seeds seed.. (paper: 5)")
@@ -280,13 +283,8 @@ def _run_prune(args: argparse.Namespace) -> int:
     best = None
     for k in range(args.repeats):
         pcfg = PruneConfig(
-            step_fraction=args.step_fraction,
-            score_batches=args.score_batches,
-            finetune_steps=args.finetune_steps,
-            finetune_lr=args.finetune_lr,
-            kd_lambda=args.kd_lambda,
+            **{flag: getattr(args, flag) for flag, _, _ in _PRUNE},
             batch_size=cfg.batch_size,
-            max_steps=args.max_steps,
             device=cfg.resolved_device(),
             seed=cfg.seed + k,
         )
