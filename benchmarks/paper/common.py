@@ -11,6 +11,7 @@ file to ``benchmarks/paper/results/`` with its numbers, seed, command and wall t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -64,6 +65,15 @@ def mnist_config(model: str, **changes: Any) -> SearchConfig:
     )
     base.update(changes)
     return SearchConfig(**base)
+
+
+@functools.cache
+def conv4_analysis() -> Any:
+    """The layer analysis of the MNIST conv4 teacher's graph (policy inputs, rewrites); traced once."""
+    from n2n_fx import trace
+    from n2n_fx.graph.layers import analyze
+
+    return analyze(trace("conv4", input_size=(1, 28, 28), num_classes=10))
 
 
 def run_dir(name: str, fresh: bool) -> Path:

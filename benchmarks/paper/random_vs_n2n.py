@@ -14,14 +14,12 @@ import json
 import time
 from pathlib import Path
 
-from n2n_fx import trace
 from n2n_fx.baselines import run_random_search
 from n2n_fx.features import policy_input
-from n2n_fx.graph.layers import analyze
-from n2n_fx.policy.checkpoint import load_policy
+from n2n_fx.policy import BASELINES, load_policy
 from n2n_fx.search import run_compress
 
-from .common import mnist_config, parser, per_iteration, run_dir, save, setup
+from .common import conv4_analysis, mnist_config, parser, per_iteration, run_dir, save, setup
 from .table1 import BUDGETS
 
 
@@ -33,7 +31,7 @@ def search_seconds(run: Path) -> float:
 
 def p_remove(run: Path) -> dict[str, float]:
     """P(remove) per removable conv4 layer of the run's final removal policy."""
-    layers = analyze(trace("conv4", input_size=(1, 28, 28), num_classes=10)).layers
+    layers = conv4_analysis().layers
     policy = load_policy(Path(run) / "policies" / "removal.pt")
     p = policy(policy_input(layers), [lay.removable for lay in layers]).detach()  # (L,)
     return {lay.node: round(float(q), 3) for lay, q in zip(layers, p, strict=True) if lay.removable}
@@ -45,9 +43,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=6, help="removal-stage updates per search")
     ap.add_argument("--reward-steps", type=int, default=40, help="KD steps per student")
     ap.add_argument("--removal-lr", type=float, default=None, help="N2N removal-policy lr (default: the paper's 0.003)")
-    ap.add_argument(
-        "--baseline", choices=("ema", "batch"), default=None, help="REINFORCE baseline (default: the paper's ema)"
-    )
+    ap.add_argument("--baseline", choices=BASELINES, default=None, help="REINFORCE baseline (default: the paper's ema)")
     ap.add_argument(
         "--methods",
         nargs="+",

@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2n_fx import apply_actions, trace
+from n2n_fx import apply_actions
 from n2n_fx.features import FEATURE_DIM, policy_input
-from n2n_fx.graph.layers import analyze
 from n2n_fx.policy import Learner, LearnerConfig, RemovalPolicy, RemovalPolicyConfig
 
-from .common import RUNS, parser, save, setup
+from .common import RUNS, conv4_analysis, parser, save, setup
 
 SETTINGS: dict[str, dict[str, Any] | None] = {
     "random": None,  # no learning: the fresh policy, P(remove) = 1/2 everywhere
@@ -47,7 +46,7 @@ class Surrogate:
     """Reward model of conv4 removal students fitted to logged (actions, accuracy) rows."""
 
     def __init__(self, histories: list[Path], teacher_accuracy: float) -> None:
-        self.analysis = analyze(trace("conv4", input_size=(1, 28, 28), num_classes=10))
+        self.analysis = conv4_analysis()
         layers = self.analysis.layers
         self.names = [lay.node for lay in layers]
         self.x = policy_input(layers)  # (L, F)

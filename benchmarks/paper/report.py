@@ -51,11 +51,8 @@ def _footer(r: dict[str, Any]) -> str:
 
 def _section(title: str, name: str, cmd: str) -> tuple[list[str], dict[str, Any] | None]:
     """The section's heading and result (or a "not run yet" line naming the command)."""
-    out = [f"### {title}", ""]
-    r = _load(name)
-    if r is None:
-        out += [_missing(cmd), ""]
-    return out, r
+    out, found = _sections(title, f"{name}.json", cmd)
+    return out, (found[0][1] if found else None)
 
 
 def _sections(title: str, pattern: str, cmd: str) -> tuple[list[str], list[tuple[Path, dict[str, Any]]]]:

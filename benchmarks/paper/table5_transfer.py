@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from n2n_fx.policy import BASELINES
 from n2n_fx.search import run_compress
 
 from .common import RUNS, mnist_config, parser, per_iteration, run_dir, save, setup
@@ -34,7 +35,7 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=10, help="policy updates compared (paper: 10)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--removal-lr", type=float, default=None, help="removal-policy lr of both searches (0.003)")
-    ap.add_argument("--baseline", choices=("ema", "batch"), default=None, help="REINFORCE baseline (ema)")
+    ap.add_argument("--baseline", choices=BASELINES, default=None, help="REINFORCE baseline (ema)")
     ap.add_argument("--tag", default="", help="suffix of the run folders and result file (keeps earlier runs)")
     args = ap.parse_args()
     setup(args)
@@ -43,6 +44,7 @@ def main() -> None:
     if not policy.is_file():
         raise SystemExit(f"{policy} not found; run python -m benchmarks.paper.table1 --teacher conv4 first")
     budget = {k: v for k, v in BUDGETS["conv4"].items() if k.startswith("reward")}
+    tag = f"-{args.tag}" if args.tag else ""
     out = {}
     for label, start in (("pretrained", str(policy)), ("scratch", None)):
         cfg = mnist_config(
@@ -54,7 +56,6 @@ def main() -> None:
             final_epochs=1,
             **budget,
         ).replace(removal_lr=args.removal_lr, reinforce_baseline=args.baseline)
-        tag = f"-{args.tag}" if args.tag else ""
         path = run_dir(f"table5-{args.target}{tag}-{label}", args.fresh)
         res = run_compress(cfg, path, resume=path.joinpath("config.json").is_file())
         its = per_iteration(res.history)

@@ -10,13 +10,14 @@ Example::
 """
 
 from .checkpoint import POLICY_FORMAT, Policy, build_policy, load_policy, policy_spec, save_policy
-from .learner import ALGOS, LEARNER_FORMAT, Learner, LearnerConfig, UpdateStats
+from .learner import ALGOS, BASELINES, LEARNER_FORMAT, Learner, LearnerConfig, UpdateStats
 from .removal import KEEP, REMOVE, RemovalPolicy, RemovalPolicyConfig
 from .rollout import Rollout
 from .shrink import DEFAULT_RATIOS, N_VARIABLES, ShrinkPolicy, ShrinkPolicyConfig
 
 __all__ = [
     "ALGOS",
+    "BASELINES",
     "DEFAULT_RATIOS",
     "KEEP",
     "LEARNER_FORMAT",

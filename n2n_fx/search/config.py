@@ -39,7 +39,7 @@ class SearchConfig:
     algo: str = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
     baseline_decay: float = 0.9  # EMA decay of the REINFORCE baseline
     # REINFORCE baseline: "ema" (paper: moving average of mean rewards) or "batch" (leave-one-out
-    # mean of the other rollouts of the update; learns faster in short searches, docs/results.md)
+    # mean of the other rollouts of the update; not consistently better, docs/results.md)
     reinforce_baseline: str = "ema"
     entropy_coef: float = 0.0  # entropy bonus weight
     removal_policy: str | None = None  # pre-trained removal policy to start from (transfer)
@@ -86,10 +86,12 @@ class SearchConfig:
             raise ConfigError("give reward_steps > 0 or reward_epochs >= 1")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device {self.device!r} must be auto, cpu or cuda")
-        if self.reinforce_baseline not in ("ema", "batch"):
-            raise ConfigError(f"reinforce_baseline {self.reinforce_baseline!r} must be ema or batch")
-        if self.reinforce_baseline == "batch" and self.rollouts < 2:
-            raise ConfigError("reinforce_baseline batch needs rollouts >= 2; use ema with one rollout")
+        from ..policy.learner import LearnerConfig
+
+        try:  # the learner checks its baseline itself
+            LearnerConfig(baseline=self.reinforce_baseline, rollouts=self.rollouts)
+        except ConfigError as e:
+            raise ConfigError(f"reinforce_baseline: {e}") from None
         if self.algo not in ("reinforce", "actor_critic"):
             raise ConfigError(f"algo {self.algo!r} must be reinforce or actor_critic")
         from ..reward import Constraints, Penalty
