@@ -30,6 +30,10 @@ class Plan:
     )  # conv -> (kernel, padding)
     strides: dict[str, tuple[str, int]] = field(default_factory=dict)  # conv -> (removed layer, stride moved onto it)
     shrunk_out: dict[str, tuple[int, int]] = field(default_factory=dict)  # owner layer -> (old, new) channels
+    # removed channel-reducing layer -> the input channels it passes on. Left empty, the walk
+    # picks them by L1 of the removed layer's weights and records them in ``RebuildResult``;
+    # given, it replays them (the same student from another weight set, e.g. a supernet's).
+    selections: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def is_noop(self) -> bool:

@@ -66,6 +66,7 @@ class RebuildResult:
     repaired: dict[str, list[str]] = field(default_factory=dict)  # node -> what changed
     inserted: dict[str, str] = field(default_factory=dict)  # new node -> why
     collapsed: list[str] = field(default_factory=list)  # joins that became identity
+    selections: dict[str, torch.Tensor] = field(default_factory=dict)  # removed layer -> channels passed on
     cost: Cost | None = None
 
 
@@ -377,11 +378,16 @@ class _Walk:
             return
         if not self.feeds_kept_weights(t):
             return  # a join or the output comes first: the join's own repair is cheaper
-        in_idx, _, _ = self.in_map(t.args[0], s_in)
-        dims = (0, *range(2, w.dim()))
-        col = torch.linalg.vector_norm(w.detach(), ord=1, dim=dims)  # (C_in,) use of each input
-        score = torch.where(in_idx >= 0, col[in_idx.clamp(0, col.numel() - 1)], torch.zeros(()))
-        keep = torch.sort(torch.topk(score, want, sorted=False).indices).values
+        keep = self.plan.selections.get(t.name)
+        if keep is None:
+            in_idx, _, _ = self.in_map(t.args[0], s_in)
+            dims = (0, *range(2, w.dim()))
+            col = torch.linalg.vector_norm(w.detach(), ord=1, dim=dims)  # (C_in,) use of each input
+            score = torch.where(in_idx >= 0, col[in_idx.clamp(0, col.numel() - 1)], torch.zeros(()))
+            keep = torch.sort(torch.topk(score, want, sorted=False).indices).values
+        elif keep.numel() != want or int(keep.max()) >= have:
+            raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: replayed selection of {keep.numel()} channels does not fit")
+        self.result.selections[t.name] = keep
         buf = f"{t.target.replace('.', '_')}_keep"
         self.attrs[buf] = keep
         g = self.graph.create_node("get_attr", buf, (), {}, name=f"{t.name}_keep")

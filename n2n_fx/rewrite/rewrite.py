@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import torch
 from torch import fx
 
 from ..errors import ConfigError
@@ -15,7 +16,7 @@ from ..graph.layers import Analysis, analyze
 from .degenerate import Degenerate, Reason
 from .diff import Diff
 from .importance import Importance, l1_importance
-from .plan import ShrinkSpec, make_plan
+from .plan import Plan, ShrinkSpec, make_plan
 from .rebuild import rebuild
 
 __all__ = ["Rewrite", "apply_actions", "remove_layers", "shrink"]
@@ -31,6 +32,7 @@ class Rewrite:
     teacher_cost: Cost  # params / FLOPs of the input model
     student_cost: Cost | None  # params / FLOPs of the student (None when degenerate)
     seconds: float  # wall time of plan + rebuild + recompile
+    plan: Plan | None = None  # every decision made (kept channels, selections); replayable on equal graphs
 
     @property
     def valid(self) -> bool:
@@ -49,13 +51,16 @@ def apply_actions(
     importance: Importance = l1_importance,
     max_linear_growth: float = 8.0,
     strict: bool = True,
+    selections: Mapping[str, torch.Tensor] | None = None,
 ) -> Rewrite:
     """Remove and shrink layers of ``gm`` in one pass; the input is never modified.
 
     ``remove``: layer node names or module paths. ``shrink``: layer -> ratio of its output
     channels, or layer -> {"out": r, "kernel": r}. With ``strict=False``, actions that are
     illegal for a layer are ignored instead of raising ``ConfigError`` (for policies).
-    Degenerate students never raise: ``Rewrite.degenerate`` says why.
+    Degenerate students never raise: ``Rewrite.degenerate`` says why. ``selections`` replays
+    the weight-dependent choices of an earlier rewrite (``Rewrite.plan.selections``), so the
+    same actions on a graph of equal structure but other weights give the same architecture.
 
     Example:
         >>> gm = trace("resnet18", input_size=(3, 32, 32))
@@ -71,12 +76,14 @@ def apply_actions(
         remove = [n for n in remove if _legal_remove(analysis, n)]
         shrink = {k: v for k, v in (shrink or {}).items() if _legal_shrink(analysis, k)}
     plan = make_plan(analysis, remove, shrink, importance)
+    plan.selections = dict(selections or {})
     removable = [lay.node for lay in analysis.layers if lay.removable]
     if removable and set(removable) <= plan.removed:
         diff = Diff(removed=tuple(sorted(plan.removed, key=lambda n: analysis.by_node[n].index)))
         deg = Degenerate(Reason.EMPTY, f"all {len(removable)} removable layers removed")
-        return Rewrite(None, diff, deg, teacher_cost, None, time.perf_counter() - t0)
+        return Rewrite(None, diff, deg, teacher_cost, None, time.perf_counter() - t0, plan)
     res = rebuild(analysis, plan, max_linear_growth=max_linear_growth)
+    plan.selections = dict(res.selections)
     shrunk: dict[str, dict[str, tuple]] = {k: {"out": v} for k, v in plan.shrunk_out.items()}
     for node, (k, _) in plan.kernels.items():
         old = module_at(analysis.gm, analysis.by_node[node].target).kernel_size
@@ -96,7 +103,7 @@ def apply_actions(
         )
     student = res.student if deg is None else None
     cost = res.cost if deg is None else None
-    return Rewrite(student, diff, deg, teacher_cost, cost, time.perf_counter() - t0)
+    return Rewrite(student, diff, deg, teacher_cost, cost, time.perf_counter() - t0, plan)
 
 
 def _legal_remove(analysis: Analysis, name: str) -> bool:
