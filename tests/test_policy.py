@@ -105,6 +105,10 @@ def test_removal_runs_on_any_length():
         assert policy.sample(x, removable, m=2).actions.shape == (2, L)
     empty = policy.sample(torch.zeros(0, F), torch.zeros(0, dtype=torch.bool), m=3)
     assert empty.actions.shape == (3, 0) and empty.log_prob.tolist() == [0.0] * 3
+    # a teacher with no layer: stored rollouts re-score too (the learner's update path)
+    again = policy.evaluate(torch.zeros(0, F), torch.zeros(0, dtype=torch.bool), actions=empty.actions)
+    assert again.actions.shape == (3, 0) and again.log_prob.tolist() == [0.0] * 3
+    assert policy.log_prob(torch.zeros(0, F), torch.zeros(0, dtype=torch.bool), empty.actions).shape == (3,)
 
 
 def test_removal_rejects_bad_inputs():

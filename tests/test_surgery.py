@@ -223,6 +223,18 @@ def test_degenerate_unrepairable_is_reported():
     assert "\n" not in r.degenerate.detail
 
 
+def test_a_surgery_bug_fails_loudly(traced, monkeypatch):
+    """Only repair failures make degenerate students: a bug in a handler propagates."""
+    from n2n_fx.rewrite import handlers
+
+    def buggy(module, ctx):
+        return {}["no such key"]
+
+    monkeypatch.setitem(handlers._HANDLERS, nn.Conv2d, buggy)
+    with pytest.raises(KeyError, match="no such key"):
+        shrink(traced("resnet18"), {"layer1.0.conv1": 0.5})
+
+
 def test_illegal_actions_are_one_line_errors(traced):
     gm = traced("resnet18")
     with pytest.raises(ConfigError, match="cannot be removed"):

@@ -186,7 +186,7 @@ class RemovalPolicy(nn.Module):
         if (actions[:, ~removable] == REMOVE).any():
             raise ConfigError("actions remove a fixed layer (removable=False); keep fixed layers")
         if actions.shape[1] == 0:
-            return self._empty(actions.shape[0])
+            return Rollout.empty(actions.shape[0], self.value is not None)
         feats = self._trunk(x)  # (L, 2H + F)
         return self._score(feats, self.head(feats).squeeze(-1), removable, actions)
 

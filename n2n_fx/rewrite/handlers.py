@@ -18,13 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RepairError
 
 __all__ = ["RebuildContext", "Rebuilt", "RepairError", "register_handler", "handler_for", "gather"]
-
-
-class RepairError(Exception):
-    """A module cannot be made to fit its new input."""
 
 
 @dataclass

@@ -9,7 +9,11 @@ The walk visits the teacher's nodes in order and emits the student's graph:
   join expects (zero- or one-padding, or narrowing) and to a common spatial size
   (adaptive average pooling of the larger operand), so residual blocks stay valid;
 * a join whose operands collapsed into one node (an emptied branch) becomes identity;
-* every other op runs unchanged; if it no longer fits, the student is degenerate.
+* every other op runs unchanged; if it no longer fits (its own shape check raises), the
+  student is degenerate.
+
+Only ``RepairError`` (a handler that cannot rebuild, an op that rejects its new input)
+makes a degenerate student; any other exception is a bug in the surgery and propagates.
 
 Values are propagated on the meta device, so the walk costs no real compute. The teacher
 is never modified.
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..errors import RepairError
 from ..graph.channels import ChannelInfo, is_cat, is_join, pad_value
 from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
@@ -33,7 +38,7 @@ from ..graph.layers import Analysis
 from ..graph.shapes import META_KEY, call_function_meta, call_module_meta, meta_like
 from ..teacher.trace import INPUT_SIZE_KEY
 from .degenerate import Degenerate, Reason
-from .handlers import RebuildContext, RepairError, gather, handler_for
+from .handlers import RebuildContext, gather, handler_for
 from .plan import Plan
 
 __all__ = ["rebuild", "RebuildResult"]
@@ -44,6 +49,8 @@ _INPLACE = {
     operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
 }
+# what a model's op raises when its shape check rejects an input (torch._assert raises AssertionError)
+_OP_REJECTS = (RuntimeError, ValueError, IndexError, AssertionError)
 _ADAPTIVE_POOL = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 
 
@@ -133,16 +140,19 @@ class _Walk:
         return n
 
     def run(self, snode: fx.Node) -> Any:
+        """Evaluate the student's op on meta values; an op that rejects its new input is a ``RepairError``."""
         args = fx.node.map_arg(snode.args, lambda n: self.val[n])
         kwargs = fx.node.map_arg(snode.kwargs, lambda n: self.val[n])
-        if snode.op == "call_module":
-            out = call_module_meta(self.attrs[snode.target], args, kwargs)
-        elif snode.op == "call_function":
-            out = call_function_meta(_INPLACE.get(snode.target, snode.target), args, kwargs)
-        elif snode.op == "call_method":
-            out = getattr(args[0], snode.target)(*args[1:], **kwargs)
-        else:
-            raise RuntimeError(snode.op)
+        try:
+            if snode.op == "call_module":
+                out = call_module_meta(self.attrs[snode.target], args, kwargs)
+            elif snode.op == "call_function":
+                out = call_function_meta(_INPLACE.get(snode.target, snode.target), args, kwargs)
+            else:
+                out = getattr(args[0], snode.target)(*args[1:], **kwargs)
+        except _OP_REJECTS as e:  # the model's own shape check (torch, torch._assert) refused the input
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RepairError(f"({_describe(snode)}) {msg[:200]}") from e
         self.val[snode] = out
         snode.meta[META_KEY] = out
         return out
@@ -386,7 +396,7 @@ class _Walk:
             score = torch.where(in_idx >= 0, col[in_idx.clamp(0, col.numel() - 1)], torch.zeros(()))
             keep = torch.sort(torch.topk(score, want, sorted=False).indices).values
         elif keep.numel() != want or int(keep.max()) >= have:
-            raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: replayed selection of {keep.numel()} channels does not fit")
+            raise RepairError(f"replayed selection of {keep.numel()} channels does not fit")
         self.result.selections[t.name] = keep
         buf = f"{t.target.replace('.', '_')}_keep"
         self.attrs[buf] = keep
@@ -538,8 +548,8 @@ class _Walk:
                 self.vmap[t] = self.vmap[t.args[0]]
                 try:
                     self.narrow_removed(t)
-                except Exception as e:
-                    raise _Fail(Reason.UNREPAIRABLE, f"{t.name} (removed): {str(e)[:200]}") from None
+                except RepairError as e:
+                    raise _Fail(Reason.UNREPAIRABLE, f"{t.name} (removed): {e}") from None
                 continue
             try:
                 if t.op == "placeholder":
@@ -558,13 +568,8 @@ class _Walk:
                         p = self.cat_prov(t, s)
                         if p is not None:
                             self.prov[s] = p
-            except _Fail:
-                raise
-            except RepairError as e:
+            except RepairError as e:  # the only expected failure; any other exception is a bug
                 raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: {e}") from None
-            except Exception as e:  # an op no longer fits its new input
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise _Fail(Reason.UNREPAIRABLE, f"{t.name} ({_describe(t)}): {msg[:200]}") from None
         return self.graph
 
 
@@ -615,7 +620,10 @@ def _describe(t: fx.Node) -> str:
 
 
 def rebuild(analysis: Analysis, plan: Plan, *, max_linear_growth: float = 8.0) -> RebuildResult:
-    """Apply ``plan`` to ``analysis.gm``; never raises for a bad student (returns it degenerate)."""
+    """Apply ``plan`` to ``analysis.gm``; a student that cannot be repaired is returned degenerate.
+
+    Raises only on bugs (an exception other than ``RepairError``), never for a bad student.
+    """
     w = _Walk(analysis, plan, max_linear_growth)
     try:
         graph = w.walk()
