@@ -213,13 +213,14 @@ class Buggy(nn.Module):
 @pytest.mark.parametrize("student", [Hog, Buggy])
 def test_local_raises_what_sequential_raises(setup, local, one_thread, student):
     """An exception while evaluating a student propagates from every executor, at that job."""
-    expected = MemoryError if student is Hog else KeyError
-    with pytest.raises(expected):
+    with pytest.raises(Exception) as seq:  # noqa: PT011  (whatever sequential raises)
         SequentialExecutor().evaluate(_evaluator(setup), [Job(student(), 2, 8)])
+    assert "1 TiB" in str(seq.value) or "missing" in str(seq.value)
     ev = _evaluator(setup)
     jobs = [Job(_student(setup, "2"), 2, 5), Job(student(), 2, 8), Job(_student(setup, "5"), 2, 9)]
-    with pytest.raises(expected) as info:
+    with pytest.raises(type(seq.value)) as info:
         local.evaluate(ev, jobs)
+    assert str(info.value) == str(seq.value)
     assert any("raised in an executor worker" in n for n in getattr(info.value, "__notes__", []))
     assert len(ev.cache) == 1  # the job before it was stored, as sequential would have
     after = local.evaluate(ev, _jobs(setup, [("3",)]))  # the pool still works

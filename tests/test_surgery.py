@@ -225,12 +225,12 @@ def test_degenerate_unrepairable_is_reported():
 
 def test_a_surgery_bug_fails_loudly(traced, monkeypatch):
     """Only repair failures make degenerate students: a bug in a handler propagates."""
-    from n2n_fx.rewrite import handlers
+    from n2n_fx.layers import spec_for
 
     def buggy(module, ctx):
         return {}["no such key"]
 
-    monkeypatch.setitem(handlers._HANDLERS, nn.Conv2d, buggy)
+    monkeypatch.setattr(type(spec_for(nn.Conv2d(1, 1, 1))), "rebuild", lambda self, m, ctx: buggy(m, ctx))
     with pytest.raises(KeyError, match="no such key"):
         shrink(traced("resnet18"), {"layer1.0.conv1": 0.5})
 
@@ -287,7 +287,7 @@ def _layout(m: nn.Module) -> dict:
 )
 def test_rebuilt_modules_match_freshly_constructed_ones(old, ctx_kwargs, fresh):
     """Handlers build modules without __init__; the result must be what the constructor makes."""
-    from n2n_fx.rewrite.handlers import RebuildContext, handler_for
+    from n2n_fx.layers import RebuildContext, spec_for
 
     keep = torch.tensor(ctx_kwargs["in_keep"])
     out = torch.tensor(ctx_kwargs["out"]) if "out" in ctx_kwargs else None
@@ -300,7 +300,7 @@ def test_rebuilt_modules_match_freshly_constructed_ones(old, ctx_kwargs, fresh):
         stride=ctx_kwargs.get("stride"),
         notes=[],
     )
-    new = handler_for(old)(old, ctx).module
+    new = spec_for(old).rebuild(old, ctx).module
     assert _layout(new) == _layout(fresh)
     for name, t in list(new.named_parameters()) + list(new.named_buffers()):
         assert t.device.type == "cpu" and all(t is not u for u in list(old.parameters()) + list(old.buffers())), name

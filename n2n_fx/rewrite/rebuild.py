@@ -36,9 +36,9 @@ from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
 from ..graph.layers import Analysis
 from ..graph.shapes import META_KEY, call_function_meta, call_module_meta, meta_like
+from ..layers import RebuildContext, gather, spec_for
 from ..teacher.trace import INPUT_SIZE_KEY
 from .degenerate import Degenerate, Reason
-from .handlers import RebuildContext, gather, handler_for
 from .plan import Plan
 
 __all__ = ["rebuild", "RebuildResult"]
@@ -258,7 +258,7 @@ class _Walk:
                 kernel=self.plan.kernels.get(t.name),
                 stride=self.plan.strides[t.name][1] if t.name in self.plan.strides else None,
             )
-            built = handler_for(mod)(mod, ctx)
+            built = spec_for(mod).rebuild(mod, ctx)
             new_mod = built.module
             changed = _shape_sig(new_mod) != _shape_sig(mod)
             if positional and changed:
@@ -377,23 +377,21 @@ class _Walk:
         if t.op != "call_module":
             return
         mod = module_at(self.t, t.target)
-        w = getattr(mod, "weight", None)
-        if not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) or w is None:
+        use = spec_for(mod).input_use(mod)  # (C_in,) L1 of the weights per input channel; None: no rule
+        if use is None:
             return
         s_in = self.vmap[t]
         want = self.expected(ti_out.root, ti_out.size).numel() * ti_out.expand
         dim = ti_in.dim
         have = int(self.val[s_in].shape[dim])
-        if have <= want or (isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1):
+        if have <= want:
             return
         if not self.feeds_kept_weights(t):
             return  # a join or the output comes first: the join's own repair is cheaper
         keep = self.plan.selections.get(t.name)
         if keep is None:
             in_idx, _, _ = self.in_map(t.args[0], s_in)
-            dims = (0, *range(2, w.dim()))
-            col = torch.linalg.vector_norm(w.detach(), ord=1, dim=dims)  # (C_in,) use of each input
-            score = torch.where(in_idx >= 0, col[in_idx.clamp(0, col.numel() - 1)], torch.zeros(()))
+            score = torch.where(in_idx >= 0, use[in_idx.clamp(0, use.numel() - 1)], torch.zeros(()))
             keep = torch.sort(torch.topk(score, want, sorted=False).indices).values
         elif keep.numel() != want or int(keep.max()) >= have:
             raise RepairError(f"replayed selection of {keep.numel()} channels does not fit")
@@ -581,17 +579,10 @@ class _Fail(Exception):
 
 
 def _feature_dim(mod: nn.Module, x: Any) -> int | None:
-    """The axis a module's weights are indexed by: last for Linear/LayerNorm, 1 for conv and norms."""
+    """The axis of ``x`` that the module's weights index (its spec's ``in_axis``)."""
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         return None
-    if isinstance(mod, (nn.Linear, nn.LayerNorm)):
-        return x.dim() - 1
-    if (
-        isinstance(mod, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU))
-        and x.dim() >= 2
-    ):
-        return 1
-    return None
+    return spec_for(mod).in_axis(mod, x.dim())
 
 
 def _shape_sig(m: Any) -> tuple:
