@@ -88,6 +88,11 @@ class RemovalPolicy(nn.Module):
             p = config.remove_prior
             self.head.bias.fill_(math.log(p / (1.0 - p)))
 
+    def feature_blocks(self) -> dict[str, int]:
+        """Weights that read the feature row ``x_t``, and the input column where it starts."""
+        h = self.config.hidden_size
+        return {"lstm.weight_ih_l0": 0, "lstm.weight_ih_l0_reverse": 0, "head.weight": 2 * h, "value.weight": 2 * h}
+
     # ---- inputs ----------------------------------------------------------------------------
 
     def _check(self, x: torch.Tensor, removable: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
