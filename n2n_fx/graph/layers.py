@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from ..layers import kernel_after, spec_for
 from .blocks import Block, find_blocks, skip_positions
 from .channels import ChannelSpaces, analyze_channels
 from .cost import node_flops, node_params
 from .kinds import Kind, kind_of, module_at
 from .shapes import META_KEY
+from .spatial import hard_coded_reshapes, upstream_of
 
 __all__ = ["Layer", "Analysis", "analyze", "find_layers", "kernel_after", "VARIABLES"]
 
@@ -67,42 +69,12 @@ def _pair_max(v) -> int:
     return int(v) if isinstance(v, int) else 0
 
 
-def kernel_after(kernel: int, padding: int, dilation: int, ratio: float) -> tuple[int, int] | None:
-    """New (kernel, padding) side after shrinking by ``ratio``, keeping the output size.
-
-    Kernels stay odd (the centre is kept); None when the padding cannot absorb the change.
-    """
-    if kernel <= 1:
-        return (kernel, padding)
-    k = max(1, round(kernel * ratio))
-    if k % 2 == 0:
-        k -= 1
-    k = min(k, kernel)
-    if (kernel - k) % 2:
-        k -= 1  # even teacher kernels: keep the parity so the crop stays centred
-        if k < 1:
-            return None
-    p = padding - dilation * (kernel - k) // 2
-    if p < 0:
-        return None
-    return (k, p)
-
-
 def _conv_geometry(mod: nn.Module) -> tuple[int, int, int]:
     k = _pair_max(getattr(mod, "kernel_size", 0))
     s = _pair_max(getattr(mod, "stride", 1)) or 1
     p = getattr(mod, "padding", 0)
     p = 0 if isinstance(p, str) else _pair_max(p)
     return k, s, p
-
-
-def _kernel_shrinkable(mod: nn.Module) -> bool:
-    if not isinstance(mod, nn.modules.conv._ConvNd) or isinstance(mod.padding, str):
-        return False
-    return any(
-        k > 1 and kernel_after(k, p, d, 0.1) is not None and kernel_after(k, p, d, 0.1)[0] < k
-        for k, p, d in zip(mod.kernel_size, mod.padding, mod.dilation, strict=False)
-    )
 
 
 def _functional_geometry(node: fx.Node) -> tuple[int, int, int]:
@@ -117,6 +89,7 @@ def _functional_geometry(node: fx.Node) -> tuple[int, int, int]:
     return 0, 1, 0
 
 
+_SPATIAL = (Kind.CONV, Kind.CONV_DW, Kind.CONV_GROUPED, Kind.MAXPOOL, Kind.AVGPOOL, Kind.ADAPTIVEPOOL)
 _PASS_THROUGH = (Kind.RELU, Kind.ACTIVATION, Kind.GATE, Kind.DROPOUT, Kind.BATCHNORM, Kind.NORM)
 
 
@@ -154,6 +127,8 @@ def analyze(gm: fx.GraphModule) -> Analysis:
     spaces = analyze_channels(gm)
     blocks = find_blocks(gm)
     skips = skip_positions(gm, blocks)
+    sizes = {name: ci.size for name, ci in spaces.info.items() if ci.dim is not None}
+    before_reshape = upstream_of(hard_coded_reshapes(gm, sizes))
     owners: dict[int, str] = {}
     layers: list[Layer] = []
     for node in gm.graph.nodes:
@@ -170,6 +145,9 @@ def analyze(gm: fx.GraphModule) -> Analysis:
         ci_in = spaces.info.get(node.args[0].name)
         out = ci_out.size if ci_out and ci_out.dim is not None else int(val.shape[-1] if val.dim() else 0)
         in_size = ci_in.size if ci_in and ci_in.dim is not None else int(src.shape[-1] if src.dim() else 0)
+        axis = spec_for(mod).in_axis(mod, src.dim()) if mod is not None else None
+        if axis is not None and (ci_in is None or ci_in.dim != axis):
+            in_size = int(src.shape[axis])  # the weights read another axis than the tracked channels
         cls_out = spaces.class_of(node.name)
         changes_channels = in_size != out or (ci_in is not None and ci_out is not None and ci_in.root != ci_out.root)
         fixed = ""
@@ -179,6 +157,15 @@ def analyze(gm: fx.GraphModule) -> Analysis:
             fixed = f"removal changes a fixed size ({cls_out.pinned[0]})"
         if not fixed and kind is Kind.OTHER and tuple(val.shape) != tuple(src.shape):
             fixed = "unknown layer type that changes its input's shape"
+        if (
+            not fixed
+            and node.name in before_reshape
+            and kind in _SPATIAL
+            and val.dim() >= 3
+            and src.dim() == val.dim()
+            and tuple(val.shape[2:]) != tuple(src.shape[2:])
+        ):
+            fixed = f"changes the spatial size that {before_reshape[node.name]} hard-codes (windowed reshape)"
         if not fixed and kind is Kind.ADAPTIVEPOOL and _feeds_classifier(gm, node):
             fixed = "global pool before the classifier (removing it only inflates the Linear input)"
         shrink: list[str] = []
@@ -189,8 +176,8 @@ def analyze(gm: fx.GraphModule) -> Analysis:
                 shrink.append("out")
         elif cls_out is not None and cls_out.producers:
             owner = cls_out.producers[0]
-        if mod is not None and _kernel_shrinkable(mod):
-            shrink.append("kernel")
+        if mod is not None:
+            shrink.extend(spec_for(mod).variables(mod))
         s_start, s_end = skips.get(node.name, (0, 0))
         layers.append(
             Layer(
