@@ -235,6 +235,31 @@ def test_a_surgery_bug_fails_loudly(traced, monkeypatch):
         shrink(traced("resnet18"), {"layer1.0.conv1": 0.5})
 
 
+class _Twice(nn.Module):
+    """One conv called twice: its weights are shared between the calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    def forward(self, x):
+        return self.head(self.b(torch.relu(self.b(self.a(x)))))
+
+
+def test_shared_modules_stay_shared_or_the_rewrite_is_refused():
+    gm = trace(_Twice(), input_size=(3, 8, 8))
+    r = remove_layers(gm, ["relu"])
+    assert r.valid
+    calls = [n.target for n in r.student.graph.nodes if n.op == "call_module" and n.target.startswith("b")]
+    assert calls == ["b", "b"]  # one module, still called twice
+    # shrinking the first call's input would need a second, narrower copy of the shared conv
+    r = shrink(gm, {"a": 0.5})
+    assert not r.valid and r.degenerate.reason is Reason.UNREPAIRABLE
+    assert "shared by several calls" in r.degenerate.detail
+
+
 def test_illegal_actions_are_one_line_errors(traced):
     gm = traced("resnet18")
     with pytest.raises(ConfigError, match="cannot be removed"):

@@ -279,8 +279,10 @@ class _Walk:
         if getattr(new_mod, "inplace", False):
             new_mod.inplace = False  # bypassed layers can make an in-place op overwrite a tensor still needed
         path = t.target
-        if path in self.attrs and _shape_sig(self.attrs[path]) != _shape_sig(new_mod):
-            path = f"{t.target}__{t.name}"  # a shared teacher module now needs two shapes
+        if path in self.attrs and not _same_module(self.attrs[path], new_mod):
+            # a module called twice whose calls now need different weights: untying them would
+            # silently change the model, so the rewrite is refused
+            raise RepairError(f"module {t.target} is shared by several calls that now need different weights")
         if path not in self.attrs:
             self.attrs[path] = new_mod  # else: reuse, so weight sharing is kept
         s = self.emit(t, "call_module", path, args, kwargs)
@@ -583,6 +585,14 @@ def _feature_dim(mod: nn.Module, x: Any) -> int | None:
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         return None
     return spec_for(mod).in_axis(mod, x.dim())
+
+
+def _same_module(a: nn.Module, b: nn.Module) -> bool:
+    """Do two rebuilds of one shared module agree (same settings and shapes, equal tensors)?"""
+    if _shape_sig(a) != _shape_sig(b):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _shape_sig(m: Any) -> tuple:
