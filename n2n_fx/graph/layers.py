@@ -9,6 +9,7 @@ from torch import fx, nn
 
 from ..layers import kernel_after, spec_for
 from .blocks import Block, find_blocks, skip_positions
+from .branches import residual_join
 from .channels import ChannelSpaces, analyze_channels
 from .cost import node_flops, node_params
 from .kinds import Kind, kind_of, module_at
@@ -41,6 +42,7 @@ class Layer:
     fixed_reason: str  # why not, when not removable ("" otherwise)
     shrinkable: tuple[str, ...]  # variables the shrink policy may change: "out", "kernel"
     out_owner: str  # node that decides this layer's output channels (coupled group owner)
+    branch: str = ""  # residual add whose branch removing this layer empties ("": a plain bypass)
 
 
 @dataclass
@@ -136,6 +138,8 @@ def analyze(gm: fx.GraphModule) -> Analysis:
         if kind is None or not node.args or not isinstance(node.args[0], fx.Node):
             continue
         val = node.meta.get(META_KEY)
+        if kind is Kind.ATTENTION and isinstance(val, (tuple, list)) and val:
+            val = val[0]  # (output, attention weights)
         src = node.args[0].meta.get(META_KEY)
         if not isinstance(val, torch.Tensor) or not isinstance(src, torch.Tensor):
             continue
@@ -168,6 +172,14 @@ def analyze(gm: fx.GraphModule) -> Analysis:
             fixed = f"changes the spatial size that {before_reshape[node.name]} hard-codes (windowed reshape)"
         if not fixed and kind is Kind.ADAPTIVEPOOL and _feeds_classifier(gm, node):
             fixed = "global pool before the classifier (removing it only inflates the Linear input)"
+        branch = ""
+        if (fixed and cls_out is not None and cls_out.pinned) or kind is Kind.ATTENTION:
+            # writes a fixed-size residual stream: removable as its whole branch, if it has one
+            branch = residual_join(gm, node) or ""
+            if branch:
+                fixed = ""
+            elif kind is Kind.ATTENTION:
+                fixed = fixed or "attention outside a residual branch"
         shrink: list[str] = []
         owner = node.name
         if cls_out is not None and node.name in cls_out.producers:
@@ -200,6 +212,7 @@ def analyze(gm: fx.GraphModule) -> Analysis:
                 fixed_reason=fixed,
                 shrinkable=tuple(shrink),
                 out_owner=owner,
+                branch=branch,
             )
         )
     return Analysis(gm, layers, blocks, spaces, {lay.node: lay for lay in layers})

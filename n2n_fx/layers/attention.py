@@ -19,11 +19,9 @@ class MultiheadAttentionSpec(LayerSpec):
     ``2·N·L·S·E``), and the output projection; softmax and masking are not counted.
     """
 
+    weight_axis = -1
     kind = Kind.ATTENTION
     pins_channels = True
-
-    def in_axis(self, m: nn.MultiheadAttention, ndim: int) -> int | None:
-        return ndim - 1 if ndim >= 1 else None
 
     def flops(self, m: nn.MultiheadAttention, args: tuple, out: object) -> int:
         q = args[0]

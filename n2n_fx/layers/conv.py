@@ -91,6 +91,7 @@ def _unchanged(m: nn.modules.conv._ConvNd, ctx: RebuildContext, out_idx: torch.T
 class ConvSpec(LayerSpec):
     """A convolution: starts a channel space (depthwise and grouped convs with in == out keep it)."""
 
+    weight_axis = 1
     kind = Kind.CONV
 
     def layer_kind(self, m: nn.modules.conv._ConvNd) -> Kind:
@@ -200,6 +201,7 @@ class ConvTransposeSpec(LayerSpec):
     """A transposed convolution (weight ``(C_in, C_out / groups, *kernel)``): starts a channel
     space; grouped ones are pinned (their channels cannot change)."""
 
+    weight_axis = 1
     kind = Kind.CONV
 
     def layer_kind(self, m: nn.modules.conv._ConvTransposeNd) -> Kind:

@@ -16,10 +16,8 @@ __all__ = ["LinearSpec"]
 
 @register_layer(nn.Linear)
 class LinearSpec(LayerSpec):
+    weight_axis = -1
     kind = Kind.LINEAR
-
-    def in_axis(self, m: nn.Linear, ndim: int) -> int | None:
-        return ndim - 1 if ndim >= 1 else None
 
     def out_shape(self, m: nn.Linear, x: torch.Tensor) -> torch.Size:
         if x.dim() < 1 or x.shape[-1] != m.in_features:

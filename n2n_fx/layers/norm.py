@@ -37,6 +37,7 @@ def _norm_base_rebuild(m: nn.modules.batchnorm._NormBase, ctx: RebuildContext) -
 
 @register_layer(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 class BatchNormSpec(LayerSpec):
+    weight_axis = 1
     kind = Kind.BATCHNORM
     same_shape = True
 
@@ -50,6 +51,7 @@ class BatchNormSpec(LayerSpec):
 
 @register_layer(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 class InstanceNormSpec(LayerSpec):
+    weight_axis = 1
     kind = Kind.NORM
     same_shape = True
 
@@ -67,11 +69,9 @@ class LocalResponseNormSpec(LayerSpec):
 class LayerNormSpec(LayerSpec):
     """LayerNorm over the last axis; over more axes it pins them (the walk then never changes them)."""
 
+    weight_axis = -1
     kind = Kind.NORM
     same_shape = True
-
-    def in_axis(self, m: nn.LayerNorm, ndim: int) -> int | None:
-        return ndim - 1 if ndim >= 1 else None
 
     def check(self, m: nn.LayerNorm, x: torch.Tensor) -> None:
         if tuple(x.shape[-len(m.normalized_shape) :]) != tuple(m.normalized_shape):
@@ -94,6 +94,7 @@ class LayerNormSpec(LayerSpec):
 
 @register_layer(nn.GroupNorm)
 class GroupNormSpec(LayerSpec):
+    weight_axis = 1
     kind = Kind.NORM
     same_shape = True
 
@@ -120,6 +121,7 @@ class GroupNormSpec(LayerSpec):
 class PReLUSpec(LayerSpec):
     """PReLU: one slope per channel (or one shared slope)."""
 
+    weight_axis = 1
     kind = Kind.RELU
     same_shape = True
 

@@ -77,9 +77,15 @@ class LayerSpec:
         """The kind of this module (convs distinguish depthwise / grouped)."""
         return self.kind
 
+    weight_axis: int | None = None  # input axis its weights index: 1 (channels first), -1 (last), None
+
     def in_axis(self, m: nn.Module, ndim: int) -> int | None:
         """Axis of an ``ndim``-d input that the module's weights index (None: weights index no axis)."""
-        return 1 if ndim >= 2 else None
+        if self.weight_axis == 1:
+            return 1 if ndim >= 2 else None
+        if self.weight_axis == -1:
+            return ndim - 1 if ndim >= 1 else None
+        return None
 
     def check(self, m: nn.Module, x: torch.Tensor) -> None:
         """Raise RuntimeError, as the forward would, when ``x`` does not fit the module."""

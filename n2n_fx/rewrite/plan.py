@@ -35,6 +35,8 @@ class Plan:
     # picks them by L1 of the removed layer's weights and records them in ``RebuildResult``;
     # given, it replays them (the same student from another weight set, e.g. a supernet's).
     selections: dict[str, torch.Tensor] = field(default_factory=dict)
+    # removed layer -> the residual add its whole branch no longer feeds (``Layer.branch``)
+    branches: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_noop(self) -> bool:
@@ -91,6 +93,7 @@ def make_plan(
             raise ConfigError(f"layer {node} cannot be removed: {lay.fixed_reason}")
         removed.add(node)
     plan = Plan(removed=frozenset(removed))
+    plan.branches = {n: analysis.by_node[n].branch for n in removed if analysis.by_node[n].branch}
     nodes = {n.name: n for n in gm.graph.nodes}
     kinds = {lay.node: lay.kind for lay in analysis.layers}
 

@@ -2,7 +2,9 @@
 
 The walk visits the teacher's nodes in order and emits the student's graph:
 
-* a removed layer is bypassed (its users read its input);
+* a removed layer is bypassed (its users read its input); a removed layer that writes a
+  fixed-size residual stream (``Layer.branch``: attention, a transformer MLP's output)
+  removes its whole branch instead, and the residual add passes the stream on;
 * every layer module is rebuilt by its handler to fit the channels it now receives,
   inheriting the teacher's weights through a per-channel index map (``_Prov``);
 * joins (add, mul, cat along channels) restore each operand to the channel count the
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import RepairError
+from ..graph.branches import is_residual_add, zero_preserving
 from ..graph.channels import ChannelInfo, is_cat, is_join, pad_value
 from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
@@ -413,6 +416,22 @@ class _Walk:
         self.result.inserted[n.name] = f"select {want} of {have} channels in place of removed {t.name}"
         self.vmap[t] = n
 
+    def through_removed_branch(self, t: fx.Node) -> None:
+        """A node reading a removed branch: zero-preserving ops stay empty, the residual add
+        passes its stream on (the add becomes identity), anything else cannot be repaired."""
+        src = next(a for a in t.all_input_nodes if self.vmap.get(a) is _NO_BRANCH)
+        if is_residual_add(t):
+            rest = [self.vmap[a] for a in t.args[:2] if isinstance(a, fx.Node) and self.vmap[a] is not _NO_BRANCH]
+            if len(rest) != 1:
+                raise RepairError("both operands of the residual add were removed")
+            self.vmap[t] = rest[0]
+            self.result.collapsed.append(t.name)
+            self.note(t.name, f"branch removed with {src.name}: the stream passes unchanged")
+        elif zero_preserving(self.t, t, src) or not t.users:  # (an unused read is dropped)
+            self.vmap[t] = _NO_BRANCH
+        else:
+            raise RepairError(f"the output of a removed branch reaches {_describe(t)}")
+
     # ---- joins ---------------------------------------------------------------------------
     def _insert(self, anchor: fx.Node, fn: Any, args: tuple, why: str) -> fx.Node:
         name = f"{anchor.name}_fix"
@@ -544,6 +563,15 @@ class _Walk:
     # ---- main ----------------------------------------------------------------------------
     def walk(self) -> fx.Graph:
         for t in self.t.graph.nodes:
+            if t.name in self.plan.branches:
+                self.vmap[t] = _NO_BRANCH  # its residual branch adds nothing any more
+                continue
+            if any(self.vmap.get(a) is _NO_BRANCH for a in t.all_input_nodes):
+                try:
+                    self.through_removed_branch(t)
+                except RepairError as e:
+                    raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: {e}") from None
+                continue
             if t.name in self.plan.removed:
                 self.vmap[t] = self.vmap[t.args[0]]
                 try:
@@ -571,6 +599,9 @@ class _Walk:
             except RepairError as e:  # the only expected failure; any other exception is a bug
                 raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: {e}") from None
         return self.graph
+
+
+_NO_BRANCH = object()  # stands for the output of a removed residual branch (it adds nothing)
 
 
 class _Fail(Exception):
