@@ -44,6 +44,9 @@ _COMMON = {
 # extra SearchConfig fields of `baseline random` (the search budget, as `n2n-fx compress`)
 _RANDOM = {
     "stage": str,
+    "reward_mode": str,
+    "supernet_steps": int,
+    "calib_batches": int,
     "removal_iterations": int,
     "shrink_iterations": int,
     "rollouts": int,

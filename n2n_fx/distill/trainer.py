@@ -74,6 +74,7 @@ def distill(
     logit_cache: LogitCache | None = None,
     val_data: Dataset | None = None,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> DistillResult:
     """Train ``student`` on ``train_data`` (a data set of ``(x, y)``) with ``config.loss``.
 
@@ -81,7 +82,8 @@ def distill(
     must then be un-augmented; the teacher is never called), else from ``teacher`` per
     batch. Training starts from the student's current weights (inherited from the teacher
     after surgery). The budget is ``config.steps`` if set, else ``config.epochs``.
-    ``on_epoch(epoch, mean_loss, val_accuracy_or_None)`` is called after each epoch.
+    ``on_epoch(epoch, mean_loss, val_accuracy_or_None)`` is called after each epoch,
+    ``on_step(steps_taken)`` after each optimiser step (e.g. to read accuracy along the way).
 
     Example:
         >>> from n2n_fx.data import load_splits
@@ -172,6 +174,8 @@ def distill(
                 loss_sum += loss.detach()
                 n_batches += 1
                 steps += 1
+                if on_step is not None:
+                    on_step(steps)
                 if steps >= total:
                     break
             mean_loss = float(loss_sum) / max(n_batches, 1)

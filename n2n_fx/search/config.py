@@ -46,6 +46,14 @@ class SearchConfig:
     shrink_policy: str | None = None  # pre-trained shrink policy to start from (transfer)
     max_linear_growth: float = 8.0  # a Linear whose input grows more than this is degenerate
     # -- reward evaluation (students trained briefly by KD, paper §3.5) -----------------------
+    # how a student's accuracy is read: "kd" (paper: inherited teacher weights, reward_steps of KD),
+    # "shared" (weights of a supernet trained once per run, batch norms recalibrated, no training),
+    # "shared+kd" (shared weights, then reward_steps of KD)
+    reward_mode: str = "kd"
+    supernet_steps: int = 600  # optimiser steps training the shared weights (shared modes)
+    supernet_lr: float = 1e-3  # Adam lr of the shared weights (cosine-annealed)
+    supernet_students: int = 2  # random students per supernet step, besides the full and narrowest ones
+    calib_batches: int = 8  # training batches that recalibrate a shared-weight student's batch norms
     reward_steps: int = 40  # optimiser steps of KD per student (0: use reward_epochs)
     reward_epochs: int = 1  # epochs of KD per student when reward_steps is 0 (paper: 5)
     # Adam lr of the KD training: 1e-2, because rewards come from a few dozen steps (on MNIST-10k,
@@ -80,6 +88,13 @@ class SearchConfig:
         for name in ("removal_iterations", "shrink_iterations", "rollouts", "batch_size"):
             if getattr(self, name) < (0 if "iterations" in name else 1):
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
+        from ..reward import REWARD_MODES
+
+        if self.reward_mode not in REWARD_MODES:
+            raise ConfigError(f"reward_mode {self.reward_mode!r} must be one of {', '.join(REWARD_MODES)}")
+        if self.calib_batches < 1:
+            raise ConfigError(f"calib_batches={self.calib_batches} must be at least 1")
+        self.supernet_config()  # checks the supernet settings
         if self.rollout_threads is not None and self.rollout_threads < 1:
             raise ConfigError(f"rollout_threads={self.rollout_threads} must be at least 1 (or unset)")
         if self.reward_steps < 0 or self.reward_epochs < 1 and self.reward_steps == 0:
@@ -100,6 +115,18 @@ class SearchConfig:
             max_params=self.max_params, max_flops=self.max_flops, max_latency_ms=self.max_latency_ms
         )
         Penalty(self.penalty, self.penalty_schedule)
+
+    def supernet_config(self):
+        """The supernet training settings of this run (``n2n_fx.supernet.SupernetConfig``)."""
+        from ..supernet.train import SupernetConfig
+
+        return SupernetConfig(
+            steps=self.supernet_steps,
+            lr=self.supernet_lr,
+            batch_size=self.batch_size,
+            random_students=self.supernet_students,
+            seed=self.seed,
+        )
 
     def resolved_device(self) -> str:
         import torch

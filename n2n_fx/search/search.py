@@ -10,6 +10,7 @@ crash or kill loses at most the iteration in flight (``resume``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -24,7 +25,7 @@ from ..distill import DistillConfig, LogitCache, accuracy, distill
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..features import FEATURE_DIM, RATIOS, policy_input, shrink_input, shrink_steps
 from ..graph.cost import model_cost
-from ..graph.layers import analyze
+from ..graph.layers import Analysis, analyze
 from ..policy import (
     REMOVE,
     Learner,
@@ -37,14 +38,23 @@ from ..policy import (
     save_policy,
 )
 from ..reward import Constraints, Penalty, RewardCache, RewardEvaluator
-from ..rewrite import apply_actions
+from ..rewrite import Rewrite, apply_actions
+from ..supernet import Supernet, train_supernet
 from .config import SearchConfig
 from .executors import Job, make_executor
 from .rundir import RunDir, atomic_torch_save, safe_torch_load
 
-__all__ = ["Search", "StageBest", "rebuild_student", "CKPT_FORMAT"]
+__all__ = ["Search", "StageBest", "rebuild_student", "final_distill_config", "CKPT_FORMAT"]
 
 CKPT_FORMAT = "n2n_fx.search-checkpoint/1"
+SUPERNET_FORMAT = "n2n_fx.supernet/1"
+
+
+def _tag(net: Supernet) -> str:
+    """A short hash of the shared weights: rewards cached for one supernet never serve another."""
+    return hashlib.sha1(net.flat.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
 PHASES = ("removal", "shrink", "final", "done")
 
 
@@ -97,6 +107,20 @@ def rebuild_student(
     return r
 
 
+def final_distill_config(cfg: SearchConfig, device: str) -> DistillConfig:
+    """How the run's best students are trained at the end (CE + λ·KD); baselines reuse it."""
+    return DistillConfig(
+        loss="ce+l2",
+        lam=cfg.final_lambda,
+        lr=cfg.final_lr,
+        epochs=max(1, cfg.final_epochs),
+        batch_size=cfg.batch_size,
+        device=device,
+        amp=cfg.amp,
+        seed=cfg.seed,
+    )
+
+
 @dataclass
 class _State:
     phase: str = "removal"
@@ -105,6 +129,7 @@ class _State:
     best: dict[str, StageBest | None] = field(default_factory=lambda: {"removal": None, "shrink": None})
     teacher: dict[str, Any] = field(default_factory=dict)  # val/test accuracy, params, flops
     final: dict[str, Any] = field(default_factory=dict)  # final-training results per stage
+    supernet: dict[str, Any] = field(default_factory=dict)  # supernet training record (shared modes)
 
 
 class Search:
@@ -128,6 +153,7 @@ class Search:
         self.state = _State()
         self.teacher_cost = model_cost(teacher)
         self.executor = make_executor(cfg)
+        self.supernet: Supernet | None = None  # shared reward modes: the trained shared weights
 
     # -- logging -------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -159,6 +185,7 @@ class Search:
                 "best": {k: (v.to_state() if v else None) for k, v in s.best.items()},
                 "teacher": s.teacher,
                 "final": s.final,
+                "supernet": s.supernet,
                 "torch_rng": torch.get_rng_state(),
             },
             self.run_dir.file("checkpoint.pt"),
@@ -175,6 +202,7 @@ class Search:
             best={k: StageBest.from_state(v) for k, v in ck["best"].items()},
             teacher=ck["teacher"],
             final=ck.get("final", {}),
+            supernet=ck.get("supernet", {}),
         )
         torch.set_rng_state(ck["torch_rng"])
         order = {p: i for i, p in enumerate(PHASES)}
@@ -183,13 +211,16 @@ class Search:
         self.log(f"resuming at {self.state.phase} iteration {self.state.iteration} ({kept} history rows kept)")
 
     # -- setup -----------------------------------------------------------------------------------------
-    def _evaluator(self) -> RewardEvaluator:
-        cfg = self.cfg
+    def _reward_data(self) -> tuple[Any, LogitCache]:
+        """The training data students (and the supernet) are distilled on, and its teacher logits."""
         train = self.splits.train_plain
-        if cfg.reward_subset:
-            train = self.splits.subset(train=cfg.reward_subset).train_plain
+        if self.cfg.reward_subset:
+            train = self.splits.subset(train=self.cfg.reward_subset).train_plain
         self.log(f"teacher logits: caching on {len(train)} training samples")
-        cache = LogitCache.build(self.teacher, train, device=self.device)
+        return train, LogitCache.build(self.teacher, train, device=self.device)
+
+    def _evaluator(self, train, cache: LogitCache) -> RewardEvaluator:
+        cfg = self.cfg
         dcfg = DistillConfig(
             loss="l2",
             lr=cfg.reward_lr,
@@ -216,7 +247,47 @@ class Search:
             constraints=constraints,
             penalty=penalty,
             cache=self._reward_cache(),
+            mode=cfg.reward_mode,
+            calib_batches=cfg.calib_batches,
+            supernet_tag=self.state.supernet.get("tag"),
         )
+
+    def _load_or_train_supernet(self, train, cache: LogitCache) -> Supernet:
+        """The run's supernet: loaded from ``supernet.pt``, or trained once and saved there.
+
+        Its training time is part of the search time (``state.supernet["wall_s"]``)."""
+        net = Supernet(self.teacher, max_linear_growth=self.cfg.max_linear_growth)
+        path = self.run_dir.file("supernet.pt")
+        if self.state.supernet and path.is_file():
+            saved = safe_torch_load(path)
+            if not isinstance(saved, dict) or saved.get("format") != SUPERNET_FORMAT:
+                raise CheckpointError(f"{path} is not a supernet checkpoint of this version")
+            net.load_flat(saved["flat"])
+            if _tag(net) != self.state.supernet.get("tag"):
+                raise CheckpointError(
+                    f"{path} does not hold the weights this run trained; delete the run and start again"
+                )
+            self.log(f"supernet: loaded ({self.state.supernet['steps']} steps, {self.state.supernet['wall_s']:.0f} s)")
+            return net
+        scfg = self.cfg.supernet_config()
+        self.log(f"supernet: training shared weights ({scfg.steps} steps, {2 + scfg.random_students} students a step)")
+        bar = self._bar(scfg.steps, "supernet (steps)")
+        res = train_supernet(
+            net,
+            train,
+            cache,
+            scfg,
+            device=self.device,
+            on_step=lambda *_: bar.update(1),
+        )
+        bar.close()
+        atomic_torch_save({"format": SUPERNET_FORMAT, "flat": net.flat.detach().cpu()}, path)
+        self.state.supernet = {**res.to_dict(), "tag": _tag(net)}
+        self.save_checkpoint()
+        self.log(
+            f"supernet: {res.steps} steps in {res.wall_s:.0f} s, KD loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}"
+        )
+        return net
 
     def _reward_cache(self) -> RewardCache:
         """The run's reward cache, without entries of an iteration the last checkpoint does not cover.
@@ -273,13 +344,12 @@ class Search:
         self,
         stage: str,
         evaluator: RewardEvaluator,
-        base: fx.GraphModule,
+        analysis: Analysis,
         base_actions: dict[str, Any],
         offset: int,
     ) -> None:
         cfg = self.cfg
         n_iter = cfg.removal_iterations if stage == "removal" else cfg.shrink_iterations
-        analysis = analyze(base)
         layers = analysis.layers
         if stage == "removal":
             inputs = {
@@ -304,21 +374,15 @@ class Search:
                 a = ro.actions[k]
                 if stage == "removal":
                     acts = {"remove": [layers[i].node for i in range(len(layers)) if int(a[i]) == REMOVE]}
-                    rw = apply_actions(
-                        analysis,
-                        remove=acts["remove"],
-                        strict=False,
-                        max_linear_growth=cfg.max_linear_growth,
-                    )
                 else:
                     shr: dict[str, dict[str, float]] = {}
                     for st, ai in zip(steps, a.tolist(), strict=True):
                         shr.setdefault(st.node, {})[st.variable] = RATIOS[ai]
                     acts = {**base_actions, "shrink": shr}
-                    rw = apply_actions(analysis, shrink=shr, strict=False, max_linear_growth=cfg.max_linear_growth)
+                rw, student = self._student(analysis, acts, stage)
                 step = offset + it
                 seed = cfg.seed * 1_000_003 + step * 101 + k
-                jobs.append(Job(rw.student if rw.valid else f"{rw.degenerate}", step, seed))
+                jobs.append(Job(student if student is not None else f"{rw.degenerate}", step, seed))
                 rewrites.append(rw)
                 all_acts.append(acts)
             start = bar.n
@@ -356,7 +420,7 @@ class Search:
                     and (best is None or rec.reward > best.reward)
                     and not rec.cache_hit
                 ):
-                    sd = trained if trained is not None else rw.student.state_dict()
+                    sd = trained if trained is not None else jobs[k].student.state_dict()
                     sd = {kk: v.detach().cpu().clone() for kk, v in sd.items()}
                     self.state.best[stage] = StageBest(rec.reward, rec.to_dict(), acts, sd)
             stats = learner.update(ro, rewards, **inputs)
@@ -373,26 +437,41 @@ class Search:
             )
         bar.close()
 
-    def _base_for_shrink(self) -> tuple[fx.GraphModule, dict[str, Any]]:
+    def _removal_analysis(self) -> Analysis:
+        return self.supernet.analysis if self.supernet is not None else analyze(self.teacher)
+
+    def _student(self, analysis: Analysis, acts: dict[str, Any], stage: str) -> tuple[Rewrite, fx.GraphModule | None]:
+        """The rewrite of one rollout and the student to score (None when degenerate).
+
+        ``kd`` mode: the surgery on the stage's base (the teacher, or the best stage-1 student
+        with its trained weights). Shared modes: the supernet's student, shared weights."""
+        if self.supernet is not None:
+            arch = self.supernet.arch(acts)
+            return arch.rewrite, (self.supernet.extract(arch) if arch.valid else None)
+        rw = apply_actions(
+            analysis,
+            remove=acts["remove"] if stage == "removal" else (),
+            shrink=acts.get("shrink") if stage == "shrink" else None,
+            strict=False,
+            max_linear_growth=self.cfg.max_linear_growth,
+        )
+        return rw, (rw.student if rw.valid else None)
+
+    def _base_for_shrink(self) -> tuple[Analysis, dict[str, Any]]:
+        """The layers stage 2 shrinks (the best stage-1 student's) and the actions that made it."""
         best1 = self.state.best.get("removal")
+        remove = list(best1.actions["remove"]) if best1 is not None else []
+        if self.supernet is not None:
+            return self.supernet.stage1_analysis(remove), {"remove": remove}
         if best1 is None:
-            return self.teacher, {"remove": []}
+            return analyze(self.teacher), {"remove": []}
         r = rebuild_student(self.teacher, best1.actions, best1.state_dict, self.cfg.max_linear_growth)
-        return r.student.eval(), {"remove": list(best1.actions["remove"])}
+        return analyze(r.student.eval()), {"remove": remove}
 
     def _final(self) -> None:
         """Train the best students to convergence with CE + λ·KD; record test accuracy."""
         cfg = self.cfg
-        dcfg = DistillConfig(
-            loss="ce+l2",
-            lam=cfg.final_lambda,
-            lr=cfg.final_lr,
-            epochs=max(1, cfg.final_epochs),
-            batch_size=cfg.batch_size,
-            device=self.device,
-            amp=cfg.amp,
-            seed=cfg.seed,
-        )
+        dcfg = final_distill_config(cfg, self.device)
         for stage in ("removal", "shrink"):
             best = self.state.best.get(stage)
             if best is None or stage in self.state.final:
@@ -478,9 +557,12 @@ class Search:
             self.save_checkpoint()
         evaluator = None
         if self.state.phase in ("removal", "shrink"):
-            evaluator = self._evaluator()
+            train, cache = self._reward_data()
+            if cfg.reward_mode != "kd":
+                self.supernet = self._load_or_train_supernet(train, cache)
+            evaluator = self._evaluator(train, cache)
         if self.state.phase == "removal":
-            self._stage("removal", evaluator, self.teacher, {}, 0)
+            self._stage("removal", evaluator, self._removal_analysis(), {}, 0)
             self.state.phase, self.state.iteration = (
                 ("shrink" if cfg.stage == "both" else "final"),
                 0,

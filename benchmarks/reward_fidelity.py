@@ -1,0 +1,196 @@
+"""Reward fidelity: how well each cheap reward ranks students, and what it costs per student.
+
+For one teacher on MNIST-10k: train the supernet once (its cost reported apart), draw
+random valid students (removal at a random rate, then random shrink ratios, as the
+supernet and random search draw them), and read for each
+
+* ``kd400`` — the reference: the paper's protocol, teacher weights inherited by the
+  surgery, 400 steps of logit-L2 KD (Adam, the run's reward lr), validation accuracy;
+* ``kd40`` / ``kd150`` — the same training read after 40 and 150 steps (a constant
+  learning rate, so these are exactly what 40- and 150-step rewards give);
+* ``shared`` — the student extracted with the supernet's weights, batch norms
+  recalibrated on a few training batches, no gradient step;
+* ``shared+kd`` — ``shared`` and then a few KD steps.
+
+Kendall's τ of each against ``kd400``, and seconds per student, side by side in one run.
+
+    python -m benchmarks.reward_fidelity --model conv4 --students 40
+    python -m benchmarks.reward_fidelity --model vgg13_small --students 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from n2n_fx.distill import DistillConfig, LogitCache, accuracy, distill
+from n2n_fx.distill.calibrate import recalibrate_bn
+from n2n_fx.search.teacher_setup import prepare
+from n2n_fx.supernet.shared import Supernet
+from n2n_fx.supernet.train import SupernetConfig, sample_actions, train_supernet
+from n2n_fx.teacher.trace import trace
+
+from .paper.common import DATA_ROOT, RUNS, mnist_config
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's τ-b of two equally long lists (ties counted as neither concordant nor discordant)."""
+    n = len(a)
+    conc = disc = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = ((conc + disc + ties_a) * (conc + disc + ties_b)) ** 0.5
+    return (conc - disc) / denom if denom else 0.0
+
+
+def _kd_marks(student, splits, cache, kd: DistillConfig) -> dict[str, float]:
+    """Accuracy and training seconds after 40, 150 and ``kd.steps`` KD steps of one run."""
+    marks: dict[str, float] = {}
+    clock = {"start": time.perf_counter(), "eval": 0.0}
+
+    def read(step: int) -> None:
+        if step in (40, 150) and step < kd.steps:
+            e0 = time.perf_counter()
+            marks[f"kd{step}_s"] = e0 - clock["start"] - clock["eval"]
+            marks[f"kd{step}"] = accuracy(student, splits.val)
+            clock["eval"] += time.perf_counter() - e0
+
+    r = distill(student, splits.train_plain, kd, logit_cache=cache, val_data=splits.val, on_step=read)
+    marks[f"kd{kd.steps}_s"] = time.perf_counter() - clock["start"] - clock["eval"]
+    marks[f"kd{kd.steps}"] = r.val_accuracy if r.ok else 0.0
+    if not r.ok:  # diverged: every reading of this run counts as chance-free zero
+        marks.update({k: 0.0 for k in marks if not k.endswith("_s")})
+    return marks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("--model", default="conv4")
+    ap.add_argument("--students", type=int, default=40)
+    ap.add_argument("--supernet-steps", type=int, default=600)
+    ap.add_argument("--kd-steps", type=int, default=400, help="the reference KD budget")
+    ap.add_argument("--shared-kd-steps", type=int, default=10, help="KD steps of the shared+kd mode")
+    ap.add_argument("--calib-batches", type=int, default=8)
+    ap.add_argument("--reward-lr", type=float, default=1e-2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/reward_fidelity-MODEL.json)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("N2N_FX_CACHE", str(RUNS / "cache"))
+    if not (DATA_ROOT / "mnist" / "raw").is_dir():
+        raise SystemExit(f"MNIST files not found under {DATA_ROOT}/mnist/raw; this benchmark needs ../shared")
+    cfg = mnist_config(args.model, seed=args.seed)
+    prep = prepare(cfg, log=lambda m: print(m, flush=True))
+    splits = prep.splits
+    teacher = trace(prep.model, input_size=splits.input_size)
+    teacher_val = accuracy(teacher, splits.val)
+    cache = LogitCache.build(teacher, splits.train_plain)
+
+    net = Supernet(teacher)
+    sn = train_supernet(
+        net,
+        splits.train_plain,
+        cache,
+        SupernetConfig(steps=args.supernet_steps, seed=args.seed),
+        log_every=max(1, args.supernet_steps // 10),
+    )
+    print(f"supernet: {sn.steps} steps, {sn.wall_s:.0f} s, losses {[round(x, 3) for x in sn.losses]}", flush=True)
+
+    rng = random.Random(args.seed + 1)
+    kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=args.seed)
+    rows = []
+    while len(rows) < args.students:
+        acts = sample_actions(net, rng, 0.6)
+        arch = net.arch(acts)
+        if not arch.valid:
+            continue
+        row = {"actions": acts, "params": arch.rewrite.student_cost.params}
+        # shared: extract, recalibrate, read
+        t0 = time.perf_counter()
+        s = net.extract(arch)
+        recalibrate_bn(s, splits.train_plain, batches=args.calib_batches, seed=args.seed)
+        row["shared"] = accuracy(s, splits.val)
+        row["shared_s"] = time.perf_counter() - t0
+        # shared+kd: the same, then a few KD steps
+        t0 = time.perf_counter()
+        s = net.extract(arch)
+        recalibrate_bn(s, splits.train_plain, batches=args.calib_batches, seed=args.seed)
+        r = distill(
+            s,
+            splits.train_plain,
+            DistillConfig(**{**kd.__dict__, "steps": args.shared_kd_steps}),
+            logit_cache=cache,
+            val_data=splits.val,
+        )
+        row["shared+kd"] = r.val_accuracy if r.ok else 0.0
+        row["shared+kd_s"] = time.perf_counter() - t0
+        # kd: inherited teacher weights (the surgery on the teacher), read at 40 and 150 steps on the way
+        row.update(_kd_marks(net.extract(arch, teacher_weights=True), splits, cache, kd))
+        rows.append(row)
+        print(
+            f"{len(rows):3d} params {row['params']:>8d} shared {row['shared']:.3f} shared+kd {row['shared+kd']:.3f} "
+            f"kd40 {row['kd40']:.3f} kd150 {row['kd150']:.3f} kd{args.kd_steps} {row[f'kd{args.kd_steps}']:.3f} "
+            f"({row['shared_s']:.2f} s / {row[f'kd{args.kd_steps}_s']:.1f} s)",
+            flush=True,
+        )
+
+    ref = [r[f"kd{args.kd_steps}"] for r in rows]
+    modes = ["shared", "shared+kd", "kd40", "kd150"]
+    summary = {}
+    for m in modes:
+        vals = [r[m] for r in rows]
+        secs = sorted(r[f"{m}_s"] for r in rows)
+        summary[m] = {
+            "tau": kendall_tau(vals, ref),
+            "median_s": secs[len(secs) // 2],
+            "mean_acc": sum(vals) / len(vals),
+        }
+    for m in modes:
+        summary[m]["cheaper_than_kd40"] = summary["kd40"]["median_s"] / summary[m]["median_s"]
+    out = {
+        "model": args.model,
+        "seed": args.seed,
+        "students": len(rows),
+        "teacher_val_accuracy": teacher_val,
+        "supernet": {**sn.to_dict(), "config": SupernetConfig(steps=args.supernet_steps, seed=args.seed).__dict__},
+        "reference": f"kd{args.kd_steps}",
+        "summary": summary,
+        "rows": rows,
+        "threads": args.threads,
+        "command": "python -m benchmarks.reward_fidelity "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = Path(args.out) if args.out else RESULTS / f"reward_fidelity-{args.model}.json"
+    path.write_text(json.dumps(out, indent=1))
+    for m in modes:
+        s = summary[m]
+        print(
+            f"{m:10s} tau {s['tau']:+.3f}  median {s['median_s']:.2f} s/student  "
+            f"{s['cheaper_than_kd40']:.1f}x cheaper than kd40  mean acc {s['mean_acc']:.3f}"
+        )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
