@@ -151,7 +151,11 @@ def main() -> None:
         "model": args.model,
         "seed": args.seed,
         "teacher": {"test_accuracy": teacher_test, "params": t_params},
-        "n2n": {**n2n, "compression_x": t_params / n2n["params"], "drop_pts": 100 * (teacher_test - n2n["test_accuracy"])},
+        "n2n": {
+            **n2n,
+            "compression_x": t_params / n2n["params"],
+            "drop_pts": 100 * (teacher_test - n2n["test_accuracy"]),
+        },
         "torch_pruning": {
             **tp_row,
             "compression_x": t_params / tp_row["params"],

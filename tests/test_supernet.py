@@ -20,6 +20,7 @@ from n2n_fx import trace
 from n2n_fx.cli import main
 from n2n_fx.data import load_splits
 from n2n_fx.distill import DistillConfig, LogitCache
+from n2n_fx.errors import ConfigError
 from n2n_fx.features import RATIOS
 from n2n_fx.graph.layers import analyze
 from n2n_fx.reward import RewardEvaluator
@@ -195,10 +196,14 @@ def test_reward_modes(tiny_data):
         assert torch.equal(v, shared[k].detach())
     assert any(not torch.equal(v, shared[k].detach()) for k, v in weights["shared+kd"].items())
     assert records["shared"].extra == {} and records["kd"].extra["steps"] == 3
-    with pytest.raises(Exception, match="supernet"):
-        _evaluator(splits, teacher, cache, "shared").__class__(
-            splits.train_plain, splits.val, teacher_accuracy=0.5, teacher_params=1, input_size=(1, 16, 16),
-            logit_cache=cache, mode="shared",
+    with pytest.raises(ConfigError, match="supernet"):  # shared rewards name the supernet they come from
+        RewardEvaluator(
+            splits.train_plain,
+            splits.val,
+            teacher_accuracy=0.5,
+            teacher_params=1,
+            input_size=(1, 16, 16),
+            mode="shared",
         )
 
 

@@ -81,7 +81,9 @@ def main() -> None:
             reward_mode=args.reward_mode,
         ).replace(supernet_steps=args.supernet_steps)
         for method in args.methods:
-            path = run_dir(f"random-vs-n2n-{method}{tag if method == 'n2n' else ''}{mode}{budget}-seed{seed}", args.fresh)
+            path = run_dir(
+                f"random-vs-n2n-{method}{tag if method == 'n2n' else ''}{mode}{budget}-seed{seed}", args.fresh
+            )
             resume = path.joinpath("config.json").is_file()  # random runs are shared by every --removal-lr
             if method == "n2n":
                 res = run_compress(
