@@ -53,6 +53,7 @@ _RANDOM = {
     "reward_steps": int,
     "reward_epochs": int,
     "reward_subset": float,
+    "reward_val_subset": float,
     "final_epochs": int,
     "final_lambda": float,
 }

@@ -56,11 +56,15 @@ class SearchConfig:
     calib_batches: int = 8  # training batches that recalibrate a shared-weight student's batch norms
     reward_steps: int = 40  # optimiser steps of KD per student (0: use reward_epochs)
     reward_epochs: int = 1  # epochs of KD per student when reward_steps is 0 (paper: 5)
-    # Adam lr of the KD training: 1e-2, because rewards come from a few dozen steps (on MNIST-10k,
-    # 60 steps at 1e-3 left most conv4 students near chance; 1e-2 gave 0.73 mean accuracy, 3e-3 0.64)
-    reward_lr: float = 1e-2
+    # Adam lr of the reward-time KD; None: 1e-2 in kd mode (on MNIST-10k, 60 steps at 1e-3 left most
+    # conv4 students near chance; 1e-2 gave 0.73 mean accuracy, 3e-3 0.64), 1e-3 in shared+kd mode
+    # (shared weights are already good: 10 steps at 1e-2 took a 0.95 student to 0.33)
+    reward_lr: float | None = None
     batch_size: int = 64  # KD batch size
     reward_subset: float | None = None  # train on a stratified part of the training split (count or fraction)
+    # score rewards on a stratified part of the validation split (count or fraction; the teacher's
+    # reward accuracy too); None: all of it. Reading accuracy is most of a shared-mode reward's cost
+    reward_val_subset: float | None = None
     # -- constraints (paper §3.3.1) -------------------------------------------------------------
     max_params: float | None = None  # student parameters <= this
     max_flops: float | None = None  # student FLOPs per sample <= this
@@ -115,6 +119,12 @@ class SearchConfig:
             max_params=self.max_params, max_flops=self.max_flops, max_latency_ms=self.max_latency_ms
         )
         Penalty(self.penalty, self.penalty_schedule)
+
+    def resolved_reward_lr(self) -> float:
+        """The reward-time KD learning rate: ``reward_lr``, or the mode's default."""
+        if self.reward_lr is not None:
+            return self.reward_lr
+        return 1e-3 if self.reward_mode == "shared+kd" else 1e-2
 
     def supernet_config(self):
         """The supernet training settings of this run (``n2n_fx.supernet.SupernetConfig``)."""

@@ -223,7 +223,7 @@ class Search:
         cfg = self.cfg
         dcfg = DistillConfig(
             loss="l2",
-            lr=cfg.reward_lr,
+            lr=cfg.resolved_reward_lr(),
             epochs=max(1, cfg.reward_epochs),
             steps=cfg.reward_steps or None,
             batch_size=cfg.batch_size,
@@ -236,10 +236,14 @@ class Search:
         )
         horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations)
         penalty = Penalty(cfg.penalty, cfg.penalty_schedule, horizon=horizon)
+        val, teacher_acc = self.splits.val, self.state.teacher["val_accuracy"]
+        if cfg.reward_val_subset:
+            val = self.splits.subset(val=cfg.reward_val_subset).val
+            teacher_acc = accuracy(self.teacher, val)
         return RewardEvaluator(
             train,
-            self.splits.val,
-            teacher_accuracy=max(1e-6, self.state.teacher["val_accuracy"]),
+            val,
+            teacher_accuracy=max(1e-6, teacher_acc),
             teacher_params=self.teacher_cost.params,
             input_size=self.splits.input_size,
             config=dcfg,

@@ -245,13 +245,13 @@ class Supernet(nn.Module):
             self.flat.copy_(flat)
 
 
-def smallest_actions(analysis: Analysis, ratios: Sequence[float]) -> dict[str, Any]:
-    """Every shrinkable variable at its smallest legal ratio, no layer removed (the narrowest student)."""
+def smallest_actions(analysis: Analysis, ratios: Sequence[float], floor: float = 0.0) -> dict[str, Any]:
+    """Every shrinkable variable at its smallest legal ratio >= ``floor``, no layer removed (the narrowest student)."""
     from ..features.features import shrink_steps
 
     shrink: dict[str, dict[str, float]] = {}
     for step in shrink_steps(analysis.layers, ratios):
-        legal = [r for r, ok in zip(ratios, step.legal, strict=True) if ok]
+        legal = [r for r, ok in zip(ratios, step.legal, strict=True) if ok and r >= floor - 1e-9]
         if legal:
             shrink.setdefault(step.node, {})[step.variable] = min(legal)
     return {"remove": [], "shrink": shrink}

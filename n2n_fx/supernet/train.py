@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from ..data.loaders import make_loader
 from ..distill.logit_cache import IndexedDataset, LogitCache
-from ..distill.loss import kd_l2_loss
+from ..distill.loss import kd_kl_loss, kd_l2_loss
 from ..errors import ConfigError
 from ..features.features import RATIOS
 from ..rewrite.sample import random_actions
@@ -43,6 +43,12 @@ class SupernetConfig:
     # surgery costs more than a training step of a small student, so each one serves a few steps
     arch_reuse: int = 4
     grad_clip: float = 5.0  # clip the global gradient norm of the shared weights
+    # distillation loss of each student: "kl" (T² KL at ``temperature``: bounded, reads like accuracy)
+    # or "l2" (logit L2, as the paper's reward-time KD; dominated by the worst students)
+    loss: str = "kl"
+    temperature: float = 2.0  # softmax temperature of the kl loss
+    narrowest: float = 0.3  # the narrowest student of each step: every shrink variable at this ratio (or the
+    # smallest legal one above it); the search's shrink policy rarely goes below it
     seed: int = 0  # seeds the batches and the random students
 
     def __post_init__(self) -> None:
@@ -50,6 +56,10 @@ class SupernetConfig:
             raise ConfigError("supernet steps and random_students must be >= 0, batch_size >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"supernet lr={self.lr} must be a positive number")
+        if self.loss not in ("kl", "l2"):
+            raise ConfigError(f"supernet loss {self.loss!r} must be kl or l2")
+        if not 0.0 < self.narrowest <= 1.0:
+            raise ConfigError(f"supernet narrowest={self.narrowest} must be in (0, 1]")
         if self.arch_reuse < 1:
             raise ConfigError(f"supernet arch_reuse={self.arch_reuse} must be at least 1")
         if not 0.0 <= self.max_remove < 1.0:
@@ -110,7 +120,7 @@ def _train(net, train_data, logit_cache, cfg: SupernetConfig, device, on_step, l
     start = time.perf_counter()
     rng = random.Random(cfg.seed)
     net.to(device)
-    fixed = [net.arch({"remove": []}), net.arch(smallest_actions(net.analysis, RATIOS))]
+    fixed = [net.arch({"remove": []}), net.arch(smallest_actions(net.analysis, RATIOS, cfg.narrowest))]
     for a in fixed:
         if not a.valid:
             raise SupernetError(f"the full or narrowest student is degenerate ({a.rewrite.degenerate})")
@@ -146,7 +156,8 @@ def _train(net, train_data, logit_cache, cfg: SupernetConfig, device, on_step, l
             total = torch.zeros((), device=device)
             for a in archs:
                 a.template.train()
-                loss = kd_l2_loss(net.forward_student(a, x), z)
+                out = net.forward_student(a, x)  # (B, n_classes)
+                loss = kd_l2_loss(out, z) if cfg.loss == "l2" else kd_kl_loss(out, z, cfg.temperature)
                 loss.backward()
                 total = total + loss.detach()
             if not torch.isfinite(total):
