@@ -237,8 +237,9 @@ class Search:
         horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations)
         penalty = Penalty(cfg.penalty, cfg.penalty_schedule, horizon=horizon)
         val, teacher_acc = self.splits.val, self.state.teacher["val_accuracy"]
-        if cfg.reward_val_subset:
-            val = self.splits.subset(val=cfg.reward_val_subset).val
+        subset = cfg.resolved_reward_val_subset()
+        if subset and subset < len(val):
+            val = self.splits.subset(val=subset).val
             teacher_acc = accuracy(self.teacher, val)
         return RewardEvaluator(
             train,
