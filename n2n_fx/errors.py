@@ -1,6 +1,6 @@
 """Errors raised by n2n_fx. Each message is one line: what was wrong and what to do."""
 
-__all__ = ["N2NError", "TraceError", "ConfigError", "DataError", "CheckpointError", "RunDirError"]
+__all__ = ["N2NError", "TraceError", "ConfigError", "DataError", "CheckpointError", "RunDirError", "RepairError"]
 
 
 class N2NError(Exception):
@@ -25,3 +25,9 @@ class CheckpointError(N2NError):
 
 class RunDirError(N2NError):
     """A folder given as a run directory is not one."""
+
+
+class RepairError(N2NError):
+    """Surgery cannot make the student's shapes fit (an op rejects its new input, a module
+    with weights has no rebuild handler): the rewrite gives a degenerate student. Every
+    other exception raised during a rewrite is a bug and propagates."""

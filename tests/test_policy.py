@@ -105,6 +105,10 @@ def test_removal_runs_on_any_length():
         assert policy.sample(x, removable, m=2).actions.shape == (2, L)
     empty = policy.sample(torch.zeros(0, F), torch.zeros(0, dtype=torch.bool), m=3)
     assert empty.actions.shape == (3, 0) and empty.log_prob.tolist() == [0.0] * 3
+    # a teacher with no layer: stored rollouts re-score too (the learner's update path)
+    again = policy.evaluate(torch.zeros(0, F), torch.zeros(0, dtype=torch.bool), actions=empty.actions)
+    assert again.actions.shape == (3, 0) and again.log_prob.tolist() == [0.0] * 3
+    assert policy.log_prob(torch.zeros(0, F), torch.zeros(0, dtype=torch.bool), empty.actions).shape == (3,)
 
 
 def test_removal_rejects_bad_inputs():
@@ -311,3 +315,49 @@ def test_load_policy_errors(tmp_path):
         load_policy(path)
     for err in (CheckpointError, ConfigError):
         assert "\n" not in str(err("x"))
+
+
+@pytest.mark.parametrize("kind", ["removal", "shrink"])
+def test_policy_loads_onto_a_larger_kind_vocabulary(tmp_path, kind):
+    """A policy saved before a layer kind existed loads onto today's features and acts as before."""
+    from n2n_fx.features import FEATURE_DIM, N_SCALARS
+    from n2n_fx.layers import KINDS
+    from n2n_fx.policy import ShrinkPolicy
+
+    old_kinds = [k.value for k in KINDS if k.value != "conv_dw"]  # as if conv_dw were added later
+    old_dim = len(old_kinds) + N_SCALARS
+    torch.manual_seed(0)
+    policy = RemovalPolicy(feature_dim=old_dim) if kind == "removal" else ShrinkPolicy(feature_dim=old_dim)
+    path = tmp_path / "old.pt"
+    save_policy(policy, path)
+    state = torch.load(path, weights_only=True)
+    state["kinds"] = old_kinds
+    torch.save(state, path)
+    loaded = load_policy(path)
+    assert loaded.config.feature_dim == FEATURE_DIM
+    # the same layers, as rows of the old and of the new vocabulary
+    new_names = [k.value for k in KINDS]
+    codes = torch.tensor([new_names.index(k) for k in ("conv", "relu", "linear", "batchnorm", "conv")])
+    scalars = torch.rand(len(codes), N_SCALARS)
+    x_new = torch.cat([torch.nn.functional.one_hot(codes, len(KINDS)).float(), scalars], 1)
+    keep = [new_names.index(k) for k in old_kinds] + list(range(len(KINDS), FEATURE_DIM))
+    x_old = x_new[:, keep]
+    with torch.no_grad():
+        if kind == "removal":
+            assert torch.allclose(policy.logits(x_old), loaded.logits(x_new), atol=1e-6)
+        else:
+            var = torch.zeros(len(codes), dtype=torch.long)
+            a = policy.evaluate(x_old, var, None, actions=torch.zeros(1, len(codes), dtype=torch.long))
+            b = loaded.evaluate(x_new, var, None, actions=torch.zeros(1, len(codes), dtype=torch.long))
+            assert torch.allclose(a.log_probs, b.log_probs, atol=1e-6)
+    # files from before the vocabulary was stored: 22 feature columns meant the first 14 kinds
+    first = RemovalPolicy(feature_dim=14 + N_SCALARS)
+    save_policy(first, path)
+    legacy = torch.load(path, weights_only=True)
+    del legacy["kinds"]
+    torch.save(legacy, path)
+    assert load_policy(path).config.feature_dim == FEATURE_DIM
+    state["kinds"] = [*old_kinds[:-1], "hypernet"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="hypernet"):
+        load_policy(path)

@@ -223,6 +223,43 @@ def test_degenerate_unrepairable_is_reported():
     assert "\n" not in r.degenerate.detail
 
 
+def test_a_surgery_bug_fails_loudly(traced, monkeypatch):
+    """Only repair failures make degenerate students: a bug in a handler propagates."""
+    from n2n_fx.layers import spec_for
+
+    def buggy(module, ctx):
+        return {}["no such key"]
+
+    monkeypatch.setattr(type(spec_for(nn.Conv2d(1, 1, 1))), "rebuild", lambda self, m, ctx: buggy(m, ctx))
+    with pytest.raises(KeyError, match="no such key"):
+        shrink(traced("resnet18"), {"layer1.0.conv1": 0.5})
+
+
+class _Twice(nn.Module):
+    """One conv called twice: its weights are shared between the calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    def forward(self, x):
+        return self.head(self.b(torch.relu(self.b(self.a(x)))))
+
+
+def test_shared_modules_stay_shared_or_the_rewrite_is_refused():
+    gm = trace(_Twice(), input_size=(3, 8, 8))
+    r = remove_layers(gm, ["relu"])
+    assert r.valid
+    calls = [n.target for n in r.student.graph.nodes if n.op == "call_module" and n.target.startswith("b")]
+    assert calls == ["b", "b"]  # one module, still called twice
+    # shrinking the first call's input would need a second, narrower copy of the shared conv
+    r = shrink(gm, {"a": 0.5})
+    assert not r.valid and r.degenerate.reason is Reason.UNREPAIRABLE
+    assert "shared by several calls" in r.degenerate.detail
+
+
 def test_illegal_actions_are_one_line_errors(traced):
     gm = traced("resnet18")
     with pytest.raises(ConfigError, match="cannot be removed"):
@@ -275,7 +312,7 @@ def _layout(m: nn.Module) -> dict:
 )
 def test_rebuilt_modules_match_freshly_constructed_ones(old, ctx_kwargs, fresh):
     """Handlers build modules without __init__; the result must be what the constructor makes."""
-    from n2n_fx.rewrite.handlers import RebuildContext, handler_for
+    from n2n_fx.layers import RebuildContext, spec_for
 
     keep = torch.tensor(ctx_kwargs["in_keep"])
     out = torch.tensor(ctx_kwargs["out"]) if "out" in ctx_kwargs else None
@@ -288,7 +325,7 @@ def test_rebuilt_modules_match_freshly_constructed_ones(old, ctx_kwargs, fresh):
         stride=ctx_kwargs.get("stride"),
         notes=[],
     )
-    new = handler_for(old)(old, ctx).module
+    new = spec_for(old).rebuild(old, ctx).module
     assert _layout(new) == _layout(fresh)
     for name, t in list(new.named_parameters()) + list(new.named_buffers()):
         assert t.device.type == "cpu" and all(t is not u for u in list(old.parameters()) + list(old.buffers())), name

@@ -2,6 +2,7 @@
 
 from .features import (
     FEATURE_DIM,
+    N_SCALARS,
     RATIOS,
     RAW_COLUMNS,
     ShrinkStep,
@@ -13,6 +14,7 @@ from .features import (
 
 __all__ = [
     "FEATURE_DIM",
+    "N_SCALARS",
     "RATIOS",
     "RAW_COLUMNS",
     "ShrinkStep",

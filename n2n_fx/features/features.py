@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..graph.kinds import KINDS
 from ..graph.layers import VARIABLES, Layer, kernel_after
+from ..layers import KINDS
 
 __all__ = [
     "RAW_COLUMNS",
     "FEATURE_DIM",
+    "N_SCALARS",
     "RATIOS",
     "ShrinkStep",
     "raw_features",
@@ -30,8 +31,8 @@ __all__ = [
 ]
 
 RAW_COLUMNS = ("type", "kernel", "stride", "padding", "outputs", "s_start", "s_end")
-_N_SCALARS = 8  # k, s, p, log n, log s_start, log s_end, relative depth, fixed flag
-FEATURE_DIM = len(KINDS) + _N_SCALARS
+N_SCALARS = 8  # k, s, p, log n, log s_start, log s_end, relative depth, fixed flag
+FEATURE_DIM = len(KINDS) + N_SCALARS
 RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 11))  # shrink action grid (paper §3.2.2)
 
 

@@ -6,7 +6,8 @@ residual adds, multiplies, permutes) join their inputs' and output's spaces with
 union-find; convs and linears start new spaces; a ``cat`` along channels starts a space
 made of segments. A space is *shrinkable* when it has a producer (conv/linear output)
 and nothing pins its size (the model input or output, a reshape or op that depends on
-the exact channel count, an unknown module with weights).
+the exact channel count, a module whose ``LayerSpec`` pins its channels: attention, and
+every unknown module with weights).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..layers import spec_for
 from .kinds import Kind, kind_of, module_at
 from .shapes import META_KEY
 
@@ -167,6 +169,13 @@ def analyze_channels(gm: fx.GraphModule) -> ChannelSpaces:
                 pin(info.get(a), "model output")
             continue
         if not isinstance(val, torch.Tensor):
+            # several tensors out (attention's (output, weights), chunk, split): their channels
+            # are not followed, so the inputs' sizes are fixed
+            if node.op == "call_module" or (
+                isinstance(val, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in val)
+            ):
+                for a in tensor_inputs(node):
+                    pin(info[a], f"split into several tensors by {node.name}")
             continue
         ins = tensor_inputs(node)
         first = info.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
@@ -186,6 +195,12 @@ def analyze_channels(gm: fx.GraphModule) -> ChannelSpaces:
                 if isinstance(a, fx.Node) and a in attr_roots and ci.dim is not None:
                     attr_dims[a] = 0
                     ci = ChannelInfo(uf.union(ci.root, info[a].root), ci.dim, ci.size, ci.expand)
+        elif kind is not None and first is not None and node.op == "call_module" and _pins(gm, node):
+            mod = module_at(gm, node.target)
+            for a in ins:
+                pin(info[a], f"input of {type(mod).__name__} '{node.target}'")
+            ci = new(val, 1 if val.dim() >= 2 else None)
+            pin(ci, f"output of {type(mod).__name__} '{node.target}'")
         elif kind is not None and first is not None:
             ci = _layer_info(gm, node, kind, val, first, uf, new, same, pin, producers, groups)
         elif node.op == "call_module":
@@ -206,7 +221,7 @@ def analyze_channels(gm: fx.GraphModule) -> ChannelSpaces:
                 ci = new(val, 1 if val.dim() >= 2 else None)
                 pin(ci, f"output of {type(mod).__name__} '{node.target}'")
         elif is_join(node):
-            ci = _join(node, val, info, uf, attr_roots, attr_dims, new)
+            ci = _join(node, val, info, uf, attr_roots, attr_dims, new, pin)
         elif is_cat(node):
             tensors = node.args[0]
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
@@ -277,12 +292,23 @@ def analyze_channels(gm: fx.GraphModule) -> ChannelSpaces:
     return ChannelSpaces(resolved, classes)
 
 
+def _pins(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Does the module's spec forbid changing its channels (unknown weighted modules, attention)?"""
+    mod = module_at(gm, node.target)
+    spec = spec_for(mod)
+    return spec.pins_channels or spec.layer_kind(mod) is Kind.OTHER
+
+
 def _layer_info(gm, node, kind, val, first, uf, new, same, pin, producers, groups) -> ChannelInfo:
     if kind in (Kind.CONV, Kind.LINEAR, Kind.CONV_GROUPED, Kind.CONV_DW):
         mod = module_at(gm, node.target) if node.op == "call_module" else None
         if mod is None:
             return new(val, 1)
         if kind is Kind.LINEAR:
+            if first.dim is not None and first.dim != val.dim() - 1:
+                # the Linear mixes another axis (tokens, time): the channels it carries along
+                # cannot be followed through it, so their size is fixed
+                pin(first, f"carried through '{node.target}', which acts on another axis")
             ci = new(val, val.dim() - 1)
             producers.setdefault(ci.root, []).append(node.name)
             return ci
@@ -322,7 +348,7 @@ def _flatten(first: ChannelInfo, val, start_dim: int, src: fx.Node, same, new, p
     return new(val, None)
 
 
-def _join(node, val, info, uf, attr_roots, attr_dims, new) -> ChannelInfo:
+def _join(node, val, info, uf, attr_roots, attr_dims, new, pin) -> ChannelInfo:
     ops = [a for a in node.args if isinstance(a, fx.Node) and a in info]
     out_nd = val.dim()
     out_dim = None
@@ -337,6 +363,11 @@ def _join(node, val, info, uf, attr_roots, attr_dims, new) -> ChannelInfo:
     for a in ops:
         ci, aval = info[a], a.meta[META_KEY]
         d = out_dim - (out_nd - aval.dim())
+        if ci.dim is not None and ci.dim != d:
+            # its channels run along another axis of the sum (a Linear's features added to a
+            # token stream): that axis must keep the size the other operand fixes
+            pin(ci, f"added along another axis by {node.name}")
+            continue
         if d < 0 or aval.shape[d] != val.shape[out_dim] or val.shape[out_dim] == 1:
             continue  # broadcast along channels: not coupled
         if ci.dim is None and a in attr_roots:
@@ -389,6 +420,22 @@ def _other(node, val, first, ins, info, same, new, pin) -> ChannelInfo:
         return same(first, val)
     for a in ins:
         pin(info[a], f"input of {name} ({node.name})")
+    for a in _size_sources(node):  # x.reshape(*y.shape): y's channels fix x's
+        if a in info:
+            pin(info[a], f"its size is read by {name} ({node.name})")
     ci = new(val, 1 if val.dim() >= 2 else None)
     pin(ci, f"output of {name} ({node.name})")
     return ci
+
+
+def _size_sources(node: fx.Node) -> list[fx.Node]:
+    """Tensors whose sizes reach ``node`` through non-tensor arguments (``y.shape[0]``, ``y.size(1)``)."""
+    out, todo, seen = [], [a for a in node.all_input_nodes if not _is_tensor(a)], set()
+    while todo and len(seen) < 64:
+        cur = todo.pop()
+        if cur in seen:
+            continue
+        seen.add(cur)
+        for a in cur.all_input_nodes:
+            (out if _is_tensor(a) else todo).append(a)
+    return out

@@ -1,22 +1,52 @@
-"""Parameter and FLOP counts per node, from the meta values left by ``trace``.
+"""Parameters and FLOPs per node: the one FLOP counter of n2n_fx.
 
-FLOPs are counted as 2 x multiply-accumulates of convs and linears (biases, norms,
-activations, pools and joins are not counted, as is customary); the same convention as
-``n2n_fx.reward.count_flops``. Counts are per sample (the traced batch size is divided out).
+FLOPs follow ``torch.utils.flop_counter.FlopCounterMode``: 2 x multiply-accumulates of
+convolutions (transposed ones included), linears, matrix products and attention; biases,
+norms, activations, pools and joins cost nothing. A module's FLOPs come from its
+``LayerSpec`` (``n2n_fx.layers``); functional matrix products and convolutions
+(``matmul``, ``bmm``, ``einsum``, ``F.linear``, ``F.conv2d``, scaled-dot-product attention)
+are counted by FlopCounterMode on their meta inputs. Counts are per sample: the traced
+batch size is divided out. ``n2n_fx.reward.count_flops`` uses this counter too.
 """
 
 from __future__ import annotations
 
-import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import fx, nn
+import torch.nn.functional as F
+from torch import fx
+from torch.utils.flop_counter import FlopCounterMode
 
+from ..layers import spec_for
 from .kinds import module_at
-from .shapes import META_KEY
+from .shapes import META_KEY, run_node_meta
 
-__all__ = ["Cost", "node_params", "node_flops", "model_cost"]
+__all__ = ["Cost", "node_params", "node_flops", "model_cost", "graph_flops"]
+
+# functions and methods whose FLOPs FlopCounterMode counts (the rest cost nothing)
+_COUNTED_FUNCTIONS: set[Any] = {
+    torch.matmul,
+    operator.matmul,
+    torch.bmm,
+    torch.mm,
+    torch.baddbmm,
+    torch.addmm,
+    torch.einsum,
+    F.linear,
+    F.bilinear,
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+    F.conv_transpose1d,
+    F.conv_transpose2d,
+    F.conv_transpose3d,
+    F.scaled_dot_product_attention,
+}
+_COUNTED_METHODS = {"matmul", "bmm", "mm", "baddbmm", "addmm"}
 
 
 @dataclass(frozen=True)
@@ -24,13 +54,7 @@ class Cost:
     """Size and compute of a model for one input sample."""
 
     params: int  # number of parameters (trainable or not; buffers excluded)
-    flops: int  # FLOPs per sample: 2 x MACs of conv and linear layers
-
-
-def _numel_per_sample(val) -> int:
-    if not isinstance(val, torch.Tensor) or val.dim() == 0:
-        return 0
-    return val.numel() // max(1, int(val.shape[0]))
+    flops: int  # FLOPs per sample: 2 x MACs of convs, linears, matrix products and attention
 
 
 def node_params(gm: fx.GraphModule, node: fx.Node) -> int:
@@ -46,22 +70,59 @@ def node_params(gm: fx.GraphModule, node: fx.Node) -> int:
     return n
 
 
-def node_flops(gm: fx.GraphModule, node: fx.Node) -> int:
-    """FLOPs of one node for one sample: 2 x MACs of a conv or linear, 0 for everything else."""
-    if node.op != "call_module":
+def _batch(gm: fx.GraphModule, value: Callable[[fx.Node], Any]) -> int:
+    """The batch size the graph's values were computed with (first input's leading size)."""
+    for p in gm.graph.find_nodes(op="placeholder"):
+        v = value(p)
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return max(1, int(v.shape[0]))
+    return 1
+
+
+def _call_flops(gm: fx.GraphModule, node: fx.Node, value: Callable[[fx.Node], Any]) -> int:
+    """FLOPs of one node on the whole batch, from the values of its inputs and output."""
+    if node.op == "call_module":
+        mod = module_at(gm, node.target)
+        args = fx.node.map_arg(node.args, value)
+        return int(spec_for(mod).flops(mod, args, value(node)))
+    counted = (node.op == "call_function" and node.target in _COUNTED_FUNCTIONS) or (
+        node.op == "call_method" and node.target in _COUNTED_METHODS
+    )
+    if not counted:
         return 0
-    out = node.meta.get(META_KEY)
-    n_out = _numel_per_sample(out)
-    mod = module_at(gm, node.target)
-    if isinstance(mod, nn.modules.conv._ConvNd):
-        return 2 * n_out * math.prod(mod.kernel_size) * (mod.in_channels // mod.groups)
-    if isinstance(mod, nn.Linear):
-        return 2 * n_out * mod.in_features
-    return 0
+    args = fx.node.map_arg(node.args, value)
+    kwargs = fx.node.map_arg(node.kwargs, value)
+    with FlopCounterMode(display=False) as counter:
+        if node.op == "call_method":
+            getattr(args[0], node.target)(*args[1:], **kwargs)
+        else:
+            node.target(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+def node_flops(gm: fx.GraphModule, node: fx.Node) -> int:
+    """FLOPs of one node for one sample (from the meta values ``trace`` left on the graph)."""
+    value = lambda n: n.meta.get(META_KEY)  # noqa: E731
+    return _call_flops(gm, node, value) // _batch(gm, value)
 
 
 def model_cost(gm: fx.GraphModule) -> Cost:
     """Total parameters and per-sample FLOPs of a traced GraphModule."""
     params = sum(p.numel() for p in gm.parameters())
-    flops = sum(node_flops(gm, n) for n in gm.graph.nodes)
+    value = lambda n: n.meta.get(META_KEY)  # noqa: E731
+    flops = sum(_call_flops(gm, n, value) for n in gm.graph.nodes) // _batch(gm, value)
     return Cost(params=params, flops=flops)
+
+
+def graph_flops(gm: fx.GraphModule, x: torch.Tensor) -> int:
+    """Per-sample FLOPs of ``gm`` on an input like ``x`` (evaluated on meta; ``gm`` is not changed)."""
+    env: dict[fx.Node, Any] = {}
+    inputs = iter([torch.empty(x.shape, dtype=x.dtype, device="meta")])
+    total = 0
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = next(inputs, node.args[0] if node.args else None)
+            continue
+        env[node] = run_node_meta(gm, node, env)
+        total += _call_flops(gm, node, env.get)
+    return total // _batch(gm, env.get)

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from ..layers import kernel_after, spec_for
 from .blocks import Block, find_blocks, skip_positions
+from .branches import residual_join
 from .channels import ChannelSpaces, analyze_channels
 from .cost import node_flops, node_params
 from .kinds import Kind, kind_of, module_at
 from .shapes import META_KEY
+from .spatial import hard_coded_reshapes, upstream_of
 
 __all__ = ["Layer", "Analysis", "analyze", "find_layers", "kernel_after", "VARIABLES"]
 
@@ -39,6 +42,7 @@ class Layer:
     fixed_reason: str  # why not, when not removable ("" otherwise)
     shrinkable: tuple[str, ...]  # variables the shrink policy may change: "out", "kernel"
     out_owner: str  # node that decides this layer's output channels (coupled group owner)
+    branch: str = ""  # residual add whose branch removing this layer empties ("": a plain bypass)
 
 
 @dataclass
@@ -67,42 +71,12 @@ def _pair_max(v) -> int:
     return int(v) if isinstance(v, int) else 0
 
 
-def kernel_after(kernel: int, padding: int, dilation: int, ratio: float) -> tuple[int, int] | None:
-    """New (kernel, padding) side after shrinking by ``ratio``, keeping the output size.
-
-    Kernels stay odd (the centre is kept); None when the padding cannot absorb the change.
-    """
-    if kernel <= 1:
-        return (kernel, padding)
-    k = max(1, round(kernel * ratio))
-    if k % 2 == 0:
-        k -= 1
-    k = min(k, kernel)
-    if (kernel - k) % 2:
-        k -= 1  # even teacher kernels: keep the parity so the crop stays centred
-        if k < 1:
-            return None
-    p = padding - dilation * (kernel - k) // 2
-    if p < 0:
-        return None
-    return (k, p)
-
-
 def _conv_geometry(mod: nn.Module) -> tuple[int, int, int]:
     k = _pair_max(getattr(mod, "kernel_size", 0))
     s = _pair_max(getattr(mod, "stride", 1)) or 1
     p = getattr(mod, "padding", 0)
     p = 0 if isinstance(p, str) else _pair_max(p)
     return k, s, p
-
-
-def _kernel_shrinkable(mod: nn.Module) -> bool:
-    if not isinstance(mod, nn.modules.conv._ConvNd) or isinstance(mod.padding, str):
-        return False
-    return any(
-        k > 1 and kernel_after(k, p, d, 0.1) is not None and kernel_after(k, p, d, 0.1)[0] < k
-        for k, p, d in zip(mod.kernel_size, mod.padding, mod.dilation, strict=False)
-    )
 
 
 def _functional_geometry(node: fx.Node) -> tuple[int, int, int]:
@@ -117,6 +91,7 @@ def _functional_geometry(node: fx.Node) -> tuple[int, int, int]:
     return 0, 1, 0
 
 
+_SPATIAL = (Kind.CONV, Kind.CONV_DW, Kind.CONV_GROUPED, Kind.MAXPOOL, Kind.AVGPOOL, Kind.ADAPTIVEPOOL)
 _PASS_THROUGH = (Kind.RELU, Kind.ACTIVATION, Kind.GATE, Kind.DROPOUT, Kind.BATCHNORM, Kind.NORM)
 
 
@@ -154,6 +129,8 @@ def analyze(gm: fx.GraphModule) -> Analysis:
     spaces = analyze_channels(gm)
     blocks = find_blocks(gm)
     skips = skip_positions(gm, blocks)
+    sizes = {name: ci.size for name, ci in spaces.info.items() if ci.dim is not None}
+    before_reshape = upstream_of(hard_coded_reshapes(gm, sizes))
     owners: dict[int, str] = {}
     layers: list[Layer] = []
     for node in gm.graph.nodes:
@@ -161,6 +138,8 @@ def analyze(gm: fx.GraphModule) -> Analysis:
         if kind is None or not node.args or not isinstance(node.args[0], fx.Node):
             continue
         val = node.meta.get(META_KEY)
+        if kind is Kind.ATTENTION and isinstance(val, (tuple, list)) and val:
+            val = val[0]  # (output, attention weights)
         src = node.args[0].meta.get(META_KEY)
         if not isinstance(val, torch.Tensor) or not isinstance(src, torch.Tensor):
             continue
@@ -170,6 +149,9 @@ def analyze(gm: fx.GraphModule) -> Analysis:
         ci_in = spaces.info.get(node.args[0].name)
         out = ci_out.size if ci_out and ci_out.dim is not None else int(val.shape[-1] if val.dim() else 0)
         in_size = ci_in.size if ci_in and ci_in.dim is not None else int(src.shape[-1] if src.dim() else 0)
+        axis = spec_for(mod).in_axis(mod, src.dim()) if mod is not None else None
+        if axis is not None and (ci_in is None or ci_in.dim != axis):
+            in_size = int(src.shape[axis])  # the weights read another axis than the tracked channels
         cls_out = spaces.class_of(node.name)
         changes_channels = in_size != out or (ci_in is not None and ci_out is not None and ci_in.root != ci_out.root)
         fixed = ""
@@ -179,8 +161,25 @@ def analyze(gm: fx.GraphModule) -> Analysis:
             fixed = f"removal changes a fixed size ({cls_out.pinned[0]})"
         if not fixed and kind is Kind.OTHER and tuple(val.shape) != tuple(src.shape):
             fixed = "unknown layer type that changes its input's shape"
+        if (
+            not fixed
+            and node.name in before_reshape
+            and kind in _SPATIAL
+            and val.dim() >= 3
+            and src.dim() == val.dim()
+            and tuple(val.shape[2:]) != tuple(src.shape[2:])
+        ):
+            fixed = f"changes the spatial size that {before_reshape[node.name]} hard-codes (windowed reshape)"
         if not fixed and kind is Kind.ADAPTIVEPOOL and _feeds_classifier(gm, node):
             fixed = "global pool before the classifier (removing it only inflates the Linear input)"
+        branch = ""
+        if (fixed and cls_out is not None and cls_out.pinned) or kind is Kind.ATTENTION:
+            # writes a fixed-size residual stream: removable as its whole branch, if it has one
+            branch = residual_join(gm, node) or ""
+            if branch:
+                fixed = ""
+            elif kind is Kind.ATTENTION:
+                fixed = fixed or "attention outside a residual branch"
         shrink: list[str] = []
         owner = node.name
         if cls_out is not None and node.name in cls_out.producers:
@@ -189,8 +188,8 @@ def analyze(gm: fx.GraphModule) -> Analysis:
                 shrink.append("out")
         elif cls_out is not None and cls_out.producers:
             owner = cls_out.producers[0]
-        if mod is not None and _kernel_shrinkable(mod):
-            shrink.append("kernel")
+        if mod is not None:
+            shrink.extend(spec_for(mod).variables(mod))
         s_start, s_end = skips.get(node.name, (0, 0))
         layers.append(
             Layer(
@@ -213,6 +212,7 @@ def analyze(gm: fx.GraphModule) -> Analysis:
                 fixed_reason=fixed,
                 shrinkable=tuple(shrink),
                 out_owner=owner,
+                branch=branch,
             )
         )
     return Analysis(gm, layers, blocks, spaces, {lay.node: lay for lay in layers})

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ..layers import spec_for
 from .kinds import module_at
 
 __all__ = [
@@ -39,78 +40,20 @@ def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-# modules whose output has the input's shape: no need to run them, even on meta
-_SAME_SHAPE = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.ELU,
-    nn.Mish,
-    nn.Identity,
-    nn.modules.dropout._DropoutNd,
-)
-
-
-def _conv_out(module: nn.modules.conv._ConvNd, x: torch.Tensor) -> torch.Tensor:
-    """The output of a (non-transposed) conv on ``x``, by the shape formula."""
-    nd = len(module.kernel_size)
-    if x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != module.in_channels:
-        raise RuntimeError(
-            f"{type(module).__name__} expects {module.in_channels} input channels, got input {tuple(x.shape)}"
-        )
-    if isinstance(module.padding, str):
-        pads = [0] * nd if module.padding == "valid" else None
-    else:
-        pads = list(module.padding)
-    sizes = []
-    for d in range(nd):
-        n = x.shape[x.dim() - nd + d]
-        if pads is None:  # "same" (stride 1 only, checked by torch at construction)
-            sizes.append(n)
-            continue
-        span = module.dilation[d] * (module.kernel_size[d] - 1) + 1
-        out = (n + 2 * pads[d] - span) // module.stride[d] + 1
-        if out < 1:
-            raise RuntimeError(f"{type(module).__name__}: input {tuple(x.shape)} is smaller than its kernel")
-        sizes.append(out)
-    return torch.empty((*x.shape[: x.dim() - nd - 1], module.out_channels, *sizes), dtype=x.dtype, device="meta")
-
-
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
 def call_module_meta(module: nn.Module, args: tuple, kwargs: dict) -> Any:
     """Run ``module`` on meta inputs, with meta stand-ins for its weights.
 
-    Same-shape layers, convolutions and Linears are answered by their shape rules (with the
-    checks their forward makes); everything else runs under ``functional_call`` on meta.
+    A module whose ``LayerSpec`` has a shape rule (convs, linears, norms, activations) is
+    answered by it, with the checks its forward makes; everything else runs under
+    ``functional_call`` on meta.
     """
     if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
-        x = args[0]
-        kind = type(module)
-        if isinstance(module, _SAME_SHAPE):
-            _check_features(module, x)
-            return meta_like(x)
-        if kind in _CONVS:
-            return _conv_out(module, x)
-        if kind is nn.Linear:
-            if x.dim() < 1 or x.shape[-1] != module.in_features:
-                raise RuntimeError(f"Linear expects {module.in_features} input features, got input {tuple(x.shape)}")
-            return torch.empty((*x.shape[:-1], module.out_features), dtype=x.dtype, device="meta")
+        shape = spec_for(module).out_shape(module, args[0])
+        if shape is not None:
+            return torch.empty(shape, dtype=args[0].dtype, device="meta")
     try:
         return torch.func.functional_call(module, _meta_state(module), args, kwargs)
-    except Exception:
+    except Exception:  # not swallowed: the run on zeros raises again if the input does not fit
         # data-dependent modules (user leaf modules) cannot run on meta: run on zeros once
         real = _map_tensors(lambda t: torch.zeros(t.shape, dtype=t.dtype), (args, kwargs))
         with torch.no_grad():
@@ -126,25 +69,6 @@ def _map_tensors(fn, x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _map_tensors(fn, v) for k, v in x.items()}
     return x
-
-
-def _check_features(module: nn.Module, x: torch.Tensor) -> None:
-    """The shape checks the skipped forward would have made."""
-    n = getattr(module, "num_features", None)
-    if isinstance(module, nn.modules.batchnorm._NormBase) and n is not None and (x.dim() < 2 or x.shape[1] != n):
-        raise RuntimeError(f"{type(module).__name__} expects {n} channels, got input {tuple(x.shape)}")
-    if isinstance(module, nn.LayerNorm) and tuple(x.shape[-len(module.normalized_shape) :]) != tuple(
-        module.normalized_shape
-    ):
-        raise RuntimeError(f"LayerNorm over {tuple(module.normalized_shape)} got input {tuple(x.shape)}")
-    if isinstance(module, nn.GroupNorm) and (x.dim() < 2 or x.shape[1] != module.num_channels):
-        raise RuntimeError(f"GroupNorm expects {module.num_channels} channels, got input {tuple(x.shape)}")
-    if (
-        isinstance(module, nn.PReLU)
-        and module.num_parameters > 1
-        and (x.dim() < 2 or x.shape[1] != module.num_parameters)
-    ):
-        raise RuntimeError(f"PReLU expects {module.num_parameters} channels, got input {tuple(x.shape)}")
 
 
 # element-wise binary ops whose meta output is the broadcast of two same-dtype tensors

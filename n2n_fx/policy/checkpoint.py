@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..features.features import FEATURE_DIM
 from .removal import RemovalPolicy, RemovalPolicyConfig
 from .shrink import ShrinkPolicy, ShrinkPolicyConfig
+from .vocabulary import column_map, current_vocabulary, saved_vocabulary, widen_inputs
 
 __all__ = ["POLICY_FORMAT", "Policy", "save_policy", "load_policy", "policy_spec", "build_policy"]
 
@@ -51,18 +53,25 @@ def build_policy(spec: dict[str, Any]) -> Policy:
 
 
 def save_policy(policy: Policy, path: str | os.PathLike) -> None:
-    """Write ``policy`` to ``path`` as {format, kind, config, state_dict}.
+    """Write ``policy`` to ``path`` as {format, kind, config, kinds, state_dict}.
+
+    ``kinds`` is the layer-kind vocabulary its feature rows use (None for custom rows).
 
     Example::
 
         save_policy(policy, "runs/x/removal.pt"); same = load_policy("runs/x/removal.pt")
     """
-    state = {"format": POLICY_FORMAT, **policy_spec(policy), "state_dict": policy.state_dict()}
+    kinds = current_vocabulary() if policy.config.feature_dim == FEATURE_DIM else None  # None: custom rows
+    state = {"format": POLICY_FORMAT, **policy_spec(policy), "kinds": kinds, "state_dict": policy.state_dict()}
     torch.save(state, os.fspath(path))
 
 
 def load_policy(path: str | os.PathLike) -> Policy:
     """Rebuild a policy written by ``save_policy`` (``torch.load(weights_only=True)``).
+
+    A policy saved with fewer layer kinds than this version has loads onto today's features:
+    its input weights move to their kinds' columns and new kinds get zero weights, so it acts
+    as it did on every layer kind it knew (``n2n_fx.policy.vocabulary``).
 
     Raises ``CheckpointError`` when the file is missing, corrupt, of another format, or its
     weights do not match its config.
@@ -78,10 +87,34 @@ def load_policy(path: str | os.PathLike) -> Policy:
         ) from None
     if not isinstance(state, dict) or state.get("format") != POLICY_FORMAT:
         raise CheckpointError(f"{path} is not a {POLICY_FORMAT} file; save it with save_policy")
+    state, weights = _onto_current_vocabulary(state)
     policy = build_policy(state)
     try:
-        policy.load_state_dict(state["state_dict"])
+        policy.load_state_dict(weights)
     except (KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0][:120]
         raise CheckpointError(f"{path}: weights do not match the saved config ({first}); re-save it") from None
     return policy
+
+
+def _onto_current_vocabulary(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The saved spec and weights, widened when the policy knew fewer layer kinds than today."""
+    weights = state.get("state_dict")
+    config = state.get("config")
+    if not isinstance(weights, dict) or not isinstance(config, dict) or not isinstance(config.get("feature_dim"), int):
+        return state, weights  # build_policy / load_state_dict say what is wrong
+    old = saved_vocabulary(state)
+    new = current_vocabulary()
+    if old is None or old == new:
+        return state, weights
+    cols = column_map(old, new)
+    if cols.numel() != config["feature_dim"]:
+        raise CheckpointError(
+            f"policy rows have {config['feature_dim']} features but {len(old)} saved kinds; re-save it"
+        )
+    policy_cls, _ = _KINDS.get(state.get("kind"), (None, None))
+    if policy_cls is None:
+        return state, weights
+    grown = {**state, "config": {**config, "feature_dim": FEATURE_DIM}}
+    blocks = build_policy(grown).feature_blocks()
+    return grown, widen_inputs(weights, blocks, cols, FEATURE_DIM)

@@ -88,6 +88,11 @@ class RemovalPolicy(nn.Module):
             p = config.remove_prior
             self.head.bias.fill_(math.log(p / (1.0 - p)))
 
+    def feature_blocks(self) -> dict[str, int]:
+        """Weights that read the feature row ``x_t``, and the input column where it starts."""
+        h = self.config.hidden_size
+        return {"lstm.weight_ih_l0": 0, "lstm.weight_ih_l0_reverse": 0, "head.weight": 2 * h, "value.weight": 2 * h}
+
     # ---- inputs ----------------------------------------------------------------------------
 
     def _check(self, x: torch.Tensor, removable: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +191,7 @@ class RemovalPolicy(nn.Module):
         if (actions[:, ~removable] == REMOVE).any():
             raise ConfigError("actions remove a fixed layer (removable=False); keep fixed layers")
         if actions.shape[1] == 0:
-            return self._empty(actions.shape[0])
+            return Rollout.empty(actions.shape[0], self.value is not None)
         feats = self._trunk(x)  # (L, 2H + F)
         return self._score(feats, self.head(feats).squeeze(-1), removable, actions)
 

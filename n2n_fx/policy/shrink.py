@@ -93,6 +93,11 @@ class ShrinkPolicy(nn.Module):
             nn.init.normal_(self.head.weight, std=config.init_scale)
             self.head.bias.copy_(config.keep_bias * torch.tensor(config.ratios))
 
+    def feature_blocks(self) -> dict[str, int]:
+        """Weights that read the feature row ``x_t``, and the input column where it starts."""
+        h = self.config.hidden_size
+        return {"lstm.weight_ih_l0": 0, "head.weight": h, "value.weight": h}
+
     @property
     def start_token(self) -> int:
         """Previous-action index fed at t = 0."""

@@ -1,10 +1,8 @@
 """Measure a model: trainable parameters, FLOPs, CPU latency and peak activation memory.
 
-* FLOPs are per sample (batch 1) and FLOPs = 2 x MACs, counted by forward hooks on
-  convolution and linear modules only: conv ``2·k_h·k_w·(C_in/groups)·C_out·H_out·W_out``
-  (any number of spatial dims; transposed convs alike over the input positions), linear
-  ``2·in·out`` per output row. Biases, BN, activations, pooling and functional
-  matmuls (e.g. attention) are not counted. The hooks run on meta tensors, so nothing
+* FLOPs are per sample (batch 1) and FLOPs = 2 x MACs of convolutions, linears, matrix
+  products and attention, counted by the one counter of ``n2n_fx.graph.cost`` (the
+  convention of ``torch.utils.flop_counter.FlopCounterMode``) on meta tensors, so nothing
   is computed at real size.
 * Peak activation memory is the largest total size of the tensors alive at once while an
   fx graph runs at batch 1: every node's output (placeholders included, parameters not)
@@ -26,7 +24,8 @@ import torch
 from torch import fx, nn
 from torch.utils._pytree import tree_leaves
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TraceError
+from ..graph.cost import graph_flops
 
 __all__ = [
     "Measurement",
@@ -37,16 +36,13 @@ __all__ = [
     "measure",
 ]
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_TCONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
 
 @dataclass(frozen=True)
 class Measurement:
     """Measured quantities of one model (None: not measured)."""
 
     params: int  # trainable parameters
-    flops: int  # FLOPs per sample (2 x MACs of conv and linear layers)
+    flops: int  # FLOPs per sample (2 x MACs of convs, linears, matrix products, attention)
     latency_ms: float | None = None  # median batch-1 CPU forward time in milliseconds
     activation_bytes: int | None = None  # peak bytes of live activations at batch 1
 
@@ -79,69 +75,30 @@ def _example(example: torch.Tensor | Sequence[int], batch: int = 1) -> torch.Ten
     return torch.randn(batch, *size)
 
 
-def _meta_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    # torch.empty, not empty_like: empty_like on meta is ~100x slower (it goes through torch._refs)
-    state = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in model.named_parameters()}
-    state.update(
-        {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in model.named_buffers() if v is not None}
-    )
-    return state
-
-
 def count_flops(model: nn.Module, example: torch.Tensor | Sequence[int]) -> int:
-    """FLOPs (= 2 x MACs) of one sample through ``model``'s conv and linear modules.
+    """FLOPs (= 2 x MACs) of one sample through ``model``, by n2n_fx's one FLOP counter.
 
-    ``example`` is an input tensor (its first sample is used) or an input size (C, H, W).
+    Convolutions, linears, matrix products and attention are counted as
+    ``torch.utils.flop_counter.FlopCounterMode`` counts them (see ``n2n_fx.graph.cost``), on
+    meta tensors. ``example`` is an input tensor (its first sample is used) or an input size
+    (C, H, W). A module that is not an ``fx.GraphModule`` is traced first (``torch.fx``).
 
     Example:
         >>> count_flops(nn.Conv2d(3, 8, 3, padding=1), (3, 4, 4))  # 2*3*3*3*8*4*4
         6912
     """
     x = _example(example, batch=1)
-    total = 0
-
-    def conv_hook(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal total
-        k = 1
-        for d in m.kernel_size:  # type: ignore[union-attr]
-            k *= int(d)
-        per_sample_out = out[0].numel()  # C_out * prod(spatial)
-        total += 2 * k * (m.in_channels // m.groups) * per_sample_out  # type: ignore[operator]
-
-    def tconv_hook(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal total
-        k = 1
-        for d in m.kernel_size:  # type: ignore[union-attr]
-            k *= int(d)
-        per_sample_in = inputs[0][0].numel()  # C_in * prod(input spatial)
-        total += 2 * k * (m.out_channels // m.groups) * per_sample_in  # type: ignore[operator]
-
-    def linear_hook(m: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal total
-        total += 2 * m.in_features * out[0].numel()  # type: ignore[operator]
-
-    handles = []
-    for m in model.modules():
-        if isinstance(m, _CONVS):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, _TCONVS):
-            handles.append(m.register_forward_hook(tconv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-    was_training = model.training
-    model.eval()
+    if isinstance(model, fx.GraphModule):
+        return graph_flops(model, x)
     try:
-        with torch.no_grad():
-            try:
-                torch.func.functional_call(model, _meta_state(model), (x.to("meta"),))
-            except (NotImplementedError, RuntimeError):  # an op without a meta kernel: run for real
-                total = 0
-                model(x.to(_device_of(model)))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return int(total)
+        gm = fx.symbolic_trace(model)
+    except Exception as e:  # fx raises many kinds of errors; reported, not swallowed
+        text = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise TraceError(
+            f"cannot count the FLOPs of {type(model).__name__}: torch.fx cannot trace it ({text}); "
+            "pass an fx.GraphModule (n2n_fx.trace)"
+        ) from None
+    return graph_flops(gm, x)  # a student that does not fit its input raises RuntimeError here
 
 
 def _device_of(model: nn.Module) -> torch.device:

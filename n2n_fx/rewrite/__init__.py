@@ -1,8 +1,8 @@
 """Graph surgery: actions -> plan -> rebuild walk -> student GraphModule + diff."""
 
+from ..layers import LayerSpec, RebuildContext, Rebuilt, register_layer
 from .degenerate import Degenerate, Reason
 from .diff import Diff, compare, to_dot
-from .handlers import RebuildContext, Rebuilt, register_handler
 from .importance import keep_indices, l1_importance
 from .plan import Plan, make_plan
 from .rewrite import Rewrite, apply_actions, apply_plan, remove_layers, shrink
@@ -10,6 +10,7 @@ from .rewrite import Rewrite, apply_actions, apply_plan, remove_layers, shrink
 __all__ = [
     "Degenerate",
     "Diff",
+    "LayerSpec",
     "Plan",
     "Reason",
     "RebuildContext",
@@ -21,7 +22,7 @@ __all__ = [
     "keep_indices",
     "l1_importance",
     "make_plan",
-    "register_handler",
+    "register_layer",
     "remove_layers",
     "shrink",
     "to_dot",

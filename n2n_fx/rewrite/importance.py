@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import fx, nn
+from torch import fx
 
 from ..graph.channels import ChannelClass
 from ..graph.kinds import module_at
+from ..layers import spec_for
 
 __all__ = ["Importance", "l1_importance", "keep_indices"]
 
@@ -18,6 +19,8 @@ Importance = Callable[[fx.GraphModule, ChannelClass], torch.Tensor]
 
 def l1_importance(gm: fx.GraphModule, cls: ChannelClass) -> torch.Tensor:
     """Sum over the space's producers of each output filter's L1 norm (each producer normalised).
+
+    A producer's per-filter score is its ``LayerSpec.importance``.
 
     Example:
         >>> scores = l1_importance(gm, analysis.spaces.class_of("layer1_0_conv1"))
@@ -29,10 +32,9 @@ def l1_importance(gm: fx.GraphModule, cls: ChannelClass) -> torch.Tensor:
         if node is None or node.op != "call_module":
             continue
         mod = module_at(gm, node.target)
-        w = getattr(mod, "weight", None)
-        if not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) or w is None or w.shape[0] != cls.size:
+        s = spec_for(mod).importance(mod)  # (C_out,) per-filter L1, or None
+        if s is None or s.numel() != cls.size:
             continue
-        s = w.detach().reshape(w.shape[0], -1).abs().sum(1).float()  # per-filter L1 (2-3x faster than vector_norm)
         score += s / s.mean().clamp_min(1e-12)
     return score
 

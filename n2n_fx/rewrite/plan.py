@@ -6,11 +6,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
-from torch import fx, nn
+from torch import fx
 
 from ..errors import ConfigError
 from ..graph.kinds import Kind, module_at
-from ..graph.layers import Analysis, kernel_after
+from ..graph.layers import Analysis
+from ..layers import kernel_after, spec_for
 from .importance import Importance, keep_indices, l1_importance
 
 __all__ = ["Plan", "make_plan", "ShrinkSpec"]
@@ -34,6 +35,8 @@ class Plan:
     # picks them by L1 of the removed layer's weights and records them in ``RebuildResult``;
     # given, it replays them (the same student from another weight set, e.g. a supernet's).
     selections: dict[str, torch.Tensor] = field(default_factory=dict)
+    # removed layer -> the residual add its whole branch no longer feeds (``Layer.branch``)
+    branches: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_noop(self) -> bool:
@@ -62,6 +65,8 @@ def _next_conv(gm: fx.GraphModule, node: fx.Node, removed: frozenset[str], kinds
             return None
         if kind in (Kind.CONV, Kind.CONV_DW, Kind.CONV_GROUPED) and u.name not in removed:
             mod = module_at(gm, u.target)
+            if getattr(mod, "transposed", False):
+                return None  # a transposed conv's stride upsamples: it cannot take a stride over
             return u if all(s == 1 for s in mod.stride) else None
         cur = u
     return None
@@ -88,12 +93,16 @@ def make_plan(
             raise ConfigError(f"layer {node} cannot be removed: {lay.fixed_reason}")
         removed.add(node)
     plan = Plan(removed=frozenset(removed))
+    plan.branches = {n: analysis.by_node[n].branch for n in removed if analysis.by_node[n].branch}
     nodes = {n.name: n for n in gm.graph.nodes}
     kinds = {lay.node: lay.kind for lay in analysis.layers}
 
     for name in sorted(removed, key=lambda n: analysis.by_node[n].index):
         lay = analysis.by_node[name]
-        if lay.kind in (Kind.CONV, Kind.CONV_DW, Kind.CONV_GROUPED) and lay.stride > 1:
+        transposed = (
+            getattr(module_at(gm, lay.target), "transposed", False) if nodes[name].op == "call_module" else False
+        )
+        if lay.kind in (Kind.CONV, Kind.CONV_DW, Kind.CONV_GROUPED) and lay.stride > 1 and not transposed:
             nxt = _next_conv(gm, nodes[name], plan.removed, kinds)
             if nxt is not None and nxt.name not in plan.strides:
                 plan.strides[nxt.name] = (name, lay.stride)
@@ -126,7 +135,7 @@ def make_plan(
                     plan.shrunk_out[lay.out_owner] = (cls.size, int(kept.numel()))
             else:
                 mod = module_at(gm, nodes[node].target) if nodes[node].op == "call_module" else None
-                if "kernel" not in lay.shrinkable or not isinstance(mod, nn.modules.conv._ConvNd):
+                if "kernel" not in lay.shrinkable or mod is None or "kernel" not in spec_for(mod).variables(mod):
                     raise ConfigError(f"layer {node} has no kernel to shrink (only convs with kernel > 1)")
                 ks, ps = [], []
                 for k, p, d in zip(mod.kernel_size, mod.padding, mod.dilation, strict=False):

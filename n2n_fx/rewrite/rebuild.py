@@ -2,14 +2,20 @@
 
 The walk visits the teacher's nodes in order and emits the student's graph:
 
-* a removed layer is bypassed (its users read its input);
+* a removed layer is bypassed (its users read its input); a removed layer that writes a
+  fixed-size residual stream (``Layer.branch``: attention, a transformer MLP's output)
+  removes its whole branch instead, and the residual add passes the stream on;
 * every layer module is rebuilt by its handler to fit the channels it now receives,
   inheriting the teacher's weights through a per-channel index map (``_Prov``);
 * joins (add, mul, cat along channels) restore each operand to the channel count the
   join expects (zero- or one-padding, or narrowing) and to a common spatial size
   (adaptive average pooling of the larger operand), so residual blocks stay valid;
 * a join whose operands collapsed into one node (an emptied branch) becomes identity;
-* every other op runs unchanged; if it no longer fits, the student is degenerate.
+* every other op runs unchanged; if it no longer fits (its own shape check raises), the
+  student is degenerate.
+
+Only ``RepairError`` (a handler that cannot rebuild, an op that rejects its new input)
+makes a degenerate student; any other exception is a bug in the surgery and propagates.
 
 Values are propagated on the meta device, so the walk costs no real compute. The teacher
 is never modified.
@@ -26,14 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..errors import RepairError
+from ..graph.branches import is_residual_add, zero_preserving
 from ..graph.channels import ChannelInfo, is_cat, is_join, pad_value
 from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
 from ..graph.layers import Analysis
 from ..graph.shapes import META_KEY, call_function_meta, call_module_meta, meta_like
+from ..layers import RebuildContext, gather, spec_for
 from ..teacher.trace import INPUT_SIZE_KEY
 from .degenerate import Degenerate, Reason
-from .handlers import RebuildContext, RepairError, gather, handler_for
 from .plan import Plan
 
 __all__ = ["rebuild", "RebuildResult"]
@@ -44,6 +52,8 @@ _INPLACE = {
     operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
 }
+# what a model's op raises when its shape check rejects an input (torch._assert raises AssertionError)
+_OP_REJECTS = (RuntimeError, ValueError, IndexError, AssertionError)
 _ADAPTIVE_POOL = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 
 
@@ -133,16 +143,19 @@ class _Walk:
         return n
 
     def run(self, snode: fx.Node) -> Any:
+        """Evaluate the student's op on meta values; an op that rejects its new input is a ``RepairError``."""
         args = fx.node.map_arg(snode.args, lambda n: self.val[n])
         kwargs = fx.node.map_arg(snode.kwargs, lambda n: self.val[n])
-        if snode.op == "call_module":
-            out = call_module_meta(self.attrs[snode.target], args, kwargs)
-        elif snode.op == "call_function":
-            out = call_function_meta(_INPLACE.get(snode.target, snode.target), args, kwargs)
-        elif snode.op == "call_method":
-            out = getattr(args[0], snode.target)(*args[1:], **kwargs)
-        else:
-            raise RuntimeError(snode.op)
+        try:
+            if snode.op == "call_module":
+                out = call_module_meta(self.attrs[snode.target], args, kwargs)
+            elif snode.op == "call_function":
+                out = call_function_meta(_INPLACE.get(snode.target, snode.target), args, kwargs)
+            else:
+                out = getattr(args[0], snode.target)(*args[1:], **kwargs)
+        except _OP_REJECTS as e:  # the model's own shape check (torch, torch._assert) refused the input
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RepairError(f"({_describe(snode)}) {msg[:200]}") from e
         self.val[snode] = out
         snode.meta[META_KEY] = out
         return out
@@ -248,7 +261,7 @@ class _Walk:
                 kernel=self.plan.kernels.get(t.name),
                 stride=self.plan.strides[t.name][1] if t.name in self.plan.strides else None,
             )
-            built = handler_for(mod)(mod, ctx)
+            built = spec_for(mod).rebuild(mod, ctx)
             new_mod = built.module
             changed = _shape_sig(new_mod) != _shape_sig(mod)
             if positional and changed:
@@ -269,8 +282,10 @@ class _Walk:
         if getattr(new_mod, "inplace", False):
             new_mod.inplace = False  # bypassed layers can make an in-place op overwrite a tensor still needed
         path = t.target
-        if path in self.attrs and _shape_sig(self.attrs[path]) != _shape_sig(new_mod):
-            path = f"{t.target}__{t.name}"  # a shared teacher module now needs two shapes
+        if path in self.attrs and not _same_module(self.attrs[path], new_mod):
+            # a module called twice whose calls now need different weights: untying them would
+            # silently change the model, so the rewrite is refused
+            raise RepairError(f"module {t.target} is shared by several calls that now need different weights")
         if path not in self.attrs:
             self.attrs[path] = new_mod  # else: reuse, so weight sharing is kept
         s = self.emit(t, "call_module", path, args, kwargs)
@@ -367,26 +382,24 @@ class _Walk:
         if t.op != "call_module":
             return
         mod = module_at(self.t, t.target)
-        w = getattr(mod, "weight", None)
-        if not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) or w is None:
+        use = spec_for(mod).input_use(mod)  # (C_in,) L1 of the weights per input channel; None: no rule
+        if use is None:
             return
         s_in = self.vmap[t]
         want = self.expected(ti_out.root, ti_out.size).numel() * ti_out.expand
         dim = ti_in.dim
         have = int(self.val[s_in].shape[dim])
-        if have <= want or (isinstance(mod, nn.modules.conv._ConvNd) and mod.groups > 1):
+        if have <= want:
             return
         if not self.feeds_kept_weights(t):
             return  # a join or the output comes first: the join's own repair is cheaper
         keep = self.plan.selections.get(t.name)
         if keep is None:
             in_idx, _, _ = self.in_map(t.args[0], s_in)
-            dims = (0, *range(2, w.dim()))
-            col = torch.linalg.vector_norm(w.detach(), ord=1, dim=dims)  # (C_in,) use of each input
-            score = torch.where(in_idx >= 0, col[in_idx.clamp(0, col.numel() - 1)], torch.zeros(()))
+            score = torch.where(in_idx >= 0, use[in_idx.clamp(0, use.numel() - 1)], torch.zeros(()))
             keep = torch.sort(torch.topk(score, want, sorted=False).indices).values
         elif keep.numel() != want or int(keep.max()) >= have:
-            raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: replayed selection of {keep.numel()} channels does not fit")
+            raise RepairError(f"replayed selection of {keep.numel()} channels does not fit")
         self.result.selections[t.name] = keep
         buf = f"{t.target.replace('.', '_')}_keep"
         self.attrs[buf] = keep
@@ -402,6 +415,22 @@ class _Walk:
             self.prov[n] = _Prov(sp.root, dim, sp.idx[keep], sp.expand)
         self.result.inserted[n.name] = f"select {want} of {have} channels in place of removed {t.name}"
         self.vmap[t] = n
+
+    def through_removed_branch(self, t: fx.Node) -> None:
+        """A node reading a removed branch: zero-preserving ops stay empty, the residual add
+        passes its stream on (the add becomes identity), anything else cannot be repaired."""
+        src = next(a for a in t.all_input_nodes if self.vmap.get(a) is _NO_BRANCH)
+        if is_residual_add(t):
+            rest = [self.vmap[a] for a in t.args[:2] if isinstance(a, fx.Node) and self.vmap[a] is not _NO_BRANCH]
+            if len(rest) != 1:
+                raise RepairError("both operands of the residual add were removed")
+            self.vmap[t] = rest[0]
+            self.result.collapsed.append(t.name)
+            self.note(t.name, f"branch removed with {src.name}: the stream passes unchanged")
+        elif zero_preserving(self.t, t, src) or not t.users:  # (an unused read is dropped)
+            self.vmap[t] = _NO_BRANCH
+        else:
+            raise RepairError(f"the output of a removed branch reaches {_describe(t)}")
 
     # ---- joins ---------------------------------------------------------------------------
     def _insert(self, anchor: fx.Node, fn: Any, args: tuple, why: str) -> fx.Node:
@@ -534,12 +563,21 @@ class _Walk:
     # ---- main ----------------------------------------------------------------------------
     def walk(self) -> fx.Graph:
         for t in self.t.graph.nodes:
+            if t.name in self.plan.branches:
+                self.vmap[t] = _NO_BRANCH  # its residual branch adds nothing any more
+                continue
+            if any(self.vmap.get(a) is _NO_BRANCH for a in t.all_input_nodes):
+                try:
+                    self.through_removed_branch(t)
+                except RepairError as e:
+                    raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: {e}") from None
+                continue
             if t.name in self.plan.removed:
                 self.vmap[t] = self.vmap[t.args[0]]
                 try:
                     self.narrow_removed(t)
-                except Exception as e:
-                    raise _Fail(Reason.UNREPAIRABLE, f"{t.name} (removed): {str(e)[:200]}") from None
+                except RepairError as e:
+                    raise _Fail(Reason.UNREPAIRABLE, f"{t.name} (removed): {e}") from None
                 continue
             try:
                 if t.op == "placeholder":
@@ -558,14 +596,12 @@ class _Walk:
                         p = self.cat_prov(t, s)
                         if p is not None:
                             self.prov[s] = p
-            except _Fail:
-                raise
-            except RepairError as e:
+            except RepairError as e:  # the only expected failure; any other exception is a bug
                 raise _Fail(Reason.UNREPAIRABLE, f"{t.name}: {e}") from None
-            except Exception as e:  # an op no longer fits its new input
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise _Fail(Reason.UNREPAIRABLE, f"{t.name} ({_describe(t)}): {msg[:200]}") from None
         return self.graph
+
+
+_NO_BRANCH = object()  # stands for the output of a removed residual branch (it adds nothing)
 
 
 class _Fail(Exception):
@@ -576,17 +612,18 @@ class _Fail(Exception):
 
 
 def _feature_dim(mod: nn.Module, x: Any) -> int | None:
-    """The axis a module's weights are indexed by: last for Linear/LayerNorm, 1 for conv and norms."""
+    """The axis of ``x`` that the module's weights index (its spec's ``in_axis``)."""
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
         return None
-    if isinstance(mod, (nn.Linear, nn.LayerNorm)):
-        return x.dim() - 1
-    if (
-        isinstance(mod, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU))
-        and x.dim() >= 2
-    ):
-        return 1
-    return None
+    return spec_for(mod).in_axis(mod, x.dim())
+
+
+def _same_module(a: nn.Module, b: nn.Module) -> bool:
+    """Do two rebuilds of one shared module agree (same settings and shapes, equal tensors)?"""
+    if _shape_sig(a) != _shape_sig(b):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _shape_sig(m: Any) -> tuple:
@@ -615,7 +652,10 @@ def _describe(t: fx.Node) -> str:
 
 
 def rebuild(analysis: Analysis, plan: Plan, *, max_linear_growth: float = 8.0) -> RebuildResult:
-    """Apply ``plan`` to ``analysis.gm``; never raises for a bad student (returns it degenerate)."""
+    """Apply ``plan`` to ``analysis.gm``; a student that cannot be repaired is returned degenerate.
+
+    Raises only on bugs (an exception other than ``RepairError``), never for a bad student.
+    """
     w = _Walk(analysis, plan, max_linear_growth)
     try:
         graph = w.walk()

@@ -19,9 +19,12 @@ order, exactly as evaluating them one after the other in this process would
   main process stores the entries in ``evaluator.cache`` in job order, loads the weights
   into ``job.student`` and sets ``job.trained``.
 
-A worker that raises, is killed or runs out of memory fails only its own job: that record
-is degenerate with reason ``"failed: <why>"`` (reward −1), the worker is replaced, and the
-other jobs of the batch keep their results.
+An exception raised while a worker evaluates a student propagates exactly as under
+``SequentialExecutor``: the main process re-raises it (the same type, the worker's
+traceback in its notes) at that job, after storing the results of the jobs before it. Only
+a worker *process* that dies (killed, e.g. by the out-of-memory killer, or lost with its
+node) fails its own job alone: that record is degenerate with reason ``"failed: <why>"``
+(reward −1), the worker is replaced, and the other jobs of the batch keep their results.
 """
 
 from __future__ import annotations
@@ -205,18 +208,39 @@ class _Trainer:
             self.evaluator.config = replace(self.evaluator.config, device=device)
 
     def run(self, task: bytes) -> tuple[str, Any]:
-        """("ok", (record, cache entry, trained weights, rng state)) or ("error", why)."""
+        """("ok", (record, cache entry, trained weights, rng state)) or ("raise", exception).
+
+        The evaluator's exceptions are not turned into degenerate records: they go back to the
+        main process, which raises them where sequential evaluation would have raised them.
+        """
         try:
             spec, weights, seed, step = pickle.loads(task)
             student = _unpack(spec, weights)
             self.evaluator.cache = RewardCache()  # never a hit: the main process decided
             torch.manual_seed(seed)
             record = self.evaluator(student, step=step)
-            entry = self.evaluator.cache.get(record.arch) if record.arch else None
-            trained = {k: v.detach().cpu() for k, v in student.state_dict().items()}
-            return "ok", (record, entry, trained, torch.get_rng_state())
-        except Exception as e:  # MemoryError, unpicklable student, a bug in a custom module
-            return "error", _first_line(e)
+        except Exception as e:  # sent back and re-raised by the main process (not swallowed)
+            return "raise", _portable(e)
+        entry = self.evaluator.cache.get(record.arch) if record.arch else None
+        trained = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+        return "ok", (record, entry, trained, torch.get_rng_state())
+
+
+class WorkerError(RuntimeError):
+    """An exception a worker raised that could not be sent back as itself (its text and traceback)."""
+
+
+def _portable(e: BaseException) -> BaseException:
+    """``e`` if it survives pickling, else a ``WorkerError`` carrying its type, message and traceback."""
+    import traceback
+
+    tb = "".join(traceback.format_exception(e))
+    try:
+        pickle.loads(pickle.dumps(e))
+    except Exception:  # any pickling failure: send its text instead
+        return WorkerError(f"{type(e).__name__}: {e}\n{tb}")
+    e.__notes__ = [*getattr(e, "__notes__", []), f"raised in an executor worker:\n{tb}"]
+    return e
 
 
 def _worker_main(conn, payload: bytes, device: str | None, threads: int) -> None:
@@ -261,7 +285,8 @@ class ParallelExecutor(Executor):
     """Base of executors that train elsewhere: decides what to train, merges results in order.
 
     Subclasses implement ``_train(evaluator, tasks)``: ``tasks`` maps job positions to
-    packed tasks; the answer maps each position to ``("ok", result)`` or ``("error", why)``.
+    packed tasks; the answer maps each position to ``("ok", result)``, ``("raise", exception)``
+    (re-raised in job order) or ``("error", why)`` (the worker process died: a failed job).
     """
 
     name = "parallel"
@@ -303,6 +328,8 @@ class ParallelExecutor(Executor):
                     torch.set_rng_state(rng)  # where sequential evaluation leaves the generator
                     records.append(replace(record, arch=key))
                     continue
+                if status == "raise":  # where sequential evaluation would raise it
+                    raise result
                 failed[key] = f"failed: {result}"
             if key is not None and key in failed:  # the job, or a repeat of a job, that failed
                 torch.manual_seed(job.seed)
@@ -582,9 +609,12 @@ class RayExecutor(ParallelExecutor):
                 try:
                     results[index] = ray.get(ref)
                 except ray.exceptions.RayError as e:  # actor died (killed, out of memory, node lost)
-                    died = isinstance(e, ray.exceptions.RayActorError)
+                    if not isinstance(e, ray.exceptions.RayActorError):
+                        results[index] = ("raise", e)  # not a lost worker: propagates like sequential
+                        idle.append(slot)
+                        continue
                     why = _first_line(e).split(": ", 1)[-1]
-                    results[index] = ("error", f"worker process died ({why})" if died else why)
+                    results[index] = ("error", f"worker process died ({why})")
                     with contextlib.suppress(Exception):  # already gone
                         ray.kill(actors[slot])
                     actors[slot] = self._new_actor()
