@@ -1,6 +1,6 @@
 """Errors raised by n2n_fx. Each message is one line: what was wrong and what to do."""
 
-__all__ = ["N2NError", "TraceError", "ConfigError", "DataError", "CheckpointError", "RunDirError"]
+__all__ = ["N2NError", "TraceError", "ConfigError", "DataError", "CheckpointError", "RunDirError", "DiskError"]
 
 
 class N2NError(Exception):
@@ -25,3 +25,7 @@ class CheckpointError(N2NError):
 
 class RunDirError(N2NError):
     """A folder given as a run directory is not one."""
+
+
+class DiskError(N2NError):
+    """A file could not be written (permission denied, full disk); files written before are intact."""

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..storage import atomic_torch_save
 from .removal import RemovalPolicy, RemovalPolicyConfig
 from .shrink import ShrinkPolicy, ShrinkPolicyConfig
 
@@ -58,7 +59,7 @@ def save_policy(policy: Policy, path: str | os.PathLike) -> None:
         save_policy(policy, "runs/x/removal.pt"); same = load_policy("runs/x/removal.pt")
     """
     state = {"format": POLICY_FORMAT, **policy_spec(policy), "state_dict": policy.state_dict()}
-    torch.save(state, os.fspath(path))
+    atomic_torch_save(state, path)  # a kill mid-write leaves the previous file
 
 
 def load_policy(path: str | os.PathLike) -> Policy:
