@@ -4,7 +4,8 @@ The checks come from the dataclass itself: each field's annotation gives its typ
 ``float``, ``str``, ``bool``, ``dict``, ``X | None``), and ``RANGES`` gives the allowed values
 of numbers (``DEFAULT_RANGE`` for fields it does not name, ``LR_RANGE`` for ``*_lr``). A new
 field is thus checked as soon as it is declared. Values come from TOML/JSON files, so ``"3"``
-is not an int and ``1.5`` is not an int either; an int is a valid float (and becomes one).
+is not an int and ``1.5`` is not an int either; an int is a valid float (and stays an int:
+``reward_subset`` tells a count from a fraction by it).
 
 Example:
     >>> check_fields(SearchConfig(removal_iterations="3"))  # via SearchConfig.__post_init__
@@ -35,9 +36,9 @@ class Range:
 
     def check(self, name: str, x: float) -> None:
         if self.low is not None and (x < self.low or (self.open_low and x == self.low)):
-            raise ConfigError(f"{name}={x!r} must be {'>' if self.open_low else '>='} {self.low:g}")
+            raise ConfigError(f"{name}={x!r} must be {'>' if self.open_low else '>='} {self.low!r}")
         if self.high is not None and x >= self.high:
-            raise ConfigError(f"{name}={x!r} must be < {self.high:g}")
+            raise ConfigError(f"{name}={x!r} must be < {self.high!r}")
 
 
 DEFAULT_RANGE = Range(0)  # counts, sizes, limits and weights: not negative
@@ -57,22 +58,19 @@ RANGES: dict[str, Range] = {
 
 def check_fields(obj: Any, ranges: dict[str, Range] | None = None) -> None:
     """Raise ``ConfigError`` (one line, naming the field) for the first field of the dataclass
-    ``obj`` whose value is not of its annotated type or out of its range; ints given for
-    float fields are stored as floats (``obj`` may be frozen)."""
+    ``obj`` whose value is not of its annotated type or out of its range."""
     ranges = RANGES if ranges is None else ranges
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        checked = _typed(f.name, value, hints[f.name])
-        if checked is not value:
-            object.__setattr__(obj, f.name, checked)
-        if isinstance(checked, (int, float)) and not isinstance(checked, bool):
+        _typed(f.name, value, hints[f.name])
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             rng = ranges.get(f.name) or (LR_RANGE if f.name.endswith("_lr") else DEFAULT_RANGE)
-            rng.check(f.name, checked)
+            rng.check(f.name, value)
 
 
 def _typed(name: str, value: Any, typ: Any) -> Any:
-    """``value`` as ``typ`` (an int for a float becomes a float) or a ConfigError."""
+    """``value`` if it is a ``typ`` (an int is a float too), else a ConfigError."""
     if typing.get_origin(typ) in (typing.Union, types.UnionType):
         options = typing.get_args(typ)
         if value is None and type(None) in options:
@@ -93,11 +91,9 @@ def _typed(name: str, value: Any, typ: Any) -> Any:
     elif origin is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif origin is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
-            value = float(value)
-            if not math.isfinite(value):
-                raise ConfigError(f"{name}={value} must be a finite number")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)  # an int stays one (a count)
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"{name}={value} must be a finite number")
     elif origin is dict:
         ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
     elif isinstance(origin, type):

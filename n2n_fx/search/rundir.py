@@ -99,7 +99,7 @@ class RunDir:
         Free: missing, empty (but for the leftovers of an interrupted creation), or a run that
         was stopped before its first checkpoint (it holds nothing but its inputs; a new run
         replaces them) and that no live process holds."""
-        if _check_free(Path(path)):
+        if _check_free(Path(path)) or (Path(path) / LOCK_NAME).is_file():
             RunLock(path).acquire().release()  # a run starting up in it: say whose
 
     @classmethod
@@ -180,6 +180,8 @@ class RunDir:
     def discard(self, remove_folder: bool) -> None:
         """Undo a run that failed before its search began: its files (and ``remove_folder``: the folder)."""
         self.clear()
+        with writing(self.path):
+            self.file(LOCK_NAME).unlink(missing_ok=True)  # the folder is left as it was found
         self.release()
         if remove_folder:
             with writing(self.path):

@@ -55,17 +55,16 @@ def load_data(cfg: SearchConfig) -> DataSplits:
 def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
     """Load the data, then the teacher from ``cfg.teacher_checkpoint`` or the cache (training it once)."""
     if cfg.teacher_checkpoint:
-        load_teacher(cfg.teacher_checkpoint)  # fail fast on a bad file, before loading data
-    else:
-        build_model(cfg.model)  # fail fast on an unknown model name
-    splits = load_data(cfg)
-    if cfg.teacher_checkpoint:
-        t = load_teacher(cfg.teacher_checkpoint)
+        t = load_teacher(cfg.teacher_checkpoint)  # fail fast on a bad file, before loading data
         if t.spec["model"] != cfg.model:
             raise ConfigError(
                 f"{cfg.teacher_checkpoint} holds a {t.spec['model']} teacher, but the model is {cfg.model}; "
                 f"pass --model {t.spec['model']} (model = {t.spec['model']!r} in a config file)"
             )
+    else:
+        build_model(cfg.model)  # fail fast on an unknown model name
+    splits = load_data(cfg)
+    if cfg.teacher_checkpoint:
         if int(t.spec["num_classes"]) != splits.num_classes or tuple(t.spec["input_size"])[0] != splits.in_channels:
             raise CheckpointError(
                 f"{cfg.teacher_checkpoint} was trained for {t.spec['num_classes']} classes / input {tuple(t.spec['input_size'])}, "
