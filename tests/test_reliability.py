@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import typing
 from pathlib import Path
 
@@ -531,3 +532,67 @@ def test_messages_name_the_real_problem(tmp_path, reference, capsys):
     torch.save({"format": "x", "f": os.getcwd}, d / "checkpoint.pt")
     err = _one_line(capsys, ["compress", "--resume", str(d)], "checkpoint.pt")
     assert "allow-pickle" not in err
+
+
+# -- fault injection: kill -9 anywhere -----------------------------------------------------------------------
+
+
+def _child(mode: str, args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, str(ROOT / "tests" / "_faults.py"), mode, "--", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_kill_at_20_random_moments_every_resume_equals_the_uninterrupted_run(tmp_path, reference, capsys):
+    """kill -9 at 20 moments of a tiny run: at the start of the search (inputs written, no
+    checkpoint), half-way through randomly chosen file writes (temp files and history rows
+    cut), and at random times (start-up and teacher loading included). Each run is then
+    resumed (or, when killed before its folder was a run, started again with the same
+    command) and must end with the history and weights of the uninterrupted run."""
+    cfg = str(_config_file(tmp_path))
+    args = lambda d: ["compress", "--config", cfg, "--run-dir", str(d), "--quiet"]  # noqa: E731
+    t0 = time.perf_counter()
+    proc = _child("none", args(tmp_path / "whole"))
+    err = proc.communicate(timeout=600)[1]
+    total_s = time.perf_counter() - t0
+    assert proc.returncode == 0, err[-500:]
+    n_writes = int(err.rsplit("writes=", 1)[1].split()[0])
+    _assert_same_run(tmp_path / "whole", reference)  # a child process gives the in-process run
+
+    rng = random.Random(20)
+    moments = [("start", 0.0)]
+    moments += [("write", float(k)) for k in sorted(rng.sample(range(1, n_writes + 1), 9))]
+    moments += [("time", round(rng.uniform(0.2, total_s), 2)) for _ in range(10)]
+    seen = []
+    for i, (kind, at) in enumerate(moments):
+        d = tmp_path / f"k{i}"
+        proc = _child("start" if kind == "start" else f"write:{int(at)}" if kind == "write" else "none", args(d))
+        if kind == "time":
+            try:
+                proc.wait(timeout=at)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=600)
+        state = (
+            "finished"
+            if proc.returncode == 0
+            else "no folder"
+            if not (d / "run.json").is_file()
+            else "no checkpoint"
+            if not (d / "checkpoint.pt").is_file()
+            else "checkpointed"
+        )
+        cut = [p.name for p in _temp_files(d)] if d.exists() else []
+        how = ["compress", "--resume", str(d), "--quiet"] if (d / "run.json").is_file() else args(d)
+        capsys.readouterr()
+        assert main(how) == 0, (kind, at, state, capsys.readouterr().err)
+        assert not _temp_files(d)
+        _assert_same_run(d, reference)
+        seen.append((kind, at, proc.returncode, state, cut))
+    with capsys.disabled():
+        print(f"\nuninterrupted run: {total_s:.1f} s, {n_writes} writes")
+        for kind, at, rc, state, cut in seen:
+            print(f"  kill at {kind} {at:g}: exit {rc}, {state}, temp files left {cut}")
+    assert sum(1 for s in seen if s[3] in ("no folder", "no checkpoint")) >= 2  # before the first checkpoint
+    assert sum(1 for s in seen if s[2] == -signal.SIGKILL) >= 15

@@ -113,7 +113,7 @@ def run_compress(
         return teacher.eval(), spec, splits, {}
 
     if resume:
-        run = RunDir.open(run_dir).lock()
+        run = RunDir.open(run_dir, finish_creation=True).lock()
         try:
             cfg = SearchConfig.from_dict(run.read_json("config.json"))
             if run.missing_inputs():  # killed while it was being created: make them again
@@ -135,7 +135,7 @@ def run_compress(
 
 
 def _write_inputs(run: RunDir, cfg: SearchConfig, teacher: bytes, splits, extra_files: dict[str, Any] | None) -> None:
-    run.write_json("config.json", cfg.to_dict())
+    """The inputs after config.json (written by ``RunDir.create``); teacher.pt last: then they are complete."""
     for name, data in (extra_files or {}).items():
         run.write_json(name, data)
     run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
@@ -144,7 +144,7 @@ def _write_inputs(run: RunDir, cfg: SearchConfig, teacher: bytes, splits, extra_
 
 def _create(run_dir, cfg: SearchConfig, teacher: bytes, splits, extra_files: dict[str, Any] | None) -> RunDir:
     """A new, locked run directory holding the run's inputs (nothing is left if writing them fails)."""
-    run = RunDir.create(run_dir)
+    run = RunDir.create(run_dir, cfg.to_dict())
     try:
         _write_inputs(run, cfg, teacher, splits, extra_files)
     except N2NError:
@@ -246,7 +246,7 @@ def compress(
     )
     gm = trace(copy.deepcopy(teacher), input_size=tuple(x0.shape)).eval()
     if resume:
-        run = RunDir.open(run_dir).lock()
+        run = RunDir.open(run_dir, finish_creation=True).lock()
         if run.missing_inputs():  # killed while it was being created: write them again
             try:
                 _write_inputs(run, cfg, _teacher_bytes(teacher, None, {}), splits, None)

@@ -14,9 +14,10 @@ Layout::
     report.md/.txt      the report; curves.png when matplotlib is installed
     .lock               held by the process writing the run (pid, host); dies with it
 
-A run is created in that order: run.json, config.json, data.json, teacher.pt (the inputs),
+A run is created in that order: config.json, run.json, data.json, teacher.pt (the inputs),
 then checkpoint.pt once the search starts. A run stopped before its first checkpoint is
-started over by a resume, or replaced by a new run in the same folder.
+started over by a resume (which writes the inputs it lacks), or replaced by a new run in
+the same folder.
 """
 
 from __future__ import annotations
@@ -103,8 +104,11 @@ class RunDir:
             RunLock(path).acquire().release()  # a run starting up in it: say whose
 
     @classmethod
-    def create(cls, path: str | Path) -> RunDir:
-        """A new run directory at ``path``, locked by this process; a never-started run there is replaced."""
+    def create(cls, path: str | Path, config: dict[str, Any] | None = None) -> RunDir:
+        """A new run directory at ``path`` with its ``config`` (config.json), locked by this process.
+
+        A never-started run there is replaced. config.json is written before run.json, so
+        every folder with a run.json says what its run is (``open(finish_creation=True)``)."""
         cls.ensure_new(path)
         p = Path(path)
         existed = p.exists()
@@ -115,16 +119,28 @@ class RunDir:
         try:
             _check_free(p)  # again, under the lock: another process may have been faster
             run.clear()
-            atomic_write_text(run.file("run.json"), json.dumps({"format": RUN_FORMAT, "created": time.time()}))
+            if config is not None:
+                run.write_json("config.json", config)
+            run._mark()
         except BaseException:
             run.release()
             raise
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> RunDir:
+    def open(cls, path: str | Path, *, finish_creation: bool = False) -> RunDir:
+        """An existing run directory. ``finish_creation``: a folder whose creation was cut after its
+        config.json is made a run (locked) so that a resume can write the rest of its inputs."""
         p = Path(path)
         marker = p / "run.json"
+        if finish_creation and not marker.is_file() and _interrupted_creation(p):
+            run = cls(p).lock()
+            try:
+                run._mark()
+            except BaseException:
+                run.release()
+                raise
+            return run
         if not marker.is_file():
             raise RunDirError(
                 f"{p} is not an n2n-fx run directory (no run.json); give the folder `n2n-fx compress` wrote"
@@ -136,6 +152,9 @@ class RunDir:
         if fmt != RUN_FORMAT:
             raise RunDirError(f"{p}/run.json has format {fmt!r}, expected {RUN_FORMAT!r}")
         return cls(p)
+
+    def _mark(self) -> None:
+        atomic_write_text(self.file("run.json"), json.dumps({"format": RUN_FORMAT, "created": time.time()}))
 
     # -- the lock and the state of the folder ------------------------------------------------------
     def lock(self) -> RunDir:
@@ -239,10 +258,17 @@ def _check_free(p: Path) -> bool:
     if not p.exists() or not _entries(p):
         return False
     if not (p / "run.json").is_file():
+        if _interrupted_creation(p):
+            return True
         raise RunDirError(f"{p} exists and is not empty; pick a new --run-dir")
     if (p / "checkpoint.pt").is_file():
         raise RunDirError(f"{p} already holds a run; resume it with --resume {p} or pick a new --run-dir")
     return True
+
+
+def _interrupted_creation(p: Path) -> bool:
+    """``p`` holds only the config.json of a run whose creation was cut before its run.json."""
+    return [f.name for f in _entries(p)] == ["config.json"]
 
 
 def _entries(p: Path) -> list[Path]:
