@@ -210,6 +210,10 @@ def test_config_types_are_read_from_the_dataclass():
         SearchConfig(final_lr=float("nan"))
     assert SearchConfig(removal_lr=1).removal_lr == 1  # an int is a number
     assert SearchConfig(reward_subset=100).reward_subset == 100  # and stays a count, not a fraction
+    from n2n_fx.cli import _parser
+
+    flags = _parser()[0].parse_args(["compress", "--reward-subset", "100"])
+    assert flags.reward_subset == 100 and isinstance(flags.reward_subset, int)  # a count from the CLI too
 
     @dataclasses.dataclass(frozen=True)
     class Later(SearchConfig):  # a field added later is checked without being listed anywhere
@@ -543,17 +547,30 @@ def _child(mode: str, args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> bool:
+    """Poll until ``path`` exists (True) or ``proc`` ends / the time is up (False)."""
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end and proc.poll() is None:
+        if path.exists():
+            return True
+        time.sleep(0.005)
+    return False
+
+
 @pytest.mark.slow
 def test_kill_at_20_random_moments_every_resume_equals_the_uninterrupted_run(tmp_path, reference, capsys):
     """kill -9 at 20 moments of a tiny run: at the start of the search (inputs written, no
     checkpoint), half-way through randomly chosen file writes (temp files and history rows
-    cut), and at random times (start-up and teacher loading included). Each run is then
-    resumed (or, when killed before its folder was a run, started again with the same
-    command) and must end with the history and weights of the uninterrupted run."""
+    cut), at random times of the start-up (data, teacher) and at random times after the run
+    folder appeared. Each run is then resumed (or, when killed before its folder was a run,
+    started again with the same command) and must end with the history and weights of the
+    uninterrupted run."""
     cfg = str(_config_file(tmp_path))
     args = lambda d: ["compress", "--config", cfg, "--run-dir", str(d), "--quiet"]  # noqa: E731
     t0 = time.perf_counter()
     proc = _child("none", args(tmp_path / "whole"))
+    assert _wait_for(tmp_path / "whole" / "run.json", proc, 600)
+    t_folder = time.perf_counter() - t0
     err = proc.communicate(timeout=600)[1]
     total_s = time.perf_counter() - t0
     assert proc.returncode == 0, err[-500:]
@@ -563,12 +580,16 @@ def test_kill_at_20_random_moments_every_resume_equals_the_uninterrupted_run(tmp
     rng = random.Random(20)
     moments = [("start", 0.0)]
     moments += [("write", float(k)) for k in sorted(rng.sample(range(1, n_writes + 1), 9))]
-    moments += [("time", round(rng.uniform(0.2, total_s), 2)) for _ in range(10)]
+    moments += [("startup", round(rng.uniform(0.2, t_folder), 2)) for _ in range(3)]
+    moments += [("search", round(rng.uniform(0.0, total_s - t_folder), 2)) for _ in range(7)]
     seen = []
     for i, (kind, at) in enumerate(moments):
         d = tmp_path / f"k{i}"
-        proc = _child("start" if kind == "start" else f"write:{int(at)}" if kind == "write" else "none", args(d))
-        if kind == "time":
+        mode = {"start": "start", "write": f"write:{int(at)}"}.get(kind, "none")
+        proc = _child(mode, args(d))
+        if kind in ("startup", "search"):
+            if kind == "search":
+                _wait_for(d / "run.json", proc, 600)
             try:
                 proc.wait(timeout=at)
             except subprocess.TimeoutExpired:
@@ -590,8 +611,9 @@ def test_kill_at_20_random_moments_every_resume_equals_the_uninterrupted_run(tmp
         assert not _temp_files(d)
         _assert_same_run(d, reference)
         seen.append((kind, at, proc.returncode, state, cut))
+    capsys.readouterr()
     with capsys.disabled():
-        print(f"\nuninterrupted run: {total_s:.1f} s, {n_writes} writes")
+        print(f"\nuninterrupted run: {total_s:.1f} s (folder at {t_folder:.1f} s), {n_writes} writes")
         for kind, at, rc, state, cut in seen:
             print(f"  kill at {kind} {at:g}: exit {rc}, {state}, temp files left {cut}")
     assert sum(1 for s in seen if s[3] in ("no folder", "no checkpoint")) >= 2  # before the first checkpoint

@@ -25,7 +25,7 @@ from typing import Any
 from ..baselines.pruning import PruneConfig
 from ..errors import ConfigError
 from ..search import SearchConfig
-from .common import add_data_option_arg, parse_data_options
+from .common import add_data_option_arg, count_or_fraction, parse_data_options
 from .compress_cmd import _size
 
 __all__ = ["add_parser", "run"]
@@ -49,7 +49,7 @@ _RANDOM = {
     "rollouts": int,
     "reward_steps": int,
     "reward_epochs": int,
-    "reward_subset": float,
+    "reward_subset": count_or_fraction,
     "final_epochs": int,
     "final_lambda": float,
 }

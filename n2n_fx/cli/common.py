@@ -18,6 +18,7 @@ __all__ = [
     "add_data_option_arg",
     "parse_data_options",
     "positive_int",
+    "count_or_fraction",
     "write_output",
 ]
 
@@ -31,6 +32,18 @@ def positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{n} must be at least 1")
     return n
+
+
+def count_or_fraction(text: str) -> int | float:
+    """argparse type of a subset size: ``300`` is a count (int), ``0.25`` a fraction (float)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (300) or a fraction (0.25)") from None
 
 
 def write_output(path: Path, data: str | bytes) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..search import SearchConfig, load_config_file, run_compress
-from .common import add_data_option_arg, parse_data_options
+from .common import add_data_option_arg, count_or_fraction, parse_data_options
 
 # CLI flag -> SearchConfig field, for the flags that take a value
 _FLAGS = {
@@ -31,7 +31,7 @@ _FLAGS = {
     "shrink_policy": str,
     "reward_steps": int,
     "reward_epochs": int,
-    "reward_subset": float,
+    "reward_subset": count_or_fraction,
     "batch_size": int,
     "max_flops": float,
     "max_latency_ms": float,

@@ -185,7 +185,7 @@ class Learner:
         params = [p for p in self.policy.parameters() if p.grad is not None]
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
-        skipped = self._diverging_step(loss, grad_norm, actions, inputs)
+        skipped = self._safe_step(loss, grad_norm, actions, inputs)
 
         if self.baseline is None:
             self.baseline = r_mean
@@ -205,7 +205,7 @@ class Learner:
             skipped=skipped,
         )
 
-    def _diverging_step(self, loss: torch.Tensor, grad_norm: float, actions: torch.Tensor, inputs: dict) -> str | None:
+    def _safe_step(self, loss: torch.Tensor, grad_norm: float, actions: torch.Tensor, inputs: dict) -> str | None:
         """Take the optimiser step unless it breaks the policy; then undo it and say why.
 
         A step is refused when the loss or gradient is not finite, or when the policy's

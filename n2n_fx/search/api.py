@@ -113,9 +113,9 @@ def run_compress(
         return teacher.eval(), spec, splits, {}
 
     if resume:
-        run = RunDir.open(run_dir, finish_creation=True).lock()
+        run = RunDir.open(run_dir).lock()
         try:
-            cfg = SearchConfig.from_dict(run.read_json("config.json"))
+            cfg = SearchConfig.from_dict(run.config())
             if run.missing_inputs():  # killed while it was being created: make them again
                 model, spec, splits, metrics = inputs(cfg)
                 _write_inputs(run, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files)
@@ -135,7 +135,8 @@ def run_compress(
 
 
 def _write_inputs(run: RunDir, cfg: SearchConfig, teacher: bytes, splits, extra_files: dict[str, Any] | None) -> None:
-    """The inputs after config.json (written by ``RunDir.create``); teacher.pt last: then they are complete."""
+    """The run's inputs, teacher.pt last: once it is there they are complete (``RunDir.missing_inputs``)."""
+    run.write_json("config.json", cfg.to_dict())
     for name, data in (extra_files or {}).items():
         run.write_json(name, data)
     run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
@@ -246,7 +247,7 @@ def compress(
     )
     gm = trace(copy.deepcopy(teacher), input_size=tuple(x0.shape)).eval()
     if resume:
-        run = RunDir.open(run_dir, finish_creation=True).lock()
+        run = RunDir.open(run_dir).lock()
         if run.missing_inputs():  # killed while it was being created: write them again
             try:
                 _write_inputs(run, cfg, _teacher_bytes(teacher, None, {}), splits, None)

@@ -14,8 +14,8 @@ Layout::
     report.md/.txt      the report; curves.png when matplotlib is installed
     .lock               held by the process writing the run (pid, host); dies with it
 
-A run is created in that order: config.json, run.json, data.json, teacher.pt (the inputs),
-then checkpoint.pt once the search starts. A run stopped before its first checkpoint is
+A run is created in that order: run.json (with a copy of the config), config.json,
+data.json, teacher.pt (the inputs), then checkpoint.pt once the search starts. A run stopped before its first checkpoint is
 started over by a resume (which writes the inputs it lacks), or replaced by a new run in
 the same folder.
 """
@@ -105,10 +105,10 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | Path, config: dict[str, Any] | None = None) -> RunDir:
-        """A new run directory at ``path`` with its ``config`` (config.json), locked by this process.
+        """A new run directory at ``path``, locked by this process; a never-started run there is replaced.
 
-        A never-started run there is replaced. config.json is written before run.json, so
-        every folder with a run.json says what its run is (``open(finish_creation=True)``)."""
+        run.json, its first file, also records ``config``: a run cut before its config.json
+        was written can still be resumed (``config()``)."""
         cls.ensure_new(path)
         p = Path(path)
         existed = p.exists()
@@ -119,28 +119,17 @@ class RunDir:
         try:
             _check_free(p)  # again, under the lock: another process may have been faster
             run.clear()
-            if config is not None:
-                run.write_json("config.json", config)
-            run._mark()
+            marker = {"format": RUN_FORMAT, "created": time.time(), "config": config}
+            atomic_write_text(run.file("run.json"), json.dumps(marker, default=_json_default))
         except BaseException:
             run.release()
             raise
         return run
 
     @classmethod
-    def open(cls, path: str | Path, *, finish_creation: bool = False) -> RunDir:
-        """An existing run directory. ``finish_creation``: a folder whose creation was cut after its
-        config.json is made a run (locked) so that a resume can write the rest of its inputs."""
+    def open(cls, path: str | Path) -> RunDir:
         p = Path(path)
         marker = p / "run.json"
-        if finish_creation and not marker.is_file() and _interrupted_creation(p):
-            run = cls(p).lock()
-            try:
-                run._mark()
-            except BaseException:
-                run.release()
-                raise
-            return run
         if not marker.is_file():
             raise RunDirError(
                 f"{p} is not an n2n-fx run directory (no run.json); give the folder `n2n-fx compress` wrote"
@@ -153,8 +142,14 @@ class RunDir:
             raise RunDirError(f"{p}/run.json has format {fmt!r}, expected {RUN_FORMAT!r}")
         return cls(p)
 
-    def _mark(self) -> None:
-        atomic_write_text(self.file("run.json"), json.dumps({"format": RUN_FORMAT, "created": time.time()}))
+    def config(self) -> dict[str, Any]:
+        """The run's settings: config.json, or the copy in run.json when the run was cut before writing it."""
+        if self.file("config.json").is_file():
+            return self.read_json("config.json")
+        config = self.read_json("run.json").get("config")
+        if not isinstance(config, dict):
+            raise RunDirError(f"{self.path} has no config.json; start the run again with the command that made it")
+        return config
 
     # -- the lock and the state of the folder ------------------------------------------------------
     def lock(self) -> RunDir:
@@ -258,17 +253,10 @@ def _check_free(p: Path) -> bool:
     if not p.exists() or not _entries(p):
         return False
     if not (p / "run.json").is_file():
-        if _interrupted_creation(p):
-            return True
         raise RunDirError(f"{p} exists and is not empty; pick a new --run-dir")
     if (p / "checkpoint.pt").is_file():
         raise RunDirError(f"{p} already holds a run; resume it with --resume {p} or pick a new --run-dir")
     return True
-
-
-def _interrupted_creation(p: Path) -> bool:
-    """``p`` holds only the config.json of a run whose creation was cut before its run.json."""
-    return [f.name for f in _entries(p)] == ["config.json"]
 
 
 def _entries(p: Path) -> list[Path]:
