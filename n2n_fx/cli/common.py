@@ -3,14 +3,53 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from torch import fx
 
 from ..errors import ConfigError
+from ..storage import writing
 from ..teacher.trace import parse_input_size, trace
 
-__all__ = ["add_model_args", "load_model_arg", "add_data_option_arg", "parse_data_options"]
+__all__ = [
+    "add_model_args",
+    "load_model_arg",
+    "add_data_option_arg",
+    "parse_data_options",
+    "positive_int",
+    "count_or_fraction",
+    "write_output",
+]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
+
+
+def count_or_fraction(text: str) -> int | float:
+    """argparse type of a subset size: ``300`` is a count (int), ``0.25`` a fraction (float)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (300) or a fraction (0.25)") from None
+
+
+def write_output(path: Path, data: str | bytes) -> None:
+    """Write a file named on the command line; a missing folder or a disk fault is a one-line DiskError."""
+    with writing(path):
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +62,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="C x H x W of one input, e.g. 3x32x32 (default 3x224x224)",
     )
-    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
+    p.add_argument("--num-classes", type=positive_int, default=10, help="classifier outputs (default 10)")
 
 
 def load_model_arg(args: argparse.Namespace) -> fx.GraphModule:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..search import SearchConfig, load_config_file, run_compress
-from .common import add_data_option_arg, parse_data_options
+from .common import add_data_option_arg, count_or_fraction, parse_data_options
 
 # CLI flag -> SearchConfig field, for the flags that take a value
 _FLAGS = {
@@ -37,8 +37,8 @@ _FLAGS = {
     "reward_steps": int,
     "reward_lr": float,
     "reward_epochs": int,
-    "reward_subset": float,
-    "reward_val_subset": float,
+    "reward_subset": count_or_fraction,
+    "reward_val_subset": count_or_fraction,
     "batch_size": int,
     "max_flops": float,
     "max_latency_ms": float,

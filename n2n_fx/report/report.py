@@ -16,6 +16,7 @@ from ..graph.layers import analyze
 from ..reward.measure import latency_ms
 from ..rewrite import Diff
 from ..search.rundir import RunDir
+from ..storage import atomic_write_text
 
 __all__ = ["summary_rows", "layer_table", "curves", "write_report"]
 
@@ -203,6 +204,12 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     hint = curves(history, run.file("curves.png"))
     cfg = json.loads(run.file("config.json").read_text())
     sc = model_cost(student)
+    # students whose final training diverged keep their search-time weights (search.py::_final)
+    fallbacks = [
+        f"the {'stage 1' if st == 'removal' else 'stage 2'} student's {f['fallback']}"
+        for st, f in ck_final.items()
+        if isinstance(f, dict) and f.get("fallback")
+    ]
     md = [
         f"# n2n-fx compression report: {cfg.get('model')} on {cfg.get('dataset')}",
         "",
@@ -214,6 +221,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         f"{summary['rollouts']} rollouts ({summary['degenerate_rollouts']} degenerate, {summary['cache_hits']} reward-cache hits). "
         f"Final student: {sc.params:,} parameters, {sc.flops:,} FLOPs per sample.",
         "",
+        *[f"**Note**: {line} (lower `final_lr`).\n" for line in fallbacks],
         "## Graph diff (teacher -> student)",
         "",
         "```",
@@ -226,10 +234,10 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         "",
     ]
     md += ["![curves](curves.png)", ""] if hint is None else [f"_{hint}_", ""]
-    run.file("report.md").write_text("\n".join(md))
+    atomic_write_text(run.file("report.md"), "\n".join(md))
     txt = "\n".join(
-        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), "", diff.table(), ""]
+        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks, "", diff.table(), ""]
         + ([] if hint is None else [hint])
     )
-    run.file("report.txt").write_text(txt)
+    atomic_write_text(run.file("report.txt"), txt)
     return {"summary": main, "layers": layers, "text": txt}

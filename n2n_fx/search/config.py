@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .fields import check_fields
 
 __all__ = ["SearchConfig", "STAGES", "load_config_file"]
 
@@ -90,6 +91,7 @@ class SearchConfig:
     amp: bool = False  # bfloat16 autocast for KD training on CUDA
 
     def __post_init__(self) -> None:
+        check_fields(self)  # every field: its annotated type, finite numbers in range (search/fields.py)
         if self.stage not in STAGES:
             raise ConfigError(f"stage {self.stage!r} is not one of {', '.join(STAGES)}")
         for name in ("removal_iterations", "shrink_iterations", "rollouts", "batch_size"):
@@ -116,6 +118,10 @@ class SearchConfig:
             raise ConfigError(f"reinforce_baseline: {e}") from None
         if self.algo not in ("reinforce", "actor_critic"):
             raise ConfigError(f"algo {self.algo!r} must be reinforce or actor_critic")
+        from .executors import EXECUTORS
+
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"unknown executor {self.executor!r}; use one of {', '.join(sorted(EXECUTORS))}")
         from ..reward import Constraints, Penalty
 
         Constraints.from_limits(

@@ -39,10 +39,11 @@ from ..policy import (
 )
 from ..reward import Constraints, Penalty, RewardCache, RewardEvaluator
 from ..rewrite import Rewrite, apply_actions
+from ..storage import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from ..supernet import Supernet, train_supernet
 from .config import SearchConfig
 from .executors import Job, make_executor
-from .rundir import RunDir, atomic_torch_save, safe_torch_load
+from .rundir import RunDir, safe_torch_load
 
 __all__ = ["Search", "StageBest", "rebuild_student", "final_distill_config", "CKPT_FORMAT"]
 
@@ -119,6 +120,10 @@ def final_distill_config(cfg: SearchConfig, device: str) -> DistillConfig:
         amp=cfg.amp,
         seed=cfg.seed,
     )
+
+
+def _finite(state_dict: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state_dict.values() if v.is_floating_point())
 
 
 @dataclass
@@ -429,12 +434,13 @@ class Search:
                     sd = {kk: v.detach().cpu().clone() for kk, v in sd.items()}
                     self.state.best[stage] = StageBest(rec.reward, rec.to_dict(), acts, sd)
             stats = learner.update(ro, rewards, **inputs)
+            if stats.skipped:
+                self.log(f"{stage} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
             self.state.iteration = it + 1
             self.state.learners[stage] = learner.state_dict()
-            self.save_checkpoint()
             evaluator.cache.save(self.run_dir.file("reward_cache.json"))
-            self.run_dir.file("policies").mkdir(exist_ok=True)
             save_policy(learner.policy, self.run_dir.file(f"policies/{stage}.pt"))
+            self.save_checkpoint()  # last: it commits the iteration
             b = self.state.best.get(stage)
             self.log(
                 f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
@@ -483,6 +489,7 @@ class Search:
                 continue
             r = rebuild_student(self.teacher, best.actions, best.state_dict, cfg.max_linear_growth)
             student = r.student
+            searched = {k: v.detach().clone() for k, v in student.state_dict().items()}  # the fallback
             torch.manual_seed(cfg.seed)
             self.log(
                 f"final training of the best {stage} student ({model_cost(student).params:,} params, {dcfg.epochs} epochs)"
@@ -500,6 +507,14 @@ class Search:
             ebar.close()
             self.teacher.cpu()
             student.cpu().eval()
+            fallback = None
+            if res.degenerate or not _finite(student.state_dict()):
+                # never ship a broken student: keep the weights it had when the search scored it
+                fallback = f"final training {res.degenerate or 'gave non-finite weights'}; kept the search-time weights"
+                if not _finite(searched):
+                    raise CheckpointError(f"the best {stage} student's search-time weights are not finite either")
+                student.load_state_dict(searched)
+                self.log(f"final training of the best {stage} student: {fallback} (lower final_lr)")
             test_acc = accuracy(student, self.splits.test) if len(self.splits.test) else math.nan
             val_acc = accuracy(student, self.splits.val) if len(self.splits.val) else math.nan
             cost = model_cost(student)
@@ -514,8 +529,8 @@ class Search:
                 },
                 self.run_dir.file(f"{name}.pt"),
             )
-            self.run_dir.file(f"{name}.py").write_text(student.code)
-            self.run_dir.file(f"{name}_diff.txt").write_text(r.diff.table() + "\n")
+            atomic_write_text(self.run_dir.file(f"{name}.py"), student.code)
+            atomic_write_text(self.run_dir.file(f"{name}_diff.txt"), r.diff.table() + "\n")
             self.run_dir.write_json(f"{name}_diff.json", json.loads(r.diff.to_json()))
             self.state.final[stage] = {
                 "test_accuracy": test_acc,
@@ -523,6 +538,7 @@ class Search:
                 "params": cost.params,
                 "flops": cost.flops,
                 "diverged": res.degenerate,
+                "fallback": fallback,  # why the search-time weights were kept, or None
                 "epochs": dcfg.epochs,
                 "file": f"{name}.pt",
             }
@@ -535,7 +551,7 @@ class Search:
         for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
             src = self.run_dir.file(f"{name}{ext}")
             if src.is_file():
-                self.run_dir.file(f"student{ext}").write_bytes(src.read_bytes())
+                atomic_write_bytes(self.run_dir.file(f"student{ext}"), src.read_bytes())
 
     # -- main ------------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> _State:

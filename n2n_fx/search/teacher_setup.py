@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..data import DataSplits, load_splits
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, DiskError
 from ..teacher.train import load_teacher, save_teacher, teacher_spec, train_teacher
 from ..teacher.zoo import build_model
 from .config import SearchConfig
@@ -54,12 +55,16 @@ def load_data(cfg: SearchConfig) -> DataSplits:
 def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
     """Load the data, then the teacher from ``cfg.teacher_checkpoint`` or the cache (training it once)."""
     if cfg.teacher_checkpoint:
-        load_teacher(cfg.teacher_checkpoint)  # fail fast on a bad file, before loading data
+        t = load_teacher(cfg.teacher_checkpoint)  # fail fast on a bad file, before loading data
+        if t.spec["model"] != cfg.model:
+            raise ConfigError(
+                f"{cfg.teacher_checkpoint} holds a {t.spec['model']} teacher, but the model is {cfg.model}; "
+                f"pass --model {t.spec['model']} (model = {t.spec['model']!r} in a config file)"
+            )
     else:
         build_model(cfg.model)  # fail fast on an unknown model name
     splits = load_data(cfg)
     if cfg.teacher_checkpoint:
-        t = load_teacher(cfg.teacher_checkpoint)
         if int(t.spec["num_classes"]) != splits.num_classes or tuple(t.spec["input_size"])[0] != splits.in_channels:
             raise CheckpointError(
                 f"{cfg.teacher_checkpoint} was trained for {t.spec['num_classes']} classes / input {tuple(t.spec['input_size'])}, "
@@ -73,7 +78,7 @@ def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
             "options": dataset_options(cfg),
             "seed": cfg.seed,
             "epochs": cfg.teacher_epochs,
-            "v": 1,
+            "v": 2,  # 2: the model is built after seeding (v1 teachers differ from run to run)
         },
         sort_keys=True,
     )
@@ -86,22 +91,24 @@ def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
         except CheckpointError:
             path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt
     log(f"teacher: training {cfg.model} on {cfg.dataset} for {cfg.teacher_epochs} epochs (cached in {path.parent})")
+    torch.manual_seed(cfg.seed)  # its initial weights: the same seed gives the same teacher
     model = build_model(cfg.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
     model, metrics = train_teacher(
         model, splits, "cpu", epochs=cfg.teacher_epochs, seed=cfg.seed, device=cfg.resolved_device()
     )
     model.cpu()
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_teacher(
-        tmp,
-        model,
-        model_name=cfg.model,
-        num_classes=splits.num_classes,
-        in_channels=splits.in_channels,
-        input_size=splits.input_size,
-        metrics=metrics,
-        dataset=cfg.dataset,
-    )
-    os.replace(tmp, path)
+    try:
+        save_teacher(
+            path,
+            model,
+            model_name=cfg.model,
+            num_classes=splits.num_classes,
+            in_channels=splits.in_channels,
+            input_size=splits.input_size,
+            metrics=metrics,
+            dataset=cfg.dataset,
+        )
+    except DiskError as e:  # the cache only saves time: the run goes on without it
+        log(f"teacher: not cached ({e})")
     spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
     return PreparedTeacher(model.eval(), spec, metrics, splits, str(path))

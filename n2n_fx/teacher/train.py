@@ -26,6 +26,7 @@ from ..data.loaders import make_loader
 from ..data.splits import DataSplits
 from ..distill.evaluate import accuracy
 from ..errors import CheckpointError, ConfigError, N2NError
+from ..storage import atomic_torch_save
 from .zoo import build_model
 
 __all__ = [
@@ -209,10 +210,9 @@ def save_teacher(
 ) -> Path:
     """Write a teacher checkpoint that ``load_teacher`` rebuilds with ``build_model(model_name, ...)``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     spec = teacher_spec(model_name, num_classes, in_channels, input_size, dataset)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "spec": spec, "metrics": dict(metrics or {})}, path)
+    atomic_torch_save({"state_dict": state, "spec": spec, "metrics": dict(metrics or {})}, path)
     return path
 
 
