@@ -51,9 +51,9 @@ SPLIT_OPTIONS = {
 }
 
 
-def _register(name: str, about: str, options: dict[str, str] | None = None):
+def _register(name: str, about: str, options: dict[str, str] | None = None, augment: str = "none"):
     def deco(fn):
-        _LOADERS[name] = (about, fn)
+        _LOADERS[name] = (f"{about} (augmentation: {augment})", fn)
         _OPTIONS[name] = dict(options or {})
         return fn
 
@@ -207,10 +207,10 @@ def _cifar(name: str, cls_name: str, folder: str, classes: int):
     return load
 
 
-_register("cifar10", "CIFAR-10 (torchvision; root holds cifar-10-batches-py/)")(
+_register("cifar10", "CIFAR-10 (torchvision; root holds cifar-10-batches-py/)", augment="crop_flip")(
     _cifar("cifar10", "CIFAR10", "cifar-10-batches-py", 10)
 )
-_register("cifar100", "CIFAR-100 (torchvision; root holds cifar-100-python/)")(
+_register("cifar100", "CIFAR-100 (torchvision; root holds cifar-100-python/)", augment="crop_flip")(
     _cifar("cifar100", "CIFAR100", "cifar-100-python", 100)
 )
 
@@ -227,6 +227,7 @@ def _svhn(root, download, split, options):
     "caltech256",
     "Caltech-256 (torchvision; root holds caltech256/256_ObjectCategories/)",
     options={"image_size": "side of the square model input (default 224)"},
+    augment="resize_crop_flip",
 )
 def _caltech256(root, download, split, options):
     size = int(options.pop("image_size", 224))
