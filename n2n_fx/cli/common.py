@@ -10,7 +10,14 @@ from torch import fx
 from ..errors import ConfigError
 from ..teacher.trace import parse_input_size, trace
 
-__all__ = ["add_model_args", "load_model_arg", "add_data_option_arg", "parse_data_options", "data_options_of", "dataset_of"]
+__all__ = [
+    "add_model_args",
+    "load_model_arg",
+    "add_data_option_arg",
+    "parse_data_options",
+    "data_options_of",
+    "dataset_of",
+]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -27,9 +27,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("model", help="model name, e.g. conv4 or resnet18")
-    p.add_argument(
-        "--dataset", default=None, help="data set name (default: synthetic; imagefolder with --train-dir)"
-    )
+    p.add_argument("--dataset", default=None, help="data set name (default: synthetic; imagefolder with --train-dir)")
     p.add_argument(
         "--data-root",
         default=None,

@@ -81,7 +81,9 @@ def scan_folder(path: str | Path, what: str = "image folder") -> ImageFolderScan
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     splits = [p.name for p in subs if p.name.lower() in SPLIT_NAMES]
     if splits:
-        named = " ".join(f"--{SPLIT_NAMES[s.lower()]}-dir {root / s}" for s in splits if SPLIT_NAMES[s.lower()] != "all")
+        named = " ".join(
+            f"--{SPLIT_NAMES[s.lower()]}-dir {root / s}" for s in splits if SPLIT_NAMES[s.lower()] != "all"
+        )
         raise DataError(
             f"{root} holds split folders ({', '.join(splits)}), not class folders; "
             f"give the folder that holds them as imagefolder:{root} or pass {named or '--train-dir DIR'}"
@@ -132,7 +134,9 @@ def _probe(files: tuple[Path, ...] | list[Path]) -> tuple[int, list[tuple[int, i
                 mode = im.mode
                 if mode == "P":
                     pal = im.getpalette() or []
-                    mode = "P;grey" if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else "P"
+                    mode = (
+                        "P;grey" if all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3)) else "P"
+                    )
                 grey = grey and mode in _GREY_MODES
         except (OSError, UnidentifiedImageError) as e:
             raise DataError(f"cannot read image {f} ({type(e).__name__}); remove it or fix it") from None

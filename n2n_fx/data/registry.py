@@ -344,15 +344,17 @@ _FOLDER_CACHE: dict[tuple, Any] = {}  # (folder, file stats, channels) -> scan /
 
 
 def _stat_key(folder: Path) -> tuple:
-    return tuple(
-        (str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()
-    )
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file())
 
 
 def _scan(folder: Path, what: str):
     from .folder import scan_folder
 
-    key = ("scan", str(folder.resolve()) if folder.exists() else str(folder), _stat_key(folder) if folder.is_dir() else ())
+    key = (
+        "scan",
+        str(folder.resolve()) if folder.exists() else str(folder),
+        _stat_key(folder) if folder.is_dir() else (),
+    )
     if key not in _FOLDER_CACHE:
         if len(_FOLDER_CACHE) > 16:
             _FOLDER_CACHE.clear()
@@ -375,9 +377,7 @@ def _folder_norm(train, channels: int) -> tuple[tuple[float, ...], tuple[float, 
     if images is None:
         return (0.5,) * channels, (0.25,) * channels
     pixels = images.float().div_(255.0)  # (N, C, H, W)
-    return tuple(float(m) for m in pixels.mean((0, 2, 3))), tuple(
-        max(float(v), 1e-3) for v in pixels.std((0, 2, 3))
-    )
+    return tuple(float(m) for m in pixels.mean((0, 2, 3))), tuple(max(float(v), 1e-3) for v in pixels.std((0, 2, 3)))
 
 
 def split_transform(info: DatasetInfo, train: bool) -> Callable[[Any], torch.Tensor]:

@@ -12,8 +12,8 @@ from typing import Any
 from torch import nn
 
 from ..data import DataSplits, load_splits
-from ..errors import CheckpointError
 from ..data.fingerprint import data_fingerprint
+from ..errors import CheckpointError
 from ..teacher.quality import majority_accuracy, teacher_warning
 from ..teacher.train import (
     PRESETS,
