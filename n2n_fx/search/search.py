@@ -381,9 +381,13 @@ class Search:
         return r.student.eval(), {"remove": list(best1.actions["remove"])}
 
     def _final(self) -> None:
-        """Train the best students to convergence with CE + λ·KD; record test accuracy."""
+        """Train the best students with CE + λ·KD; keep the best validation epoch; record test accuracy.
+
+        The weights the search measured count as epoch 0, so the shipped student is never worse
+        on validation than the search reported; the log says which epoch was kept."""
         cfg = self.cfg
         dcfg = DistillConfig(
+            keep_best=True,
             loss="ce+l2",
             lam=cfg.final_lambda,
             lr=cfg.final_lr,
@@ -418,6 +422,11 @@ class Search:
             student.cpu().eval()
             test_acc = accuracy(student, self.splits.test) if len(self.splits.test) else math.nan
             val_acc = accuracy(student, self.splits.val) if len(self.splits.val) else math.nan
+            searched = best.record.get("accuracy")
+            self.log(
+                f"final {stage}: kept epoch {res.best_epoch} of {res.epochs} (val acc {val_acc:.4f}; "
+                f"the search measured {searched if searched is not None else float('nan'):.4f})"
+            )
             cost = model_cost(student)
             name = "student_stage1" if stage == "removal" else "student_stage2"
             atomic_torch_save(
@@ -440,6 +449,8 @@ class Search:
                 "flops": cost.flops,
                 "diverged": res.degenerate,
                 "epochs": dcfg.epochs,
+                "best_epoch": res.best_epoch,
+                "search_val_accuracy": searched,
                 "file": f"{name}.pt",
             }
             self.save_checkpoint()
