@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..export import export_onnx
 from ..search.api import load_run
 from ..teacher.trace import example_input_of
 
@@ -29,18 +29,7 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or args.run_dir / "student.torchscript.pt"
         torch.jit.save(torch.jit.trace(student, x), str(out))
     elif args.format == "onnx":
-        out = args.out or args.run_dir / "student.onnx"
-        try:
-            torch.onnx.export(
-                student,
-                (x,),
-                str(out),
-                input_names=["input"],
-                output_names=["logits"],
-                dynamo=False,
-            )
-        except ImportError as e:
-            raise ConfigError(f"ONNX export needs the onnx package ({e.name}); pip install 'n2n-fx[onnx]'") from None
+        out = export_onnx(student, args.out or args.run_dir / "student.onnx", x)
     else:
         out = args.out or args.run_dir / "student_fx"
         student.to_folder(str(out), "Student")

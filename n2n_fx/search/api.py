@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..rewrite import Diff
+from ..teacher.fxfile import graph_from_state, graph_to_state
 from ..teacher.trace import trace
 from ..teacher.train import teacher_spec
 from ..teacher.zoo import build_model
@@ -41,6 +42,16 @@ class CompressionResult:
 
 
 def _save_teacher_file(run: RunDir, teacher: nn.Module, spec: dict[str, Any] | None, metrics: dict[str, Any]) -> None:
+    """A named model: weights + spec. A user's own model: its traced graph as data (``fxfile``), so
+    the CLI rebuilds it without the user's class; a full pickle only when the graph cannot be stored."""
+    if spec is None and isinstance(teacher, fx.GraphModule):
+        try:
+            graph = graph_to_state(teacher)
+        except ConfigError:
+            graph = None  # e.g. a custom leaf module: pickle below
+        if graph is not None:
+            atomic_torch_save({"graph": graph, "metrics": metrics, "pickled": False}, run.file("teacher.pt"))
+            return
     if spec is not None:
         atomic_torch_save(
             {
@@ -59,6 +70,8 @@ def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict
     path = run.file("teacher.pt")
     try:
         ck = safe_torch_load(path)
+        if isinstance(ck, dict) and "graph" in ck:
+            return graph_from_state(ck["graph"]).eval(), None
         model = build_model(
             str(ck["spec"]["model"]),
             num_classes=int(ck["spec"]["num_classes"]),
@@ -127,12 +140,7 @@ def run_compress(
         run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
     gm = trace(teacher, input_size=splits.input_size).eval()
     search = search_cls(cfg, run, gm, splits, quiet=quiet)
-    before = 0.0  # search time of earlier sessions of a resumed run
-    if resume and run.file("timing.json").is_file():
-        before = float(run.read_json("timing.json").get("search_s", 0.0))
-    t0 = time.perf_counter()
-    search.run(resume=resume)
-    run.write_json("timing.json", {"search_s": before + time.perf_counter() - t0})  # + earlier finished sessions
+    _timed_search(run, search, resume)
     return _finish(run, search, gm)
 
 
@@ -178,17 +186,27 @@ def compress(
         info=_custom_info(teacher, x0),
         seed=cfg.seed,
     )
+    gm = trace(copy.deepcopy(teacher), input_size=tuple(x0.shape)).eval()
     if resume:
         run = RunDir.open(run_dir)
     else:
         run = RunDir.create(run_dir)
         run.write_json("config.json", cfg.to_dict())
-        _save_teacher_file(run, teacher, None, {})
+        _save_teacher_file(run, gm, None, {})
         run.write_json("data.json", {"input_size": list(x0.shape), "num_classes": splits.num_classes})
-    gm = trace(copy.deepcopy(teacher), input_size=tuple(x0.shape)).eval()
     search = Search(cfg, run, gm, splits, quiet=quiet)
-    search.run(resume=resume)
+    _timed_search(run, search, resume)
     return _finish(run, search, gm)
+
+
+def _timed_search(run: RunDir, search: Search, resume: bool) -> None:
+    """Run the search; timing.json adds this session's seconds to those of earlier ones."""
+    before = 0.0  # search time of earlier sessions of a resumed run
+    if resume and run.file("timing.json").is_file():
+        before = float(run.read_json("timing.json").get("search_s", 0.0))
+    t0 = time.perf_counter()
+    search.run(resume=resume)
+    run.write_json("timing.json", {"search_s": before + time.perf_counter() - t0})
 
 
 def _custom_info(teacher: nn.Module, x0: torch.Tensor):

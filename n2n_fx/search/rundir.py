@@ -4,7 +4,9 @@ Layout::
 
     run.json            marker + format version (what makes a folder a run)
     config.json         the resolved SearchConfig
-    teacher.pt          teacher: state_dict + spec to rebuild it (or a flagged full pickle)
+    teacher.pt          teacher: state_dict + spec to rebuild it; a user's own model: its traced graph
+                        as data (teacher/fxfile.py); a flagged full pickle only when that cannot be stored
+    timing.json         seconds the search took (all sessions of a resumed run)
     history.jsonl       one row per rollout (stage, iteration, actions, params, accuracy, reward, ...)
     checkpoint.pt       resume state: learners, baseline, iteration, best-so-far, RNG states
     reward_cache.json   architecture hash -> reward record
@@ -64,7 +66,12 @@ def safe_torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
             raise CheckpointError(
                 f"{path} holds pickled Python objects; pass --allow-pickle (allow_pickle=True) only if you trust it"
             ) from None
-        raise CheckpointError(f"{path} is corrupt or not an n2n_fx file ({msg[:120]})") from None
+        if isinstance(e, (AttributeError, ModuleNotFoundError)):  # a pickled class this process cannot import
+            raise CheckpointError(
+                f"{path} holds a model pickled with your own class, which cannot be imported here ({msg[:100]}); "
+                "load it in Python after importing that class, or compress again: runs now store the traced graph"
+            ) from None
+        raise CheckpointError(f"{path} cannot be read ({msg[:120]}); it is damaged or not an n2n_fx file") from None
 
 
 class RunDir:
