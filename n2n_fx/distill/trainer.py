@@ -44,7 +44,8 @@ class DistillResult:
     val_history: tuple[float, ...]  # validation accuracy at each evaluation (eval_every, then the end)
     degenerate: str | None  # why training stopped ("diverged", "failed: ..."); None if it finished
     wall_s: float  # seconds spent, evaluation included
-    best_epoch: int | None = None  # keep_best: the epoch whose weights were kept (0: the starting ones)
+    best_epoch: int | None = None  # keep_best: the epoch whose weights were kept (0: the starting ones),
+    # also when training diverged later (degenerate says so; the kept weights are finite)
 
     @property
     def ok(self) -> bool:
@@ -111,7 +112,7 @@ def distill(
     best: dict = {}  # keep_best: "acc", "epoch", "state" of the best evaluation so far
 
     def result(degenerate: str | None, val_acc: float | None = None) -> DistillResult:
-        if best and degenerate is None:
+        if best:  # keep_best: the best evaluated weights, also after a divergence
             student.load_state_dict(best["state"])
             val_acc = best["acc"]
         student.eval()

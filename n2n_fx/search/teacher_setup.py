@@ -126,7 +126,9 @@ def _teacher(cfg: SearchConfig, splits: DataSplits, log) -> PreparedTeacher:
         f"cached in {path.parent})"
     )
     model = build_model(cfg.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
-    model, metrics = train_teacher(model, splits, recipe, seed=cfg.seed, device=cfg.resolved_device())
+    model, metrics = train_teacher(
+        model, splits, recipe, seed=cfg.seed, device=cfg.resolved_device(), log=lambda m: log(f"teacher {m}")
+    )
     log(
         f"teacher: val acc {metrics['val_accuracy']:.4f}, test acc {metrics['test_accuracy']:.4f} "
         f"(best of {metrics['epochs']} epochs: {metrics['best_epoch']}, stopped by {metrics['stopped']})"
