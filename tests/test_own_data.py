@@ -251,6 +251,7 @@ def test_compress_on_split_folders_from_the_command_line(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "3 classes, input 1x12x12, train 54 / val 6 / test 12" in err
     assert "kept epoch" in err
+    assert "Teacher: trained 2 epochs" in (tmp_path / "r" / "report.md").read_text()
     ck = safe_torch_load(tmp_path / "r" / "checkpoint.pt")
     for stage in ("removal", "shrink"):
         final = ck["final"].get(stage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -120,5 +121,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("stage shrink needs --shrink-iterations > 0")
         result = run_compress(cfg, run_dir, quiet=args.quiet, allow_pickle=args.allow_pickle)
     print(result.tables["summary"])
+    teacher = result.run_dir / "teacher.json"
+    warning = json.loads(teacher.read_text()).get("warning") if teacher.is_file() else None
+    if warning:
+        print(f"\nwarning: {warning}")
     print(f"\nrun directory: {result.run_dir}  (report.md, student.pt, history.jsonl)")
     return 0

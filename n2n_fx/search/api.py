@@ -138,6 +138,7 @@ def run_compress(
             run.write_json(name, data)
         _save_teacher_file(run, teacher, spec, metrics)
         run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
+        run.write_json("teacher.json", {k: v for k, v in metrics.items() if k != "recipe"})
     gm = trace(teacher, input_size=splits.input_size).eval()
     search = search_cls(cfg, run, gm, splits, quiet=quiet)
     _timed_search(run, search, resume)

@@ -6,6 +6,7 @@ Layout::
     config.json         the resolved SearchConfig
     teacher.pt          teacher: state_dict + spec to rebuild it; a user's own model: its traced graph
                         as data (teacher/fxfile.py); a flagged full pickle only when that cannot be stored
+    teacher.json        how the teacher was trained (epochs, best epoch, accuracies) and any warning
     timing.json         seconds the search took (all sessions of a resumed run)
     history.jsonl       one row per rollout (stage, iteration, actions, params, accuracy, reward, ...)
     checkpoint.pt       resume state: learners, baseline, iteration, best-so-far, RNG states
