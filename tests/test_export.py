@@ -157,3 +157,27 @@ def test_a_python_api_run_is_usable_from_the_command_line(tmp_path, capsys):
         assert main(["export", str(run), "--format", "onnx"]) == 0
         assert (run / "student.onnx").is_file()
     capsys.readouterr()
+
+
+def test_a_pickle_of_a_class_that_is_gone_is_not_called_corrupt(tmp_path, monkeypatch):
+    import types
+
+    from n2n_fx.search.rundir import safe_torch_load
+
+    mod = types.ModuleType("gone_user_module")
+
+    class DigitNet(nn.Module):
+        pass
+
+    DigitNet.__module__, DigitNet.__qualname__ = "gone_user_module", "DigitNet"
+    mod.DigitNet = DigitNet
+    monkeypatch.setitem(sys.modules, "gone_user_module", mod)
+    torch.save({"module": DigitNet()}, tmp_path / "teacher.pt")
+    monkeypatch.delitem(sys.modules, "gone_user_module")
+    with pytest.raises(CheckpointError) as e:
+        safe_torch_load(tmp_path / "teacher.pt", allow_pickle=True)
+    msg = str(e.value)
+    assert "corrupt" not in msg and "your own class" in msg and "\n" not in msg
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        safe_torch_load(tmp_path / "junk.pt")

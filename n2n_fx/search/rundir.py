@@ -63,7 +63,7 @@ def safe_torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if not allow_pickle and "weights_only" in str(e):
+        if not allow_pickle and "Unsupported global" in str(e):  # a pickled object, not a damaged file
             raise CheckpointError(
                 f"{path} holds pickled Python objects; pass --allow-pickle (allow_pickle=True) only if you trust it"
             ) from None
