@@ -527,7 +527,7 @@ def test_messages_name_the_real_problem(tmp_path, reference, capsys):
     d = tmp_path / "pickled-runs" / "r"
     shutil.copytree(reference, d)
     (d / "teacher.pt").write_bytes((d / "teacher.pt").read_bytes()[:500])  # truncated
-    err = _one_line(capsys, ["diff", str(d)], "teacher.pt", "corrupt")
+    err = _one_line(capsys, ["diff", str(d)], "teacher.pt", "damaged")
     assert "custom teacher" not in err and "allow-pickle" not in err
     shutil.copy(reference / "teacher.pt", d / "teacher.pt")
     torch.save({"format": "n2n_fx.student/1", "actions": os.getcwd}, d / "student.pt")  # needs a full unpickle

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "diff": "diff_cmd",
     "export": "export_cmd",
     "baseline": "baseline_cmd",
+    "datasets": "datasets_cmd",
 }
 
 

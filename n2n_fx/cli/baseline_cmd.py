@@ -25,7 +25,7 @@ from typing import Any
 from ..baselines.pruning import PruneConfig
 from ..errors import ConfigError
 from ..search import SearchConfig
-from .common import add_data_option_arg, count_or_fraction, parse_data_options
+from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of
 from .compress_cmd import _size
 
 __all__ = ["add_parser", "run"]
@@ -166,9 +166,12 @@ def _config(args: argparse.Namespace, flags: dict[str, type], ref) -> Any:
     data = load_config_file(args.config) if args.config else {}
     cli = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
     merged = {**base, **data, **cli}
-    if args.data_option:
-        opts = dict(merged.get("dataset_options", SearchConfig().dataset_options))
-        merged["dataset_options"] = {**opts, **parse_data_options(args.data_option)}
+    options = data_options_of(args)
+    if options:
+        merged["dataset_options"] = {**(merged.get("dataset_options") or {}), **options}
+        dataset = dataset_of(merged.get("dataset"), options)
+        if dataset is not None:
+            merged["dataset"] = dataset
     return SearchConfig.from_dict(merged)
 
 

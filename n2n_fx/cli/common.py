@@ -20,6 +20,8 @@ __all__ = [
     "positive_int",
     "count_or_fraction",
     "write_output",
+    "data_options_of",
+    "dataset_of",
 ]
 
 
@@ -77,8 +79,36 @@ def add_data_option_arg(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="data-set option, e.g. num_samples=2000 or image_size=32 (repeatable)",
+        help="data-set option, e.g. augment=crop, image_size=32, val_size=0.1 (repeatable; `n2n-fx datasets` "
+        "lists each data set's)",
     )
+    for split in ("train", "val", "test"):
+        p.add_argument(
+            f"--{split}-dir",
+            default=None,
+            metavar="DIR",
+            help=f"image folder of the {split} split, one sub-folder per class (implies --dataset imagefolder)",
+        )
+
+
+def data_options_of(args: argparse.Namespace) -> dict[str, Any]:
+    """``--data-option`` items plus ``--train-dir/--val-dir/--test-dir`` as data-set options."""
+    out = parse_data_options(args.data_option)
+    for split in ("train", "val", "test"):
+        folder = getattr(args, f"{split}_dir", None)
+        if folder is not None:
+            out[f"{split}_dir"] = str(folder)
+    return out
+
+
+def dataset_of(dataset: str | None, options: dict[str, Any]) -> str | None:
+    """The data set to load: ``imagefolder`` when only split folders are given; ConfigError on a clash."""
+    if any(f"{k}_dir" in options for k in ("train", "val", "test")):
+        if dataset is None:
+            return "imagefolder"
+        if dataset.partition(":")[0] != "imagefolder":
+            raise ConfigError(f"--train-dir/--val-dir/--test-dir are image folders; drop --dataset {dataset}")
+    return dataset
 
 
 def parse_data_options(items: list[str]) -> dict[str, Any]:

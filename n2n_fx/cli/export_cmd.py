@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..export import export_onnx
 from ..search.api import load_run
 from ..storage import writing
 from ..teacher.trace import example_input_of
@@ -34,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
         torch.jit.save(torch.jit.trace(student, x), buf)
     elif args.format == "onnx":
         out = args.out or args.run_dir / "student.onnx"
-        try:
-            torch.onnx.export(student, (x,), buf, input_names=["input"], output_names=["logits"], dynamo=False)
-        except ImportError as e:
-            raise ConfigError(f"ONNX export needs the onnx package ({e.name}); pip install 'n2n-fx[onnx]'") from None
+        export_onnx(student, buf, x)  # adaptive pools fixed, batch axis dynamic
     else:
         out = args.out or args.run_dir / "student_fx"
         with writing(out):

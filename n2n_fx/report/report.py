@@ -167,6 +167,22 @@ def curves(history: list[dict[str, Any]], path: Path) -> str | None:
     return None
 
 
+def _teacher_lines(run: RunDir) -> list[str]:
+    """How the teacher was trained, and its warning, from teacher.json (runs that trained one)."""
+    if not run.file("teacher.json").is_file():
+        return []
+    m = run.read_json("teacher.json")
+    lines = []
+    if "best_epoch" in m:
+        lines.append(
+            f"Teacher: trained {m.get('epochs')} epochs (best validation epoch {m.get('best_epoch')}, stopped by "
+            f"{m.get('stopped')}); validation accuracy {m.get('val_accuracy', math.nan):.4f}."
+        )
+    if m.get("warning"):
+        lines.append(f"**Warning:** {m['warning']}")
+    return [*lines, ""] if lines else []
+
+
 def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> dict[str, str]:
     """Write summary.json, report.md, report.txt (and curves.png) for the run's ``student``; return the tables."""
     from ..search.rundir import safe_torch_load
@@ -213,6 +229,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     md = [
         f"# n2n-fx compression report: {cfg.get('model')} on {cfg.get('dataset')}",
         "",
+        *_teacher_lines(run),
         "Accuracy is on the test split after final training (CE + λ·KD); rewards used the validation split. "
         "`*` marks the run's result (the student with the highest search reward): `student.pt`.",
         "",

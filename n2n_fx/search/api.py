@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import CheckpointError, ConfigError, DiskError, N2NError, RunDirError
 from ..rewrite import Diff
 from ..storage import atomic_write_bytes, torch_bytes
+from ..teacher.fxfile import graph_from_state, graph_to_state
 from ..teacher.trace import trace
 from ..teacher.train import teacher_spec
 from ..teacher.zoo import build_model
@@ -43,7 +44,17 @@ class CompressionResult:
 
 
 def _teacher_bytes(teacher: nn.Module, spec: dict[str, Any] | None, metrics: dict[str, Any]) -> bytes:
-    """What teacher.pt holds, serialised before the run directory is made (so a failure leaves nothing)."""
+    """What teacher.pt holds, serialised before the run directory is made (so a failure leaves nothing).
+
+    A named model: weights + spec. A user's own model: its traced graph as data (``fxfile``), so
+    the CLI rebuilds it without the user's class; a full pickle only when the graph cannot be stored."""
+    if spec is None and isinstance(teacher, fx.GraphModule):
+        try:
+            graph = graph_to_state(teacher)
+        except ConfigError:
+            graph = None  # e.g. a custom leaf module: pickle below
+        if graph is not None:
+            return torch_bytes({"graph": graph, "metrics": metrics, "pickled": False})
     if spec is not None:
         return torch_bytes({"state_dict": teacher.state_dict(), "spec": spec, "metrics": metrics, "pickled": False})
     # a user model that cannot be rebuilt by name: a full pickle, loaded only on request
@@ -61,6 +72,8 @@ def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict
     hint = "pass --allow-pickle (allow_pickle=True) if you trust this run: its teacher is a custom model"
     try:
         ck = safe_torch_load(path, pickle_hint=hint)
+        if isinstance(ck, dict) and "graph" in ck:
+            return graph_from_state(ck["graph"]).eval(), None
         model = build_model(
             str(ck["spec"]["model"]),
             num_classes=int(ck["spec"]["num_classes"]),
@@ -118,7 +131,7 @@ def run_compress(
             cfg = SearchConfig.from_dict(run.config())
             if run.missing_inputs():  # killed while it was being created: make them again
                 model, spec, splits, metrics = inputs(cfg)
-                _write_inputs(run, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files)
+                _write_inputs(run, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)
             else:
                 model, spec = _load_teacher_file(run, allow_pickle)
                 splits = load_data(cfg)
@@ -130,24 +143,39 @@ def run_compress(
         RunDir.ensure_new(run_dir)  # before minutes of teacher training
         model, spec, splits, metrics = inputs(cfg)
         gm = trace(model, input_size=splits.input_size).eval()  # before the folder: a bad teacher leaves none
-        run = _create(run_dir, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files)
+        run = _create(run_dir, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)
     return _search(run, cfg, gm, splits, resume=resume, quiet=quiet, search_cls=search_cls, say=say)
 
 
-def _write_inputs(run: RunDir, cfg: SearchConfig, teacher: bytes, splits, extra_files: dict[str, Any] | None) -> None:
+def _write_inputs(
+    run: RunDir,
+    cfg: SearchConfig,
+    teacher: bytes,
+    splits,
+    extra_files: dict[str, Any] | None,
+    metrics: dict[str, Any] | None = None,
+) -> None:
     """The run's inputs, teacher.pt last: once it is there they are complete (``RunDir.missing_inputs``)."""
     run.write_json("config.json", cfg.to_dict())
     for name, data in (extra_files or {}).items():
         run.write_json(name, data)
     run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
+    run.write_json("teacher.json", {k: v for k, v in (metrics or {}).items() if k != "recipe"})
     atomic_write_bytes(run.file("teacher.pt"), teacher)  # last: the run's inputs are complete
 
 
-def _create(run_dir, cfg: SearchConfig, teacher: bytes, splits, extra_files: dict[str, Any] | None) -> RunDir:
+def _create(
+    run_dir,
+    cfg: SearchConfig,
+    teacher: bytes,
+    splits,
+    extra_files: dict[str, Any] | None,
+    metrics: dict[str, Any] | None = None,
+) -> RunDir:
     """A new, locked run directory holding the run's inputs (nothing is left if writing them fails)."""
     run = RunDir.create(run_dir, cfg.to_dict())
     try:
-        _write_inputs(run, cfg, teacher, splits, extra_files)
+        _write_inputs(run, cfg, teacher, splits, extra_files, metrics)
     except N2NError:
         run.discard(remove_folder=run.created_folder)
         raise
@@ -254,13 +282,13 @@ def compress(
         run = RunDir.open(run_dir).lock()
         if run.missing_inputs():  # killed while it was being created: write them again
             try:
-                _write_inputs(run, cfg, _teacher_bytes(teacher, None, {}), splits, None)
+                _write_inputs(run, cfg, _teacher_bytes(gm, None, {}), splits, None)
             except BaseException:
                 run.release()
                 raise
     else:
         RunDir.ensure_new(run_dir)
-        run = _create(run_dir, cfg, _teacher_bytes(teacher, None, {}), splits, None)
+        run = _create(run_dir, cfg, _teacher_bytes(gm, None, {}), splits, None)
     return _search(run, cfg, gm, splits, resume=resume, quiet=quiet, say=lambda m: None)
 
 

@@ -28,7 +28,10 @@ class SearchConfig:
     download: bool = False  # let torchvision download a missing data set
     dataset_options: dict[str, Any] | None = None  # data set options (None: its defaults; synthetic: 2400 samples)
     teacher_checkpoint: str | None = None  # trained teacher (n2n-fx train-teacher); None: train one, cached
-    teacher_epochs: int = 4  # epochs when the teacher is trained on the fly
+    # teacher trained on the fly: at most this many epochs, stopped when validation accuracy
+    # plateaus (teacher_patience) and the best epoch kept (4 fixed epochs gave a 71% teacher, issue 19)
+    teacher_epochs: int = 30
+    teacher_patience: int = 3  # epochs without progress before lr/10, then as many before stopping
     # -- search (paper Algorithm 1) -----------------------------------------------------------
     stage: str = "both"  # "removal", "shrink" or "both"
     removal_iterations: int = 6  # N1: policy updates of the removal stage
@@ -104,6 +107,8 @@ class SearchConfig:
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches={self.calib_batches} must be at least 1")
         self.supernet_config()  # checks the supernet settings
+        if self.teacher_epochs < 1 or self.teacher_patience < 0:
+            raise ConfigError("teacher_epochs must be >= 1 and teacher_patience >= 0")
         if self.rollout_threads is not None and self.rollout_threads < 1:
             raise ConfigError(f"rollout_threads={self.rollout_threads} must be at least 1 (or unset)")
         if self.reward_steps < 0 or self.reward_epochs < 1 and self.reward_steps == 0:

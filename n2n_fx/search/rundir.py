@@ -4,7 +4,10 @@ Layout::
 
     run.json            marker + format version (what makes a folder a run)
     config.json         the resolved SearchConfig
-    teacher.pt          teacher: state_dict + spec to rebuild it (or a flagged full pickle)
+    teacher.pt          teacher: state_dict + spec to rebuild it; a user's own model: its traced graph
+                        as data (teacher/fxfile.py); a flagged full pickle only when that cannot be stored
+    teacher.json        how the teacher was trained (epochs, best epoch, accuracies) and any warning
+    timing.json         seconds the search took (all sessions of a resumed run)
     history.jsonl       one row per rollout (stage, iteration, actions, params, accuracy, reward, ...)
     checkpoint.pt       resume state: learners, baseline, iteration, best-so-far, RNG states
     reward_cache.json   architecture hash -> reward record
@@ -50,7 +53,7 @@ RUN_FORMAT = "n2n_fx.run/1"
 # what a run needs to start; teacher.pt is written last, so all are there once it is
 INPUT_FILES = ("run.json", "config.json", "data.json", "teacher.pt")
 # what the search writes from its first checkpoint on (a restarted run drops them)
-SEARCH_OUTPUTS = ("checkpoint.pt", "history.jsonl", "reward_cache.json", "policies", "timing.json")
+SEARCH_OUTPUTS = ("checkpoint.pt", "history.jsonl", "reward_cache.json", "policies", "timing.json", "supernet.pt")
 
 
 class PickledFileError(CheckpointError):
@@ -71,7 +74,12 @@ def safe_torch_load(path: Path, *, allow_pickle: bool = False, pickle_hint: str 
         if not allow_pickle and "weights_only" in str(e):
             hint = pickle_hint or "n2n_fx never unpickles this file, so it was not written by n2n_fx or was altered"
             raise PickledFileError(f"{path} holds pickled Python objects; {hint}") from None
-        raise CheckpointError(f"{path} is corrupt or not an n2n_fx file ({msg[:120]})") from None
+        if isinstance(e, (AttributeError, ModuleNotFoundError)):  # a pickled class this process cannot import
+            raise CheckpointError(
+                f"{path} holds a model pickled with your own class, which cannot be imported here ({msg[:100]}); "
+                "load it in Python after importing that class, or compress again: runs now store the traced graph"
+            ) from None
+        raise CheckpointError(f"{path} cannot be read ({msg[:120]}); it is damaged or not an n2n_fx file") from None
 
 
 def _is_temp(name: str) -> bool:

@@ -111,6 +111,7 @@ def rebuild_student(
 def final_distill_config(cfg: SearchConfig, device: str) -> DistillConfig:
     """How the run's best students are trained at the end (CE + λ·KD); baselines reuse it."""
     return DistillConfig(
+        keep_best=True,  # the best validation epoch, the search's own weights counting as epoch 0
         loss="ce+l2",
         lam=cfg.final_lambda,
         lr=cfg.final_lr,
@@ -480,7 +481,10 @@ class Search:
         return analyze(r.student.eval()), {"remove": remove}
 
     def _final(self) -> None:
-        """Train the best students to convergence with CE + λ·KD; record test accuracy."""
+        """Train the best students with CE + λ·KD; keep the best validation epoch; record test accuracy.
+
+        The weights the search measured count as epoch 0, so the shipped student is never worse
+        on validation than the search reported; the log says which epoch was kept."""
         cfg = self.cfg
         dcfg = final_distill_config(cfg, self.device)
         for stage in ("removal", "shrink"):
@@ -517,6 +521,11 @@ class Search:
                 self.log(f"final training of the best {stage} student: {fallback} (lower final_lr)")
             test_acc = accuracy(student, self.splits.test) if len(self.splits.test) else math.nan
             val_acc = accuracy(student, self.splits.val) if len(self.splits.val) else math.nan
+            searched = best.record.get("accuracy")
+            self.log(
+                f"final {stage}: kept epoch {res.best_epoch} of {res.epochs} (val acc {val_acc:.4f}; "
+                f"the search measured {searched if searched is not None else float('nan'):.4f})"
+            )
             cost = model_cost(student)
             name = "student_stage1" if stage == "removal" else "student_stage2"
             atomic_torch_save(
@@ -540,6 +549,8 @@ class Search:
                 "diverged": res.degenerate,
                 "fallback": fallback,  # why the search-time weights were kept, or None
                 "epochs": dcfg.epochs,
+                "best_epoch": res.best_epoch,
+                "search_val_accuracy": searched,
                 "file": f"{name}.pt",
             }
             self.save_checkpoint()
