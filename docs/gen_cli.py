@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-COMMANDS = ["inspect", "surgery", "train-teacher", "compress", "report", "diff", "export", "baseline"]
+COMMANDS = ["inspect", "surgery", "train-teacher", "compress", "report", "diff", "export", "baseline", "datasets"]
 SUBCOMMANDS = {"baseline": ["random", "prune", "handmade"]}
 
 

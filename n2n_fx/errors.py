@@ -1,6 +1,15 @@
 """Errors raised by n2n_fx. Each message is one line: what was wrong and what to do."""
 
-__all__ = ["N2NError", "TraceError", "ConfigError", "DataError", "CheckpointError", "RunDirError", "RepairError"]
+__all__ = [
+    "N2NError",
+    "TraceError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "RunDirError",
+    "RepairError",
+    "DiskError",
+]
 
 
 class N2NError(Exception):
@@ -31,3 +40,7 @@ class RepairError(N2NError):
     """Surgery cannot make the student's shapes fit (an op rejects its new input, a module
     with weights has no rebuild handler): the rewrite gives a degenerate student. Every
     other exception raised during a rewrite is a bug and propagates."""
+
+
+class DiskError(N2NError):
+    """A file could not be written (permission denied, full disk); files written before are intact."""

@@ -219,6 +219,25 @@ def test_student_starts_from_the_weights_it_was_given(splits):
     assert fresh.losses[0] > 1e-3
 
 
+def test_keep_best_returns_the_best_validation_weights_and_stops_on_patience(splits):
+    teacher = small_cnn(8)
+    good = small_cnn(8)
+    distill(good, splits.train_plain, DistillConfig(loss="ce", epochs=3, lr=3e-3))
+    start = {k: v.clone() for k, v in good.state_dict().items()}
+    before = accuracy(good, splits.val)
+    # a learning rate that wrecks the weights: no epoch beats the starting ones, which come back
+    wreck = DistillConfig(loss="ce+l2", epochs=4, lr=5.0, optimizer="sgd", keep_best=True, patience=2)
+    r = distill(good, splits.train_plain, wreck, teacher=teacher, val_data=splits.val)
+    assert r.best_epoch == 0 and r.epochs <= 2  # two epochs without progress (or a divergence), then stop
+    assert r.val_accuracy == pytest.approx(before) and r.degenerate in (None, "diverged")
+    assert all(torch.equal(v, start[k]) for k, v in good.state_dict().items())
+    # an ordinary run keeps its best epoch and reports that epoch's accuracy
+    cfg = DistillConfig(loss="ce", epochs=4, lr=3e-3, keep_best=True)
+    r = distill(small_cnn(4), splits.train_plain, cfg, val_data=splits.val)
+    assert r.best_epoch >= 1 and r.val_accuracy == max(r.val_history)
+    assert r.val_accuracy == pytest.approx(accuracy(r.student, splits.val))
+
+
 def test_step_budget_and_cosine_schedule(splits):
     cfg = DistillConfig(steps=5, batch_size=16, schedule="cosine", optimizer="sgd", lr=0.01)
     r = distill(small_cnn(4), splits.train_plain, cfg, teacher=small_cnn(8))

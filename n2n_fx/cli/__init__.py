@@ -20,11 +20,19 @@ SUBCOMMANDS = {
     "diff": "diff_cmd",
     "export": "export_cmd",
     "baseline": "baseline_cmd",
+    "datasets": "datasets_cmd",
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the CLI (exit status 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="n2n-fx",
         description="Compress neural networks by learned graph surgery (N2N on torch.fx).",
     )

@@ -25,7 +25,7 @@ from typing import Any
 from ..baselines.pruning import PruneConfig
 from ..errors import ConfigError
 from ..search import SearchConfig
-from .common import add_data_option_arg, parse_data_options
+from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of
 from .compress_cmd import _size
 
 __all__ = ["add_parser", "run"]
@@ -44,12 +44,16 @@ _COMMON = {
 # extra SearchConfig fields of `baseline random` (the search budget, as `n2n-fx compress`)
 _RANDOM = {
     "stage": str,
+    "reward_mode": str,
+    "supernet_steps": int,
+    "calib_batches": int,
     "removal_iterations": int,
     "shrink_iterations": int,
     "rollouts": int,
     "reward_steps": int,
     "reward_epochs": int,
-    "reward_subset": float,
+    "reward_subset": count_or_fraction,
+    "reward_val_subset": count_or_fraction,
     "final_epochs": int,
     "final_lambda": float,
 }
@@ -162,9 +166,12 @@ def _config(args: argparse.Namespace, flags: dict[str, type], ref) -> Any:
     data = load_config_file(args.config) if args.config else {}
     cli = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
     merged = {**base, **data, **cli}
-    if args.data_option:
-        opts = dict(merged.get("dataset_options", SearchConfig().dataset_options))
-        merged["dataset_options"] = {**opts, **parse_data_options(args.data_option)}
+    options = data_options_of(args)
+    if options:
+        merged["dataset_options"] = {**(merged.get("dataset_options") or {}), **options}
+        dataset = dataset_of(merged.get("dataset"), options)
+        if dataset is not None:
+            merged["dataset"] = dataset
     return SearchConfig.from_dict(merged)
 
 
@@ -215,16 +222,14 @@ def _head_rows(ref, teacher, splits) -> list[tuple[str, float, int]]:
 def _write(out: Path | None, name: str, data: dict[str, Any], student=None, code: str = "") -> None:
     if out is None:
         return
-    import torch
+    from ..storage import atomic_torch_save, atomic_write_text
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
+    atomic_write_text(out / f"{name}.json", json.dumps(data, indent=1, default=str))
     if student is not None:
-        torch.save(
-            {"format": "n2n_fx.baseline-student/1", **data, "state_dict": student.state_dict()}, out / f"{name}.pt"
-        )
+        state = {"format": "n2n_fx.baseline-student/1", **data, "state_dict": student.state_dict()}
+        atomic_torch_save(state, out / f"{name}.pt")
     if code:
-        (out / f"{name}.py").write_text(code)
+        atomic_write_text(out / f"{name}.py", code)
 
 
 # -- methods ------------------------------------------------------------------------------------

@@ -3,14 +3,55 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from torch import fx
 
 from ..errors import ConfigError
+from ..storage import writing
 from ..teacher.trace import parse_input_size, trace
 
-__all__ = ["add_model_args", "load_model_arg", "add_data_option_arg", "parse_data_options"]
+__all__ = [
+    "add_model_args",
+    "load_model_arg",
+    "add_data_option_arg",
+    "parse_data_options",
+    "positive_int",
+    "count_or_fraction",
+    "write_output",
+    "data_options_of",
+    "dataset_of",
+]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n
+
+
+def count_or_fraction(text: str) -> int | float:
+    """argparse type of a subset size: ``300`` is a count (int), ``0.25`` a fraction (float)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (300) or a fraction (0.25)") from None
+
+
+def write_output(path: Path, data: str | bytes) -> None:
+    """Write a file named on the command line; a missing folder or a disk fault is a one-line DiskError."""
+    with writing(path):
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +64,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="C x H x W of one input, e.g. 3x32x32 (default 3x224x224)",
     )
-    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
+    p.add_argument("--num-classes", type=positive_int, default=10, help="classifier outputs (default 10)")
 
 
 def load_model_arg(args: argparse.Namespace) -> fx.GraphModule:
@@ -38,8 +79,36 @@ def add_data_option_arg(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="data-set option, e.g. num_samples=2000 or image_size=32 (repeatable)",
+        help="data-set option, e.g. augment=crop, image_size=32, val_size=0.1 (repeatable; `n2n-fx datasets` "
+        "lists each data set's)",
     )
+    for split in ("train", "val", "test"):
+        p.add_argument(
+            f"--{split}-dir",
+            default=None,
+            metavar="DIR",
+            help=f"image folder of the {split} split, one sub-folder per class (implies --dataset imagefolder)",
+        )
+
+
+def data_options_of(args: argparse.Namespace) -> dict[str, Any]:
+    """``--data-option`` items plus ``--train-dir/--val-dir/--test-dir`` as data-set options."""
+    out = parse_data_options(args.data_option)
+    for split in ("train", "val", "test"):
+        folder = getattr(args, f"{split}_dir", None)
+        if folder is not None:
+            out[f"{split}_dir"] = str(folder)
+    return out
+
+
+def dataset_of(dataset: str | None, options: dict[str, Any]) -> str | None:
+    """The data set to load: ``imagefolder`` when only split folders are given; ConfigError on a clash."""
+    if any(f"{k}_dir" in options for k in ("train", "val", "test")):
+        if dataset is None:
+            return "imagefolder"
+        if dataset.partition(":")[0] != "imagefolder":
+            raise ConfigError(f"--train-dir/--val-dir/--test-dir are image folders; drop --dataset {dataset}")
+    return dataset
 
 
 def parse_data_options(items: list[str]) -> dict[str, Any]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..search import SearchConfig, load_config_file, run_compress
-from .common import add_data_option_arg, parse_data_options
+from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of
 
 # CLI flag -> SearchConfig field, for the flags that take a value
 _FLAGS = {
@@ -18,6 +19,7 @@ _FLAGS = {
     "data_root": str,
     "teacher_checkpoint": str,
     "teacher_epochs": int,
+    "teacher_patience": int,
     "stage": str,
     "removal_iterations": int,
     "shrink_iterations": int,
@@ -29,9 +31,16 @@ _FLAGS = {
     "entropy_coef": float,
     "removal_policy": str,
     "shrink_policy": str,
+    "reward_mode": str,
+    "supernet_steps": int,
+    "supernet_lr": float,
+    "supernet_students": int,
+    "calib_batches": int,
     "reward_steps": int,
+    "reward_lr": float,
     "reward_epochs": int,
-    "reward_subset": float,
+    "reward_subset": count_or_fraction,
+    "reward_val_subset": count_or_fraction,
     "batch_size": int,
     "max_flops": float,
     "max_latency_ms": float,
@@ -104,8 +113,12 @@ def run(args: argparse.Namespace) -> int:
             cli["max_params"] = args.max_params
         if args.download:
             cli["download"] = True
-        if args.data_option:
-            cli["dataset_options"] = parse_data_options(args.data_option)
+        options = data_options_of(args)
+        if options:
+            cli["dataset_options"] = options
+            dataset = dataset_of(cli.get("dataset", data.get("dataset")), options)
+            if dataset is not None:
+                cli["dataset"] = dataset
         known = {f.name for f in dataclasses.fields(SearchConfig)}
         cfg = SearchConfig.from_dict(
             {k: v for k, v in {**data, **cli}.items() if k in known} | {k: v for k, v in data.items() if k not in known}
@@ -115,5 +128,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("stage shrink needs --shrink-iterations > 0")
         result = run_compress(cfg, run_dir, quiet=args.quiet, allow_pickle=args.allow_pickle)
     print(result.tables["summary"])
+    teacher = result.run_dir / "teacher.json"
+    warning = json.loads(teacher.read_text()).get("warning") if teacher.is_file() else None
+    if warning:
+        print(f"\nwarning: {warning}")
     print(f"\nrun directory: {result.run_dir}  (report.md, student.pt, history.jsonl)")
     return 0

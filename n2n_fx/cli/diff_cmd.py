@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..rewrite import to_dot
 from ..search.api import load_run
+from .common import write_output
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -21,6 +22,6 @@ def run(args: argparse.Namespace) -> int:
     student, diff = load_run(args.run_dir, allow_pickle=args.allow_pickle)
     print(diff.table())
     if args.dot:
-        args.dot.write_text(to_dot(student, diff))
+        write_output(args.dot, to_dot(student, diff))
         print(f"wrote {args.dot}")
     return 0

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..export import export_onnx
 from ..search.api import load_run
+from ..storage import writing
 from ..teacher.trace import example_input_of
+from .common import write_output
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -25,24 +28,18 @@ def run(args: argparse.Namespace) -> int:
     student, _ = load_run(args.run_dir, allow_pickle=args.allow_pickle)
     student.eval()
     x = example_input_of(student, batch=1)
+    buf = io.BytesIO()  # written to ``out`` at the end: a bad path is one line, not a torch error
     if args.format == "torchscript":
         out = args.out or args.run_dir / "student.torchscript.pt"
-        torch.jit.save(torch.jit.trace(student, x), str(out))
+        torch.jit.save(torch.jit.trace(student, x), buf)
     elif args.format == "onnx":
         out = args.out or args.run_dir / "student.onnx"
-        try:
-            torch.onnx.export(
-                student,
-                (x,),
-                str(out),
-                input_names=["input"],
-                output_names=["logits"],
-                dynamo=False,
-            )
-        except ImportError as e:
-            raise ConfigError(f"ONNX export needs the onnx package ({e.name}); pip install 'n2n-fx[onnx]'") from None
+        export_onnx(student, buf, x)  # adaptive pools fixed, batch axis dynamic
     else:
         out = args.out or args.run_dir / "student_fx"
-        student.to_folder(str(out), "Student")
+        with writing(out):
+            student.to_folder(str(out), "Student")
+    if args.format != "fx":
+        write_output(out, buf.getvalue())
     print(f"wrote {out}")
     return 0

@@ -9,7 +9,7 @@ from tabulate import tabulate
 
 from ..errors import ConfigError
 from ..rewrite import apply_actions, to_dot
-from .common import add_model_args, load_model_arg
+from .common import add_model_args, load_model_arg, write_output
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -66,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
     if args.code:
         print(r.student.code)
     if args.dot:
-        args.dot.write_text(to_dot(r.student, r.diff, gm))
+        write_output(args.dot, to_dot(r.student, r.diff, gm))
         print(f"wrote {args.dot}")
     return 0

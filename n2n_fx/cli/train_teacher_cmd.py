@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .common import add_data_option_arg, parse_data_options
+from .common import add_data_option_arg, data_options_of, dataset_of
 
 __all__ = ["add_parser", "run"]
 
@@ -20,12 +21,13 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         description=(
             "Train MODEL (conv4, vgg13_small, vgg_tiny or a torchvision classifier) on a data set "
             "(synthetic, mnist, mnist10k, cifar10, cifar100, svhn, caltech256, imagefolder:PATH) "
-            "and save a checkpoint for `n2n-fx compress`. Presets: paper (appendix 10.2; SGD "
-            "momentum 0.9) or cpu (3 epochs of Adam)."
+            "and save a checkpoint for `n2n-fx compress`. Presets: plateau (Adam until validation accuracy "
+            "plateaus, best epoch kept; the default), paper (appendix 10.2; SGD momentum 0.9) or cpu "
+            "(3 epochs of Adam)."
         ),
     )
     p.add_argument("model", help="model name, e.g. conv4 or resnet18")
-    p.add_argument("--dataset", default="synthetic", help="data set name (default: synthetic)")
+    p.add_argument("--dataset", default=None, help="data set name (default: synthetic; imagefolder with --train-dir)")
     p.add_argument(
         "--data-root",
         default=None,
@@ -33,8 +35,16 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
     add_data_option_arg(p)
-    p.add_argument("--preset", choices=("paper", "cpu"), default="cpu", help="training recipe (default: cpu)")
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument(
+        "--preset", choices=("plateau", "paper", "cpu"), default="plateau", help="training recipe (default: plateau)"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs (plateau: the cap)")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping: epochs without a better val accuracy before lr/10, then before stopping (0: off)",
+    )
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     p.add_argument(
@@ -60,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.splits import load_splits
-    from ..teacher.train import save_teacher, train_teacher
+    from ..teacher.quality import teacher_warning
+    from ..teacher.train import PRESETS, data_identity, preset_for, save_teacher, train_teacher
     from ..teacher.zoo import build_model
 
     device = args.device
@@ -70,19 +81,17 @@ def run(args: argparse.Namespace) -> int:
     subset: int | float | None = args.subset
     if subset is not None and subset > 1:
         subset = int(subset)
-    splits = load_splits(
-        args.dataset,
-        args.data_root,
-        args.download,
-        subset=subset,
-        seed=args.seed,
-        **parse_data_options(args.data_option),
-    )
+    options = data_options_of(args)
+    dataset = dataset_of(args.dataset, options) or "synthetic"
+    splits = load_splits(dataset, args.data_root, args.download, subset=subset, seed=args.seed, **options)
+    print(f"data: {splits.describe()}")
     model = build_model(args.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
     log = None if args.quiet else print
-    preset = "paper" if args.preset == "paper" else "cpu"
+    preset = preset_for(splits.info.name) if args.preset == "paper" else PRESETS[args.preset]
+    if args.patience is not None:
+        preset = replace(preset, patience=args.patience)
     if log:
-        log(f"training {args.model} on {splits} with preset {preset} on {device}")
+        log(f"training {args.model} with preset {preset.name} on {device}")
     model, metrics = train_teacher(
         model,
         splits,
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         log=log,
     )
-    out = Path(args.out) if args.out else _default_out(args.model, args.dataset)
+    out = Path(args.out) if args.out else _default_out(args.model, dataset)
     save_teacher(
         out,
         model,
@@ -104,10 +113,14 @@ def run(args: argparse.Namespace) -> int:
         input_size=splits.input_size,
         metrics=metrics,
         dataset=splits.info.name,
+        data=data_identity(splits),
     )
     print(
         f"{args.model} on {splits.info.name}: val accuracy {metrics['val_accuracy']:.4f}, "
         f"test accuracy {metrics['test_accuracy']:.4f}, {metrics['params']:,} params, "
-        f"{metrics['epochs']} epochs in {metrics['wall_s']:.1f} s -> {out}"
+        f"{metrics['epochs']} epochs (best {metrics['best_epoch']}) in {metrics['wall_s']:.1f} s -> {out}"
     )
+    warning = teacher_warning(metrics)
+    if warning:
+        print(f"warning: {warning}")
     return 0

@@ -1,6 +1,7 @@
 """Data sets, seeded stratified splits, transforms and loaders."""
 
 from .dataset import DatasetInfo, ImageDataset
+from .fingerprint import data_fingerprint
 from .idx import read_idx
 from .loaders import make_loader
 from .registry import dataset_help, dataset_names, default_data_root, get_dataset, split_transform
@@ -12,6 +13,7 @@ __all__ = [
     "ImageDataset",
     "DataSplits",
     "SyntheticConfig",
+    "data_fingerprint",
     "dataset_help",
     "dataset_names",
     "default_data_root",

@@ -26,6 +26,8 @@ class DatasetInfo:
     augment: str = "none"  # training augmentation preset (see transforms.AUGMENTATIONS)
     resize: bool = False  # images vary in size and are resized/cropped to image_size
     has_test: bool = True  # an official test split exists (else load_splits carves one)
+    has_val: bool = False  # an official validation split exists (else load_splits carves one from train)
+    classes: tuple[str, ...] = ()  # class names by label, when the data set has them (image folders)
     default_val_size: int | float = 0.1  # validation carved from training: count or fraction
     default_test_size: int | float = 0.2  # test carved when has_test is False: count or fraction
 

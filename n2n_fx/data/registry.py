@@ -28,6 +28,8 @@ __all__ = [
     "default_data_root",
     "split_transform",
     "DATA_ROOT_ENV",
+    "SPLIT_OPTIONS",
+    "dataset_options_help",
 ]
 
 DATA_ROOT_ENV = "N2N_FX_DATA"  # environment variable naming the default data folder
@@ -38,14 +40,31 @@ _IMAGENET_MEAN = dict(mean=(0.485, 0.456, 0.406), std=(1.0, 1.0, 1.0))
 
 # name -> (one-line description, loader(root, download, split, options) -> (source, targets, info))
 _LOADERS: dict[str, tuple[str, Callable[..., tuple[Any, torch.Tensor, DatasetInfo]]]] = {}
+_OPTIONS: dict[str, dict[str, str]] = {}  # name -> option -> what it does (and its default)
+
+# options every data set takes: load_splits' own (count = int, fraction = float in [0, 1])
+SPLIT_OPTIONS = {
+    "val_size": "validation carved from training: count or fraction (default 0.1; none with a val folder)",
+    "test_size": "test carved when there is no official test split: count or fraction (default 0.2)",
+    "augment": "training augmentation: none, crop, crop_flip, resize_crop_flip, or true/false (default: the "
+    "data set's, see its line)",
+}
 
 
-def _register(name: str, about: str):
+def _register(name: str, about: str, options: dict[str, str] | None = None, augment: str = "none"):
     def deco(fn):
-        _LOADERS[name] = (about, fn)
+        _LOADERS[name] = (f"{about} (augmentation: {augment})", fn)
+        _OPTIONS[name] = dict(options or {})
         return fn
 
     return deco
+
+
+def dataset_options_help(name: str) -> dict[str, str]:
+    """Option -> description of data set ``name`` (its own options; ``SPLIT_OPTIONS`` apply to all)."""
+    if name not in _OPTIONS:
+        raise ConfigError(f"unknown data set {name!r}; use one of {', '.join(dataset_names())}")
+    return dict(_OPTIONS[name])
 
 
 def default_data_root() -> Path:
@@ -98,8 +117,18 @@ def _torchvision(name: str, cls_name: str, root: Path, download: bool, expected:
 
 @_register(
     "synthetic",
-    "procedurally drawn shapes, no files (options: num_samples (train, 6000), num_test (2000 or "
-    "num_samples/5), num_classes, image_size, channels, noise, seed)",
+    "procedurally drawn shapes, no files",
+    options={
+        "num_samples": "training images (default 6000; the compress job uses 2400)",
+        "num_test": "test images (default 2000, or num_samples/5 when num_samples is given)",
+        "num_classes": "classes (default 10)",
+        "image_size": "image side in pixels (default 28)",
+        "channels": "1 or 3 (default 1)",
+        "noise": "std of the Gaussian pixel noise (default 0.15)",
+        "max_rotation": "shape rotation range in radians (default 0.4)",
+        "clutter": "probability of a distractor stroke (default 0.5)",
+        "seed": "seed of the drawing (default 0)",
+    },
 )
 def _synthetic(root, download, split, options):
     seed = int(options.pop("seed", 0))
@@ -178,10 +207,10 @@ def _cifar(name: str, cls_name: str, folder: str, classes: int):
     return load
 
 
-_register("cifar10", "CIFAR-10 (torchvision; root holds cifar-10-batches-py/)")(
+_register("cifar10", "CIFAR-10 (torchvision; root holds cifar-10-batches-py/)", augment="crop_flip")(
     _cifar("cifar10", "CIFAR10", "cifar-10-batches-py", 10)
 )
-_register("cifar100", "CIFAR-100 (torchvision; root holds cifar-100-python/)")(
+_register("cifar100", "CIFAR-100 (torchvision; root holds cifar-100-python/)", augment="crop_flip")(
     _cifar("cifar100", "CIFAR100", "cifar-100-python", 100)
 )
 
@@ -196,7 +225,9 @@ def _svhn(root, download, split, options):
 
 @_register(
     "caltech256",
-    "Caltech-256 (torchvision; root holds caltech256/256_ObjectCategories/); option image_size",
+    "Caltech-256 (torchvision; root holds caltech256/256_ObjectCategories/)",
+    options={"image_size": "side of the square model input (default 224)"},
+    augment="resize_crop_flip",
 )
 def _caltech256(root, download, split, options):
     size = int(options.pop("image_size", 224))
@@ -217,35 +248,136 @@ def _caltech256(root, download, split, options):
     return ds, targets, info
 
 
+IMAGEFOLDER_OPTIONS = {
+    "train_dir": "class folder of the training images (--train-dir; or imagefolder:ROOT holding train/)",
+    "val_dir": "class folder of the validation images (--val-dir; default: ROOT/val, else carved from train)",
+    "test_dir": "class folder of the test images (--test-dir; default: ROOT/test, else carved from train)",
+    "image_size": "side of the square model input (default: the images' own, median shorter side when sizes "
+    "vary, at most 224)",
+    "channels": "1 (grey) or 3 (colour) (default: 1 when every image is grey, else 3)",
+}
+
+
 @_register(
     "imagefolder",
-    "imagefolder:PATH, one sub-folder per class (torchvision ImageFolder); option image_size",
+    "imagefolder:PATH: PATH/<class>/<image>, or PATH/train/ (+ val/, test/) each holding class folders",
+    options=IMAGEFOLDER_OPTIONS,
 )
 def _imagefolder(root, download, split, options):
-    path = Path(options.pop("path"))
-    size = int(options.pop("image_size", 64))
+    dirs = _folder_dirs(options)
+    size_opt, channels_opt = options.pop("image_size", None), options.pop("channels", None)
     _no_options("imagefolder", options)
-    if not path.is_dir():
-        raise DataError(f"image folder {path} does not exist; give imagefolder:PATH with one sub-folder per class")
+    if channels_opt is not None and str(channels_opt) not in ("1", "3"):
+        raise ConfigError(f"imagefolder option channels={channels_opt!r} must be 1 (grey) or 3 (colour)")
+    train = _scan(dirs["train"], "training folder")
+    want = "train" if split == "all" else split
+    if want not in dirs:
+        raise DataError(f"{dirs['train'].parent} has no {want} folder; load_splits carves {want} from train")
+    scan = train if want == "train" else _scan(dirs[want], f"{want} folder")
+    if scan.classes != train.classes:
+        extra = sorted(set(scan.classes) ^ set(train.classes))
+        raise DataError(
+            f"{scan.root} and {train.root} have different class folders ({', '.join(extra[:5])}); "
+            "give every split the same class sub-folders"
+        )
+    channels = int(channels_opt) if channels_opt is not None else train.channels
+    own = min(train.size) if train.size else min(train.short_side, 224)
+    size = int(size_opt) if size_opt is not None else own
+    if size <= 0:
+        raise ConfigError(f"imagefolder option image_size={size} must be positive")
+    images = _decoded(scan, channels)
+    mean, std = _folder_norm(train, channels)
+    info = DatasetInfo(
+        f"imagefolder:{dirs['train'] if 'root' not in dirs else dirs['root']}",
+        len(train.classes),
+        channels,
+        size,
+        mean=mean,
+        std=std,
+        augment="none",
+        resize=train.size is None or train.size != (size, size),
+        has_test="test" in dirs,
+        has_val="val" in dirs,
+        classes=train.classes,
+    )
+    if images is not None:
+        return images, torch.tensor(scan.targets), info
     import torchvision.datasets as tvd
 
-    try:
-        ds = tvd.ImageFolder(str(path))
-    except Exception as e:
-        raise DataError(
-            f"cannot read image folder {path} ({_first_line(e)}); it needs one sub-folder of images per class"
-        ) from None
-    info = DatasetInfo(
-        f"imagefolder:{path}",
-        len(ds.classes),
-        3,
-        size,
-        **_IMAGENET_MEAN,
-        augment="resize_crop_flip",
-        resize=True,
-        has_test=False,
+    ds = tvd.ImageFolder(str(scan.root), allow_empty=True)
+    if [str(p) for p, _ in ds.samples] != [str(f) for f in scan.files]:
+        ds.samples = [(str(f), t) for f, t in zip(scan.files, scan.targets, strict=True)]
+    return ds, torch.tensor(scan.targets), info
+
+
+def _folder_dirs(options: dict) -> dict[str, Path]:
+    """Split name -> class folder, from imagefolder:PATH and/or train_dir / val_dir / test_dir."""
+    from .folder import split_dirs
+
+    path = options.pop("path", None)
+    given = {k: options.pop(f"{k}_dir") for k in ("train", "val", "test") if options.get(f"{k}_dir") is not None}
+    for k in ("train", "val", "test"):
+        options.pop(f"{k}_dir", None)
+    dirs: dict[str, Path] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_dir():
+            raise DataError(f"image folder {p} does not exist; give imagefolder:PATH with one sub-folder per class")
+        found = split_dirs(p)
+        if "train" in found:
+            dirs = {k: v for k, v in found.items() if k != "all"}
+            dirs["root"] = p
+        elif found:
+            raise DataError(
+                f"{p} holds split folders ({', '.join(sorted(v.name for v in found.values()))}) but no train/; "
+                "rename the training folder to train/ or pass --train-dir DIR"
+            )
+        else:
+            dirs = {"train": p}
+    dirs.update({k: Path(v) for k, v in given.items()})
+    if "train" not in dirs:
+        raise ConfigError("imagefolder needs training images: write imagefolder:PATH or pass --train-dir DIR")
+    return dirs
+
+
+_FOLDER_CACHE: dict[tuple, Any] = {}  # (folder, file stats, channels) -> scan / decoded images
+
+
+def _stat_key(folder: Path) -> tuple:
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def _scan(folder: Path, what: str):
+    from .folder import scan_folder
+
+    key = (
+        "scan",
+        str(folder.resolve()) if folder.exists() else str(folder),
+        _stat_key(folder) if folder.is_dir() else (),
     )
-    return ds, torch.as_tensor(ds.targets), info
+    if key not in _FOLDER_CACHE:
+        if len(_FOLDER_CACHE) > 16:
+            _FOLDER_CACHE.clear()
+        _FOLDER_CACHE[key] = scan_folder(folder, what)
+    return _FOLDER_CACHE[key]
+
+
+def _decoded(scan, channels: int) -> torch.Tensor | None:
+    from .folder import decode_images
+
+    key = ("pixels", str(scan.root.resolve()), _stat_key(scan.root), channels)
+    if key not in _FOLDER_CACHE:
+        _FOLDER_CACHE[key] = decode_images(scan, channels)
+    return _FOLDER_CACHE[key]
+
+
+def _folder_norm(train, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean / std of the training folder's pixels (decoded) or a neutral 0.5 / 0.25 (varying sizes)."""
+    images = _decoded(train, channels)
+    if images is None:
+        return (0.5,) * channels, (0.25,) * channels
+    pixels = images.float().div_(255.0)  # (N, C, H, W)
+    return tuple(float(m) for m in pixels.mean((0, 2, 3))), tuple(max(float(v), 1e-3) for v in pixels.std((0, 2, 3)))
 
 
 def split_transform(info: DatasetInfo, train: bool) -> Callable[[Any], torch.Tensor]:
@@ -286,15 +418,18 @@ def get_dataset(
     if base not in _LOADERS:
         raise ConfigError(f"unknown data set {name!r}; use one of {', '.join(dataset_names())} (imagefolder:PATH)")
     if base == "imagefolder":
-        if not arg:
-            raise ConfigError("imagefolder needs a folder: write imagefolder:PATH")
-        options["path"] = arg
+        if not arg and options.get("train_dir") is None:
+            raise ConfigError("imagefolder needs a folder: write imagefolder:PATH or pass --train-dir DIR")
+        if arg:
+            options["path"] = arg
     elif arg:
         raise ConfigError(f"data set {base!r} takes no ':' argument; write {base}")
     root = Path(root) if root is not None else default_data_root()
     official_test = base not in ("mnist10k", "caltech256", "imagefolder")
     split = split or ("train" if official_test else "all")
     allowed = ("train", "test") if official_test else ("all",)
+    if base == "imagefolder":
+        allowed = ("all", "train", "val", "test")  # val / test exist when the folder has them
     if split not in allowed:
         raise ConfigError(
             f"data set {name!r} has splits {allowed}, not {split!r}; use load_splits() to carve validation/test"

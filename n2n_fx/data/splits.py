@@ -16,8 +16,46 @@ import torch
 from ..errors import ConfigError
 from .dataset import DatasetInfo, ImageDataset
 from .registry import get_dataset, split_transform
+from .transforms import AUGMENTATIONS
 
-__all__ = ["DataSplits", "load_splits", "stratified_split", "stratified_subset", "resolve_count"]
+__all__ = [
+    "DataSplits",
+    "load_splits",
+    "stratified_split",
+    "stratified_subset",
+    "resolve_count",
+    "parse_augment",
+]
+
+_OFF = ("false", "no", "off", "0", "none")
+_ON = ("true", "yes", "on", "1")
+
+
+def parse_augment(value: bool | int | str, info: DatasetInfo) -> str:
+    """The augmentation preset ``value`` names for ``info``'s data set; ConfigError on anything else.
+
+    ``False`` / ``"none"`` / ``"false"`` / ``"off"`` / ``0`` turn augmentation off; ``True`` /
+    ``"true"`` / ``1`` keep the data set's own preset (an explicit "true" for a data set without
+    one is an error: name a preset); a preset name picks that one.
+
+    Example:
+        >>> parse_augment("false", DatasetInfo("x", 2, 1, 8, (0.0,), (1.0,), augment="crop_flip"))
+        'none'
+    """
+    if value is True:
+        return info.augment
+    text = str(value).strip().lower()
+    if text in AUGMENTATIONS:
+        return text
+    if text in _OFF:
+        return "none"
+    if text in _ON:
+        if info.augment == "none":
+            raise ConfigError(
+                f"augment={value!r}: {info.name} has no augmentation of its own; name one of {', '.join(AUGMENTATIONS)}"
+            )
+        return info.augment
+    raise ConfigError(f"augment={value!r} is not one of {', '.join(AUGMENTATIONS)}, true or false")
 
 
 def resolve_count(size: int | float, pool: int, what: str) -> int:
@@ -120,6 +158,15 @@ class DataSplits:
             out = replace(out, val=stratified_subset(self.val, val, seed))
         return out
 
+    def describe(self) -> str:
+        """One line for logs: name, classes, input size, split sizes and training augmentation."""
+        c, h, w = self.input_size
+        aug = self.info.augment if self.train.transform is not self.train_plain.transform else "none"
+        return (
+            f"{self.info.name}: {self.num_classes} classes, input {c}x{h}x{w}, train {len(self.train)} / "
+            f"val {len(self.val)} / test {len(self.test)}, augmentation {aug}"
+        )
+
     def __repr__(self) -> str:
         return (
             f"DataSplits({self.info.name}: train={len(self.train)}, val={len(self.val)}, "
@@ -135,7 +182,7 @@ def load_splits(
     val_size: int | float | None = None,
     test_size: int | float | None = None,
     subset: int | float | None = None,
-    augment: bool = True,
+    augment: bool | int | str = True,
     seed: int = 0,
     **options: Any,
 ) -> DataSplits:
@@ -145,7 +192,9 @@ def load_splits(
     mostly) is carved from the training split. Data sets without an official test split
     (``mnist10k``, ``caltech256``, image folders) first carve ``test_size`` (count or
     fraction of all; ``mnist10k`` default 7000/1000/2000). ``subset`` keeps a stratified
-    part of the training split. ``augment=False`` drops training augmentation.
+    part of the training split. ``augment`` is the data set's preset (``True``), ``False`` /
+    ``"none"`` (off) or a preset name (``crop``, ``crop_flip``, ``resize_crop_flip``); anything
+    else is a ConfigError. Image folders with ``val/`` or ``test/`` folders use them as is.
 
     Example:
         >>> s = load_splits("synthetic", num_samples=1000, seed=0)
@@ -157,8 +206,12 @@ def load_splits(
     assert info is not None
     if info.has_test and test_size is not None:
         raise ConfigError(f"{name} has an official test split; drop test_size")
+    if info.has_val and val_size is not None:
+        raise ConfigError(f"{name} has a validation folder; drop val_size")
+    preset = parse_augment(augment, info)
+    info = replace(info, augment=preset)
     eval_t = split_transform(info, train=False)
-    train_t = split_transform(info, train=True) if augment else eval_t
+    train_t = split_transform(info, train=True)
     if info.has_test:
         test = get_dataset(name, root, download, split="test", transform=eval_t, **options)
         pool = np.arange(len(raw))
@@ -166,13 +219,22 @@ def load_splits(
         n_test = resolve_count(info.default_test_size if test_size is None else test_size, len(raw), "test_size")
         test_idx, pool = stratified_split(raw.targets, [n_test, len(raw) - n_test], seed)
         test = raw.view(test_idx, eval_t)
-    pool_targets = raw.targets[torch.from_numpy(pool)]
-    n_val = resolve_count(info.default_val_size if val_size is None else val_size, len(pool), "val_size")
-    val_pos, train_pos = stratified_split(pool_targets, [n_val, len(pool) - n_val], seed + 1)
+    if info.has_val:
+        val = get_dataset(name, root, download, split="val", transform=eval_t, **options)
+        train_idx = pool
+    else:
+        pool_targets = raw.targets[torch.from_numpy(pool)]
+        n_val = resolve_count(info.default_val_size if val_size is None else val_size, len(pool), "val_size")
+        val_pos, train_pos = stratified_split(pool_targets, [n_val, len(pool) - n_val], seed + 1)
+        val = raw.view(pool[val_pos], eval_t)
+        train_idx = pool[train_pos]
+    raw = ImageDataset(raw.source, raw.targets, info)
+    val.info = info
+    test.info = info
     splits = DataSplits(
-        train=raw.view(pool[train_pos], train_t),
-        train_plain=raw.view(pool[train_pos], eval_t),
-        val=raw.view(pool[val_pos], eval_t),
+        train=raw.view(train_idx, train_t),
+        train_plain=raw.view(train_idx, eval_t),
+        val=val,
         test=test,
         info=info,
         seed=seed,

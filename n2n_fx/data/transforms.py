@@ -155,6 +155,7 @@ class CenterCrop:
 # augmentation preset -> what it does on training images (evaluation never augments)
 AUGMENTATIONS = {
     "none": "no augmentation (paper: MNIST, SVHN)",
+    "crop": "random crop with 4-pixel zero padding, no flip (digits, text: anything a mirror changes)",
     "crop_flip": "random crop with 4-pixel zero padding + horizontal flip p=0.5 (paper: CIFAR)",
     "resize_crop_flip": "resize to 1.14x, random crop + horizontal flip (paper: Caltech-256)",
 }
@@ -188,8 +189,10 @@ def build_transform(
             steps += [Resize(round(image_size * 8 / 7)), RandomCrop(image_size)]
         else:
             steps += [Resize(image_size), CenterCrop(image_size)]
+    if augment in ("crop", "crop_flip"):
+        steps.append(RandomCrop(image_size, padding=4))
     if augment == "crop_flip":
-        steps += [RandomCrop(image_size, padding=4), RandomHFlip(0.5)]
+        steps.append(RandomHFlip(0.5))
     elif augment == "resize_crop_flip":
         if not resize:
             steps.append(RandomCrop(image_size, padding=4))

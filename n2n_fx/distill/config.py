@@ -38,6 +38,10 @@ class DistillConfig:
     batch_size: int = 64  # training batch size
     eval_batch_size: int = 256  # batch size of accuracy evaluation
     eval_every: int = 0  # evaluate validation accuracy every this many epochs (0: only at the end)
+    # early stopping on validation: evaluate before training and after every epoch, and return
+    # the weights of the best evaluation (the starting weights when no epoch beats them)
+    keep_best: bool = False
+    patience: int = 0  # with keep_best: stop after this many epochs without a better accuracy (0: never)
     grad_clip: float | None = None  # clip the global gradient norm to this (None: no clipping)
     device: str = "cpu"  # torch device for student, teacher and batches
     amp: bool = False  # bfloat16 autocast on CUDA; ignored on other devices
@@ -57,5 +61,5 @@ class DistillConfig:
             raise ConfigError(f"epochs={self.epochs} must be positive (or set steps)")
         if self.steps is not None and self.steps <= 0:
             raise ConfigError(f"steps={self.steps} must be positive")
-        if self.lam < 0 or self.eval_every < 0:
-            raise ConfigError("lam and eval_every must be >= 0")
+        if self.lam < 0 or self.eval_every < 0 or self.patience < 0:
+            raise ConfigError("lam, eval_every and patience must be >= 0")

@@ -44,6 +44,8 @@ class DistillResult:
     val_history: tuple[float, ...]  # validation accuracy at each evaluation (eval_every, then the end)
     degenerate: str | None  # why training stopped ("diverged", "failed: ..."); None if it finished
     wall_s: float  # seconds spent, evaluation included
+    best_epoch: int | None = None  # keep_best: the epoch whose weights were kept (0: the starting ones),
+    # also when training diverged later (degenerate says so; the kept weights are finite)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +76,7 @@ def distill(
     logit_cache: LogitCache | None = None,
     val_data: Dataset | None = None,
     on_epoch: Callable[[int, float, float | None], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> DistillResult:
     """Train ``student`` on ``train_data`` (a data set of ``(x, y)``) with ``config.loss``.
 
@@ -81,7 +84,8 @@ def distill(
     must then be un-augmented; the teacher is never called), else from ``teacher`` per
     batch. Training starts from the student's current weights (inherited from the teacher
     after surgery). The budget is ``config.steps`` if set, else ``config.epochs``.
-    ``on_epoch(epoch, mean_loss, val_accuracy_or_None)`` is called after each epoch.
+    ``on_epoch(epoch, mean_loss, val_accuracy_or_None)`` is called after each epoch,
+    ``on_step(steps_taken)`` after each optimiser step (e.g. to read accuracy along the way).
 
     Example:
         >>> from n2n_fx.data import load_splits
@@ -107,7 +111,12 @@ def distill(
     losses: list[float] = []
     history: list[float] = []
 
+    best: dict = {}  # keep_best: "acc", "epoch", "state" of the best evaluation so far
+
     def result(degenerate: str | None, val_acc: float | None = None) -> DistillResult:
+        if best:  # keep_best: the best evaluated weights, also after a divergence
+            student.load_state_dict(best["state"])
+            val_acc = best["acc"]
         student.eval()
         return DistillResult(
             student,
@@ -118,7 +127,17 @@ def distill(
             tuple(history),
             degenerate,
             time.perf_counter() - start,
+            best.get("epoch"),
         )
+
+    def keep_if_best(acc: float) -> bool:
+        """Remember the weights when ``acc`` beats the best so far; False after ``patience`` misses."""
+        if not best or acc > best["acc"]:
+            best.update(acc=acc, epoch=epochs, misses=0)
+            best["state"] = {k: v.detach().clone() for k, v in student.state_dict().items()}
+            return True
+        best["misses"] += 1
+        return not cfg.patience or best["misses"] < cfg.patience
 
     params = [p for p in student.parameters() if p.requires_grad]
     if not params:
@@ -143,6 +162,9 @@ def distill(
             else contextlib.nullcontext()
         )
         val_acc: float | None = None
+        tracking = cfg.keep_best and val_data is not None
+        if tracking:
+            keep_if_best(accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device))
         while steps < total:
             epochs += 1
             student.train()
@@ -172,6 +194,8 @@ def distill(
                 loss_sum += loss.detach()
                 n_batches += 1
                 steps += 1
+                if on_step is not None:
+                    on_step(steps)
                 if steps >= total:
                     break
             mean_loss = float(loss_sum) / max(n_batches, 1)
@@ -179,11 +203,13 @@ def distill(
             if not math.isfinite(mean_loss) or not all(bool(torch.isfinite(p).all()) for p in params):
                 return result(DIVERGED)  # the last step may have broken the weights
             val_acc = None
-            if val_data is not None and cfg.eval_every and epochs % cfg.eval_every == 0:
+            if val_data is not None and (tracking or cfg.eval_every and epochs % cfg.eval_every == 0):
                 val_acc = accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device)
                 history.append(val_acc)
             if on_epoch is not None:
                 on_epoch(epochs, mean_loss, val_acc)
+            if tracking and not keep_if_best(val_acc):  # type: ignore[arg-type]
+                break
         if val_data is not None and val_acc is None:
             val_acc = accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device)
             history.append(val_acc)

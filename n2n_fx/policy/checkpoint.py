@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..features.features import FEATURE_DIM
+from ..storage import atomic_torch_save
 from .removal import RemovalPolicy, RemovalPolicyConfig
 from .shrink import ShrinkPolicy, ShrinkPolicyConfig
 from .vocabulary import column_map, current_vocabulary, saved_vocabulary, widen_inputs
@@ -63,7 +64,7 @@ def save_policy(policy: Policy, path: str | os.PathLike) -> None:
     """
     kinds = current_vocabulary() if policy.config.feature_dim == FEATURE_DIM else None  # None: custom rows
     state = {"format": POLICY_FORMAT, **policy_spec(policy), "kinds": kinds, "state_dict": policy.state_dict()}
-    torch.save(state, os.fspath(path))
+    atomic_torch_save(state, path)  # a kill mid-write leaves the previous file
 
 
 def load_policy(path: str | os.PathLike) -> Policy:

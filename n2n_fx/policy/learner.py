@@ -20,6 +20,7 @@ __all__ = ["LearnerConfig", "UpdateStats", "Learner", "LEARNER_FORMAT", "ALGOS",
 LEARNER_FORMAT = "n2n_fx.learner/1"  # "format" key of Learner.state_dict()
 ALGOS = ("reinforce", "actor_critic")
 BASELINES = ("ema", "batch")
+NON_FINITE = "its outputs are not finite; lower its learning rate, or start from another policy"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class UpdateStats:
     value_loss: float  # critic MSE to R_k over decision steps; NaN without a value head
     entropy: float  # mean over rollouts of the summed per-step entropy
     grad_norm: float  # global gradient norm before clipping
+    skipped: str | None = None  # why the step was not taken (non-finite loss or policy outputs), or None
 
 
 class Learner:
@@ -122,7 +124,10 @@ class Learner:
     def sample(self, m: int | None = None, **inputs: Any) -> Rollout:
         """``config.rollouts`` (or ``m``) rollouts from the learner's generator, without grad."""
         with torch.no_grad():
-            return self.policy.sample(**inputs, m=m or self.config.rollouts, generator=self.generator).detach()
+            ro = self.policy.sample(**inputs, m=m or self.config.rollouts, generator=self.generator).detach()
+        if not (torch.isfinite(ro.log_probs).all() and torch.isfinite(ro.entropy).all()):
+            raise ConfigError(f"the {policy_spec(self.policy)['kind']} policy has diverged: {NON_FINITE}")
+        return ro
 
     def greedy(self, **inputs: Any) -> torch.Tensor:
         """The policy's greedy actions for evaluation (no randomness consumed)."""
@@ -180,7 +185,7 @@ class Learner:
         params = [p for p in self.policy.parameters() if p.grad is not None]
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
-        self.optimizer.step()
+        skipped = self._safe_step(loss, grad_norm, actions, inputs)
 
         if self.baseline is None:
             self.baseline = r_mean
@@ -197,7 +202,27 @@ class Learner:
             value_loss=float(value_loss.detach()),
             entropy=float(entropy.detach()),
             grad_norm=grad_norm,
+            skipped=skipped,
         )
+
+    def _safe_step(self, loss: torch.Tensor, grad_norm: float, actions: torch.Tensor, inputs: dict) -> str | None:
+        """Take the optimiser step unless it breaks the policy; then undo it and say why.
+
+        A step is refused when the loss or gradient is not finite, or when the policy's
+        outputs on this batch are no longer finite after it (an lr far too large)."""
+        if not (torch.isfinite(loss) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return f"non-finite loss or gradient (loss {float(loss):.3g}, grad norm {grad_norm:.3g})"
+        before = (copy.deepcopy(self.policy.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+        self.optimizer.step()
+        with torch.no_grad():
+            ev = self.policy.evaluate(**inputs, actions=actions)
+        outs = [ev.log_probs, ev.entropy] + ([ev.values] if ev.values is not None else [])
+        if all(bool(torch.isfinite(t).all()) for t in outs):
+            return None
+        self.policy.load_state_dict(before[0])
+        self.optimizer.load_state_dict(before[1])
+        return f"the policy's outputs became non-finite (lr {self.config.lr:g} is too large)"
 
     # ---- checkpointing ---------------------------------------------------------------------
 

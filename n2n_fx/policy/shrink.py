@@ -212,6 +212,10 @@ class ShrinkPolicy(nn.Module):
                     prev = logits.argmax(dim=-1)  # (m,)
                 else:
                     probs = torch.softmax(logits, dim=-1)  # (m, n)
+                    if not torch.isfinite(probs).all():
+                        raise ConfigError(
+                            "the shrink policy has diverged: its probabilities are not finite; lower its lr"
+                        )
                     prev = torch.multinomial(probs, 1, generator=g).squeeze(1)  # (m,)
             actions.append(prev)
         out = torch.stack(outs, dim=1)  # (m, T, H + F + V)

@@ -16,6 +16,7 @@ from ..graph.layers import analyze
 from ..reward.measure import latency_ms
 from ..rewrite import Diff
 from ..search.rundir import RunDir
+from ..storage import atomic_write_text
 
 __all__ = ["summary_rows", "layer_table", "curves", "write_report"]
 
@@ -166,6 +167,22 @@ def curves(history: list[dict[str, Any]], path: Path) -> str | None:
     return None
 
 
+def _teacher_lines(run: RunDir) -> list[str]:
+    """How the teacher was trained, and its warning, from teacher.json (runs that trained one)."""
+    if not run.file("teacher.json").is_file():
+        return []
+    m = run.read_json("teacher.json")
+    lines = []
+    if "best_epoch" in m:
+        lines.append(
+            f"Teacher: trained {m.get('epochs')} epochs (best validation epoch {m.get('best_epoch')}, stopped by "
+            f"{m.get('stopped')}); validation accuracy {m.get('val_accuracy', math.nan):.4f}."
+        )
+    if m.get("warning"):
+        lines.append(f"**Warning:** {m['warning']}")
+    return [*lines, ""] if lines else []
+
+
 def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> dict[str, str]:
     """Write summary.json, report.md, report.txt (and curves.png) for the run's ``student``; return the tables."""
     from ..search.rundir import safe_torch_load
@@ -203,9 +220,16 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     hint = curves(history, run.file("curves.png"))
     cfg = json.loads(run.file("config.json").read_text())
     sc = model_cost(student)
+    # students whose final training diverged keep their search-time weights (search.py::_final)
+    fallbacks = [
+        f"the {'stage 1' if st == 'removal' else 'stage 2'} student's {f['fallback']}"
+        for st, f in ck_final.items()
+        if isinstance(f, dict) and f.get("fallback")
+    ]
     md = [
         f"# n2n-fx compression report: {cfg.get('model')} on {cfg.get('dataset')}",
         "",
+        *_teacher_lines(run),
         "Accuracy is on the test split after final training (CE + λ·KD); rewards used the validation split. "
         "`*` marks the run's result (the student with the highest search reward): `student.pt`.",
         "",
@@ -214,6 +238,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         f"{summary['rollouts']} rollouts ({summary['degenerate_rollouts']} degenerate, {summary['cache_hits']} reward-cache hits). "
         f"Final student: {sc.params:,} parameters, {sc.flops:,} FLOPs per sample.",
         "",
+        *[f"**Note**: {line} (lower `final_lr`).\n" for line in fallbacks],
         "## Graph diff (teacher -> student)",
         "",
         "```",
@@ -226,10 +251,10 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         "",
     ]
     md += ["![curves](curves.png)", ""] if hint is None else [f"_{hint}_", ""]
-    run.file("report.md").write_text("\n".join(md))
+    atomic_write_text(run.file("report.md"), "\n".join(md))
     txt = "\n".join(
-        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), "", diff.table(), ""]
+        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks, "", diff.table(), ""]
         + ([] if hint is None else [hint])
     )
-    run.file("report.txt").write_text(txt)
+    atomic_write_text(run.file("report.txt"), txt)
     return {"summary": main, "layers": layers, "text": txt}

@@ -9,7 +9,7 @@ from .constraints import (
     LinearConstraint,
     Penalty,
 )
-from .evaluator import RewardEvaluator, RewardRecord
+from .evaluator import REWARD_MODES, RewardEvaluator, RewardRecord
 from .formula import DEGENERATE_REWARD, compression, n2n_reward
 from .measure import (
     Measurement,
@@ -31,6 +31,7 @@ __all__ = [
     "Measurement",
     "Penalty",
     "RewardCache",
+    "REWARD_MODES",
     "RewardEvaluator",
     "RewardRecord",
     "arch_hash",

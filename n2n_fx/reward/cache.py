@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import CheckpointError, ConfigError
+from ..storage import atomic_write_text
 
 __all__ = ["arch_hash", "arch_signature", "RewardCache", "CACHE_FORMAT"]
 
@@ -153,12 +153,8 @@ class RewardCache:
 
     def save(self, path: str | Path) -> None:
         """Write all entries to ``path`` as JSON (atomically: temp file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {"format": CACHE_FORMAT, "context": self.context, "entries": self._entries}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(Path(path), json.dumps(data, indent=1, sort_keys=True))
 
     def discard_where(self, predicate) -> int:
         """Drop the entries for which ``predicate(entry)`` holds (e.g. newer than a checkpoint)."""

@@ -6,6 +6,15 @@ that is not a module, e.g. a reason string), and the search iteration ``t``. Deg
 reasons use the codes of ``n2n_fx.rewrite.Reason`` ("empty", "diverged", "failed", ...).
 Architectures already scored come from the reward cache without training; the
 constraint penalty is recomputed for the current ``t``.
+
+Three reward modes (``REWARD_MODES``) say how a student's accuracy is read:
+
+* ``kd``: the paper's protocol — the student (teacher weights inherited by the surgery)
+  is distilled for the configured budget, then evaluated;
+* ``shared``: the student carries a trained supernet's shared weights
+  (``n2n_fx.supernet``); its batch norms are recalibrated on a few training batches and its
+  accuracy is read with no gradient step;
+* ``shared+kd``: the same, then the configured KD budget (typically a few steps).
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..distill.calibrate import recalibrate_bn
 from ..distill.config import DistillConfig
+from ..distill.evaluate import accuracy
 from ..distill.logit_cache import LogitCache, dataset_fingerprint
 from ..distill.trainer import distill
 from ..errors import ConfigError
@@ -28,7 +39,10 @@ from .constraints import Constraints, Penalty
 from .formula import DEGENERATE_REWARD, compression, n2n_reward
 from .measure import count_flops, count_params, latency_ms, peak_activation_bytes
 
-__all__ = ["RewardRecord", "RewardEvaluator"]
+__all__ = ["RewardRecord", "RewardEvaluator", "REWARD_MODES"]
+
+# how a student's accuracy is read: KD from inherited weights (paper), shared weights, or both
+REWARD_MODES = ("kd", "shared", "shared+kd")
 
 
 @dataclass(frozen=True)
@@ -114,13 +128,25 @@ class RewardEvaluator:
         cache: RewardCache | None = None,
         measure_all: bool = False,
         latency_repeats: int = 20,
+        mode: str = "kd",
+        calib_batches: int = 8,
+        supernet_tag: str | None = None,
     ) -> None:
         if not 0 < teacher_accuracy <= 1:
             raise ConfigError(f"teacher_accuracy={teacher_accuracy} must be in (0, 1]")
         if teacher_params <= 0:
             raise ConfigError(f"teacher_params={teacher_params} must be positive")
-        if teacher is None and logit_cache is None:
+        if mode not in REWARD_MODES:
+            raise ConfigError(f"reward mode {mode!r} is not one of {', '.join(REWARD_MODES)}")
+        if mode != "kd" and not supernet_tag:
+            raise ConfigError(f"reward mode {mode!r} needs the tag of the supernet whose weights students carry")
+        if calib_batches < 1:
+            raise ConfigError(f"calib_batches={calib_batches} must be at least 1")
+        if mode != "shared" and teacher is None and logit_cache is None:
             raise ConfigError("RewardEvaluator needs a teacher or a logit cache; pass one")
+        self.mode = mode
+        self.calib_batches = int(calib_batches)
+        self.supernet_tag = supernet_tag
         self.train_data = train_data
         self.val_data = val_data
         self.teacher_accuracy = float(teacher_accuracy)
@@ -149,7 +175,9 @@ class RewardEvaluator:
             "input_size": list(self.input_size),
             "train_data": dataset_fingerprint(self.train_data),
             "val_data": dataset_fingerprint(self.val_data),
-            "distill": cfg,
+            "distill": cfg if self.mode != "shared" else None,
+            "mode": self.mode,
+            **({"supernet": self.supernet_tag, "calib_batches": self.calib_batches} if self.mode != "kd" else {}),
         }
 
     # -- public -----------------------------------------------------------------------------
@@ -222,6 +250,18 @@ class RewardEvaluator:
             base = self._fill_measurements(base, student)
         except RuntimeError as e:  # the student cannot run on this input
             return replace(base, degenerate=f"failed: {_first_line(e)}")
+        if self.mode != "kd":  # shared weights: their batch norms fitted to this student first
+            t0 = time.perf_counter()
+            recalibrate_bn(
+                student,
+                self.train_data,
+                batches=self.calib_batches,
+                batch_size=self.config.batch_size,
+                seed=self.config.seed,
+            )
+            if self.mode == "shared":
+                acc = accuracy(student, self.val_data, batch_size=self.config.eval_batch_size)
+                return replace(base, accuracy=acc, train_s=time.perf_counter() - t0)
         result = distill(
             student,
             self.train_data,

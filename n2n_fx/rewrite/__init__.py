@@ -5,7 +5,7 @@ from .degenerate import Degenerate, Reason
 from .diff import Diff, compare, to_dot
 from .importance import keep_indices, l1_importance
 from .plan import Plan, make_plan
-from .rewrite import Rewrite, apply_actions, remove_layers, shrink
+from .rewrite import Rewrite, apply_actions, apply_plan, remove_layers, shrink
 
 __all__ = [
     "Degenerate",
@@ -17,6 +17,7 @@ __all__ = [
     "Rebuilt",
     "Rewrite",
     "apply_actions",
+    "apply_plan",
     "compare",
     "keep_indices",
     "l1_importance",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import torch
 from torch import fx
 
 from ..errors import ConfigError
@@ -19,7 +18,7 @@ from .importance import Importance, l1_importance
 from .plan import Plan, ShrinkSpec, make_plan
 from .rebuild import rebuild
 
-__all__ = ["Rewrite", "apply_actions", "remove_layers", "shrink"]
+__all__ = ["Rewrite", "apply_actions", "apply_plan", "remove_layers", "shrink"]
 
 
 @dataclass
@@ -51,16 +50,14 @@ def apply_actions(
     importance: Importance = l1_importance,
     max_linear_growth: float = 8.0,
     strict: bool = True,
-    selections: Mapping[str, torch.Tensor] | None = None,
 ) -> Rewrite:
     """Remove and shrink layers of ``gm`` in one pass; the input is never modified.
 
     ``remove``: layer node names or module paths. ``shrink``: layer -> ratio of its output
     channels, or layer -> {"out": r, "kernel": r}. With ``strict=False``, actions that are
     illegal for a layer are ignored instead of raising ``ConfigError`` (for policies).
-    Degenerate students never raise: ``Rewrite.degenerate`` says why. ``selections`` replays
-    the weight-dependent choices of an earlier rewrite (``Rewrite.plan.selections``), so the
-    same actions on a graph of equal structure but other weights give the same architecture.
+    Degenerate students never raise: ``Rewrite.degenerate`` says why. ``Rewrite.plan`` holds
+    every decision made; ``apply_plan`` replays it on a graph of equal structure.
 
     Example:
         >>> gm = trace("resnet18", input_size=(3, 32, 32))
@@ -70,13 +67,27 @@ def apply_actions(
     """
     t0 = time.perf_counter()
     analysis = _as_analysis(gm)
-    teacher_cost = model_cost(analysis.gm)
     remove = list(remove)
     if not strict:
         remove = [n for n in remove if _legal_remove(analysis, n)]
         shrink = {k: v for k, v in (shrink or {}).items() if _legal_shrink(analysis, k)}
     plan = make_plan(analysis, remove, shrink, importance)
-    plan.selections = dict(selections or {})
+    r = apply_plan(analysis, plan, max_linear_growth=max_linear_growth)
+    r.seconds = time.perf_counter() - t0
+    return r
+
+
+def apply_plan(gm: fx.GraphModule | Analysis, plan: Plan, *, max_linear_growth: float = 8.0) -> Rewrite:
+    """Carry out a ``Plan`` (from ``make_plan`` or an earlier ``Rewrite.plan``) on ``gm``.
+
+    Replaying the plan of a rewrite of one graph on a graph of equal structure but other
+    weights gives the same student architecture, with weights gathered from ``gm``: the
+    weight-dependent decisions (kept channels, selections) are all in the plan.
+    """
+    t0 = time.perf_counter()
+    analysis = _as_analysis(gm)
+    teacher_cost = model_cost(analysis.gm)
+    plan = replace(plan, selections=dict(plan.selections))  # the caller's plan stays as it was
     removable = [lay.node for lay in analysis.layers if lay.removable]
     if removable and set(removable) <= plan.removed:
         diff = Diff(removed=tuple(sorted(plan.removed, key=lambda n: analysis.by_node[n].index)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -15,13 +16,15 @@ import torch
 from torch import fx, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import CheckpointError, ConfigError, RunDirError
+from ..errors import CheckpointError, ConfigError, DiskError, N2NError, RunDirError
 from ..rewrite import Diff
+from ..storage import atomic_write_bytes, torch_bytes
+from ..teacher.fxfile import graph_from_state, graph_to_state
 from ..teacher.trace import trace
 from ..teacher.train import teacher_spec
 from ..teacher.zoo import build_model
 from .config import SearchConfig
-from .rundir import RunDir, atomic_torch_save, safe_torch_load
+from .rundir import SEARCH_OUTPUTS, PickledFileError, RunDir, safe_torch_load
 from .search import Search, rebuild_student
 from .teacher_setup import load_data, prepare
 
@@ -40,25 +43,37 @@ class CompressionResult:
     tables: dict[str, str]  # rendered report tables (summary, layers)
 
 
-def _save_teacher_file(run: RunDir, teacher: nn.Module, spec: dict[str, Any] | None, metrics: dict[str, Any]) -> None:
+def _teacher_bytes(teacher: nn.Module, spec: dict[str, Any] | None, metrics: dict[str, Any]) -> bytes:
+    """What teacher.pt holds, serialised before the run directory is made (so a failure leaves nothing).
+
+    A named model: weights + spec. A user's own model: its traced graph as data (``fxfile``), so
+    the CLI rebuilds it without the user's class; a full pickle only when the graph cannot be stored."""
+    if spec is None and isinstance(teacher, fx.GraphModule):
+        try:
+            graph = graph_to_state(teacher)
+        except ConfigError:
+            graph = None  # e.g. a custom leaf module: pickle below
+        if graph is not None:
+            return torch_bytes({"graph": graph, "metrics": metrics, "pickled": False})
     if spec is not None:
-        atomic_torch_save(
-            {
-                "state_dict": teacher.state_dict(),
-                "spec": spec,
-                "metrics": metrics,
-                "pickled": False,
-            },
-            run.file("teacher.pt"),
-        )
-    else:  # a user model that cannot be rebuilt by name: a full pickle, loaded only on request
-        atomic_torch_save({"module": teacher, "metrics": metrics, "pickled": True}, run.file("teacher.pt"))
+        return torch_bytes({"state_dict": teacher.state_dict(), "spec": spec, "metrics": metrics, "pickled": False})
+    # a user model that cannot be rebuilt by name: a full pickle, loaded only on request
+    try:
+        return torch_bytes({"module": teacher, "metrics": metrics, "pickled": True})
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        raise ConfigError(
+            f"the teacher ({type(teacher).__qualname__}) cannot be pickled, which the run directory needs to resume "
+            f"({str(e).splitlines()[0][:100]}); define its class at module level"
+        ) from None
 
 
 def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict[str, Any] | None]:
     path = run.file("teacher.pt")
+    hint = "pass --allow-pickle (allow_pickle=True) if you trust this run: its teacher is a custom model"
     try:
-        ck = safe_torch_load(path)
+        ck = safe_torch_load(path, pickle_hint=hint)
+        if isinstance(ck, dict) and "graph" in ck:
+            return graph_from_state(ck["graph"]).eval(), None
         model = build_model(
             str(ck["spec"]["model"]),
             num_classes=int(ck["spec"]["num_classes"]),
@@ -66,13 +81,9 @@ def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict
         )
         model.load_state_dict(ck["state_dict"])
         return model.eval(), dict(ck["spec"])
-    except CheckpointError as e:
-        if "pickled" not in str(e):
-            raise
+    except PickledFileError:
         if not allow_pickle:
-            raise CheckpointError(
-                f"{path} holds a pickled custom teacher; pass --allow-pickle (allow_pickle=True) if you trust this run"
-            ) from None
+            raise
         ck = safe_torch_load(path, allow_pickle=True)
         return ck["module"].eval(), None
     except (KeyError, TypeError, RuntimeError) as e:
@@ -105,35 +116,123 @@ def run_compress(
     learners), ``teacher`` replaces the teacher ``cfg`` would load (e.g. an N2N run's own),
     ``extra_files`` (name -> JSON) are written into a new run directory."""
     say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    if resume:
-        run = RunDir.open(run_dir)
-        cfg = SearchConfig.from_dict(run.read_json("config.json"))
-        teacher, spec = _load_teacher_file(run, allow_pickle)
+
+    def inputs(cfg: SearchConfig) -> tuple[nn.Module, dict[str, Any], Any, dict[str, Any]]:
+        if teacher is None:
+            p = prepare(cfg, log=say)
+            return p.model, p.spec, p.splits, p.metrics
         splits = load_data(cfg)
+        spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
+        return teacher.eval(), spec, splits, {}
+
+    if resume:
+        run = RunDir.open(run_dir).lock()
+        try:
+            cfg = SearchConfig.from_dict(run.config())
+            if run.missing_inputs():  # killed while it was being created: make them again
+                model, spec, splits, metrics = inputs(cfg)
+                _write_inputs(run, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)
+            else:
+                model, spec = _load_teacher_file(run, allow_pickle)
+                splits = load_data(cfg)
+            gm = trace(model, input_size=splits.input_size).eval()
+        except BaseException:
+            run.release()
+            raise
     else:
         RunDir.ensure_new(run_dir)  # before minutes of teacher training
-        if teacher is None:
-            prepared = prepare(cfg, log=say)
-            teacher, spec, splits, metrics = prepared.model, prepared.spec, prepared.splits, prepared.metrics
-        else:
-            splits, metrics = load_data(cfg), {}
-            teacher = teacher.eval()
-            spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
-        run = RunDir.create(run_dir)
-        run.write_json("config.json", cfg.to_dict())
-        for name, data in (extra_files or {}).items():
-            run.write_json(name, data)
-        _save_teacher_file(run, teacher, spec, metrics)
-        run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
-    gm = trace(teacher, input_size=splits.input_size).eval()
-    search = search_cls(cfg, run, gm, splits, quiet=quiet)
-    before = 0.0  # search time of earlier sessions of a resumed run
-    if resume and run.file("timing.json").is_file():
-        before = float(run.read_json("timing.json").get("search_s", 0.0))
-    t0 = time.perf_counter()
-    search.run(resume=resume)
-    run.write_json("timing.json", {"search_s": before + time.perf_counter() - t0})  # + earlier finished sessions
-    return _finish(run, search, gm)
+        model, spec, splits, metrics = inputs(cfg)
+        gm = trace(model, input_size=splits.input_size).eval()  # before the folder: a bad teacher leaves none
+        run = _create(run_dir, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)
+    return _search(run, cfg, gm, splits, resume=resume, quiet=quiet, search_cls=search_cls, say=say)
+
+
+def _write_inputs(
+    run: RunDir,
+    cfg: SearchConfig,
+    teacher: bytes,
+    splits,
+    extra_files: dict[str, Any] | None,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """The run's inputs, teacher.pt last: once it is there they are complete (``RunDir.missing_inputs``)."""
+    run.write_json("config.json", cfg.to_dict())
+    for name, data in (extra_files or {}).items():
+        run.write_json(name, data)
+    run.write_json("data.json", {"input_size": list(splits.input_size), "num_classes": splits.num_classes})
+    run.write_json("teacher.json", {k: v for k, v in (metrics or {}).items() if k != "recipe"})
+    atomic_write_bytes(run.file("teacher.pt"), teacher)  # last: the run's inputs are complete
+
+
+def _create(
+    run_dir,
+    cfg: SearchConfig,
+    teacher: bytes,
+    splits,
+    extra_files: dict[str, Any] | None,
+    metrics: dict[str, Any] | None = None,
+) -> RunDir:
+    """A new, locked run directory holding the run's inputs (nothing is left if writing them fails)."""
+    run = RunDir.create(run_dir, cfg.to_dict())
+    try:
+        _write_inputs(run, cfg, teacher, splits, extra_files, metrics)
+    except N2NError:
+        run.discard(remove_folder=run.created_folder)
+        raise
+    return run
+
+
+def _search(
+    run: RunDir,
+    cfg: SearchConfig,
+    gm: fx.GraphModule,
+    splits,
+    *,
+    resume: bool,
+    quiet: bool,
+    say: Callable[[str], None],
+    search_cls: Callable[..., Search] = Search,
+) -> CompressionResult:
+    """Run the search of the locked ``run`` and write its report; the lock is released at the end.
+
+    A resumed run without a checkpoint starts over from its inputs. A new run that fails on
+    bad input before its first rollout leaves no run directory behind."""
+    try:
+        if run.stale_removed:
+            say(
+                f"removed {len(run.stale_removed)} temp file(s) of writes cut by a crash: {', '.join(run.stale_removed)}"
+            )
+        restart = resume and not run.started
+        if restart:
+            run.clear(keep=tuple(f.name for f in run.path.iterdir() if f.name not in SEARCH_OUTPUTS))
+            say(f"{run.path} stopped before its first checkpoint: starting its search over")
+        search = search_cls(cfg, run, gm, splits, quiet=quiet)
+        before = 0.0  # search time of earlier sessions of a resumed run
+        if resume and run.file("timing.json").is_file():
+            before = float(run.read_json("timing.json").get("search_s", 0.0))
+        t0 = time.perf_counter()
+        search.run(resume=resume and not restart)
+        timing = {
+            "search_s": before + time.perf_counter() - t0,  # + earlier finished sessions
+            "supernet_s": float(search.state.supernet.get("wall_s", 0.0)),  # part of search_s (shared modes)
+        }
+        run.write_json("timing.json", timing)
+        return _finish(run, search, gm)
+    except DiskError as e:
+        if run.started:
+            raise DiskError(f"{e}; then resume: n2n-fx compress --resume {run.path}") from None
+        _discard_if_new(run, resume)
+        raise
+    except N2NError:
+        _discard_if_new(run, resume)
+        raise
+    finally:
+        run.release()
+
+
+def _discard_if_new(run: RunDir, resume: bool) -> None:
+    if not resume and not run.file("history.jsonl").is_file():
+        run.discard(remove_folder=run.created_folder)
 
 
 def _as_dataset(d: Dataset | DataLoader) -> Dataset:
@@ -178,17 +277,19 @@ def compress(
         info=_custom_info(teacher, x0),
         seed=cfg.seed,
     )
-    if resume:
-        run = RunDir.open(run_dir)
-    else:
-        run = RunDir.create(run_dir)
-        run.write_json("config.json", cfg.to_dict())
-        _save_teacher_file(run, teacher, None, {})
-        run.write_json("data.json", {"input_size": list(x0.shape), "num_classes": splits.num_classes})
     gm = trace(copy.deepcopy(teacher), input_size=tuple(x0.shape)).eval()
-    search = Search(cfg, run, gm, splits, quiet=quiet)
-    search.run(resume=resume)
-    return _finish(run, search, gm)
+    if resume:
+        run = RunDir.open(run_dir).lock()
+        if run.missing_inputs():  # killed while it was being created: write them again
+            try:
+                _write_inputs(run, cfg, _teacher_bytes(gm, None, {}), splits, None)
+            except BaseException:
+                run.release()
+                raise
+    else:
+        RunDir.ensure_new(run_dir)
+        run = _create(run_dir, cfg, _teacher_bytes(gm, None, {}), splits, None)
+    return _search(run, cfg, gm, splits, resume=resume, quiet=quiet, say=lambda m: None)
 
 
 def _custom_info(teacher: nn.Module, x0: torch.Tensor):

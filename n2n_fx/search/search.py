@@ -10,6 +10,7 @@ crash or kill loses at most the iteration in flight (``resume``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -24,7 +25,7 @@ from ..distill import DistillConfig, LogitCache, accuracy, distill
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..features import FEATURE_DIM, RATIOS, policy_input, shrink_input, shrink_steps
 from ..graph.cost import model_cost
-from ..graph.layers import analyze
+from ..graph.layers import Analysis, analyze
 from ..policy import (
     REMOVE,
     Learner,
@@ -37,14 +38,24 @@ from ..policy import (
     save_policy,
 )
 from ..reward import Constraints, Penalty, RewardCache, RewardEvaluator
-from ..rewrite import apply_actions
+from ..rewrite import Rewrite, apply_actions
+from ..storage import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from ..supernet import Supernet, train_supernet
 from .config import SearchConfig
 from .executors import Job, make_executor
-from .rundir import RunDir, atomic_torch_save, safe_torch_load
+from .rundir import RunDir, safe_torch_load
 
-__all__ = ["Search", "StageBest", "rebuild_student", "CKPT_FORMAT"]
+__all__ = ["Search", "StageBest", "rebuild_student", "final_distill_config", "CKPT_FORMAT"]
 
 CKPT_FORMAT = "n2n_fx.search-checkpoint/1"
+SUPERNET_FORMAT = "n2n_fx.supernet/1"
+
+
+def _tag(net: Supernet) -> str:
+    """A short hash of the shared weights: rewards cached for one supernet never serve another."""
+    return hashlib.sha1(net.flat.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
 PHASES = ("removal", "shrink", "final", "done")
 
 
@@ -97,6 +108,25 @@ def rebuild_student(
     return r
 
 
+def final_distill_config(cfg: SearchConfig, device: str) -> DistillConfig:
+    """How the run's best students are trained at the end (CE + λ·KD); baselines reuse it."""
+    return DistillConfig(
+        keep_best=True,  # the best validation epoch, the search's own weights counting as epoch 0
+        loss="ce+l2",
+        lam=cfg.final_lambda,
+        lr=cfg.final_lr,
+        epochs=max(1, cfg.final_epochs),
+        batch_size=cfg.batch_size,
+        device=device,
+        amp=cfg.amp,
+        seed=cfg.seed,
+    )
+
+
+def _finite(state_dict: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state_dict.values() if v.is_floating_point())
+
+
 @dataclass
 class _State:
     phase: str = "removal"
@@ -105,6 +135,7 @@ class _State:
     best: dict[str, StageBest | None] = field(default_factory=lambda: {"removal": None, "shrink": None})
     teacher: dict[str, Any] = field(default_factory=dict)  # val/test accuracy, params, flops
     final: dict[str, Any] = field(default_factory=dict)  # final-training results per stage
+    supernet: dict[str, Any] = field(default_factory=dict)  # supernet training record (shared modes)
 
 
 class Search:
@@ -128,6 +159,7 @@ class Search:
         self.state = _State()
         self.teacher_cost = model_cost(teacher)
         self.executor = make_executor(cfg)
+        self.supernet: Supernet | None = None  # shared reward modes: the trained shared weights
 
     # -- logging -------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -159,6 +191,7 @@ class Search:
                 "best": {k: (v.to_state() if v else None) for k, v in s.best.items()},
                 "teacher": s.teacher,
                 "final": s.final,
+                "supernet": s.supernet,
                 "torch_rng": torch.get_rng_state(),
             },
             self.run_dir.file("checkpoint.pt"),
@@ -175,6 +208,7 @@ class Search:
             best={k: StageBest.from_state(v) for k, v in ck["best"].items()},
             teacher=ck["teacher"],
             final=ck.get("final", {}),
+            supernet=ck.get("supernet", {}),
         )
         torch.set_rng_state(ck["torch_rng"])
         order = {p: i for i, p in enumerate(PHASES)}
@@ -183,16 +217,19 @@ class Search:
         self.log(f"resuming at {self.state.phase} iteration {self.state.iteration} ({kept} history rows kept)")
 
     # -- setup -----------------------------------------------------------------------------------------
-    def _evaluator(self) -> RewardEvaluator:
-        cfg = self.cfg
+    def _reward_data(self) -> tuple[Any, LogitCache]:
+        """The training data students (and the supernet) are distilled on, and its teacher logits."""
         train = self.splits.train_plain
-        if cfg.reward_subset:
-            train = self.splits.subset(train=cfg.reward_subset).train_plain
+        if self.cfg.reward_subset:
+            train = self.splits.subset(train=self.cfg.reward_subset).train_plain
         self.log(f"teacher logits: caching on {len(train)} training samples")
-        cache = LogitCache.build(self.teacher, train, device=self.device)
+        return train, LogitCache.build(self.teacher, train, device=self.device)
+
+    def _evaluator(self, train, cache: LogitCache) -> RewardEvaluator:
+        cfg = self.cfg
         dcfg = DistillConfig(
             loss="l2",
-            lr=cfg.reward_lr,
+            lr=cfg.resolved_reward_lr(),
             epochs=max(1, cfg.reward_epochs),
             steps=cfg.reward_steps or None,
             batch_size=cfg.batch_size,
@@ -205,10 +242,15 @@ class Search:
         )
         horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations)
         penalty = Penalty(cfg.penalty, cfg.penalty_schedule, horizon=horizon)
+        val, teacher_acc = self.splits.val, self.state.teacher["val_accuracy"]
+        subset = cfg.resolved_reward_val_subset()
+        if subset and subset < len(val):
+            val = self.splits.subset(val=subset).val
+            teacher_acc = accuracy(self.teacher, val)
         return RewardEvaluator(
             train,
-            self.splits.val,
-            teacher_accuracy=max(1e-6, self.state.teacher["val_accuracy"]),
+            val,
+            teacher_accuracy=max(1e-6, teacher_acc),
             teacher_params=self.teacher_cost.params,
             input_size=self.splits.input_size,
             config=dcfg,
@@ -216,7 +258,47 @@ class Search:
             constraints=constraints,
             penalty=penalty,
             cache=self._reward_cache(),
+            mode=cfg.reward_mode,
+            calib_batches=cfg.calib_batches,
+            supernet_tag=self.state.supernet.get("tag"),
         )
+
+    def _load_or_train_supernet(self, train, cache: LogitCache) -> Supernet:
+        """The run's supernet: loaded from ``supernet.pt``, or trained once and saved there.
+
+        Its training time is part of the search time (``state.supernet["wall_s"]``)."""
+        net = Supernet(self.teacher, max_linear_growth=self.cfg.max_linear_growth)
+        path = self.run_dir.file("supernet.pt")
+        if self.state.supernet and path.is_file():
+            saved = safe_torch_load(path)
+            if not isinstance(saved, dict) or saved.get("format") != SUPERNET_FORMAT:
+                raise CheckpointError(f"{path} is not a supernet checkpoint of this version")
+            net.load_flat(saved["flat"])
+            if _tag(net) != self.state.supernet.get("tag"):
+                raise CheckpointError(
+                    f"{path} does not hold the weights this run trained; delete the run and start again"
+                )
+            self.log(f"supernet: loaded ({self.state.supernet['steps']} steps, {self.state.supernet['wall_s']:.0f} s)")
+            return net
+        scfg = self.cfg.supernet_config()
+        self.log(f"supernet: training shared weights ({scfg.steps} steps, {2 + scfg.random_students} students a step)")
+        bar = self._bar(scfg.steps, "supernet (steps)")
+        res = train_supernet(
+            net,
+            train,
+            cache,
+            scfg,
+            device=self.device,
+            on_step=lambda *_: bar.update(1),
+        )
+        bar.close()
+        atomic_torch_save({"format": SUPERNET_FORMAT, "flat": net.flat.detach().cpu()}, path)
+        self.state.supernet = {**res.to_dict(), "tag": _tag(net)}
+        self.save_checkpoint()
+        self.log(
+            f"supernet: {res.steps} steps in {res.wall_s:.0f} s, KD loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}"
+        )
+        return net
 
     def _reward_cache(self) -> RewardCache:
         """The run's reward cache, without entries of an iteration the last checkpoint does not cover.
@@ -273,13 +355,12 @@ class Search:
         self,
         stage: str,
         evaluator: RewardEvaluator,
-        base: fx.GraphModule,
+        analysis: Analysis,
         base_actions: dict[str, Any],
         offset: int,
     ) -> None:
         cfg = self.cfg
         n_iter = cfg.removal_iterations if stage == "removal" else cfg.shrink_iterations
-        analysis = analyze(base)
         layers = analysis.layers
         if stage == "removal":
             inputs = {
@@ -304,21 +385,15 @@ class Search:
                 a = ro.actions[k]
                 if stage == "removal":
                     acts = {"remove": [layers[i].node for i in range(len(layers)) if int(a[i]) == REMOVE]}
-                    rw = apply_actions(
-                        analysis,
-                        remove=acts["remove"],
-                        strict=False,
-                        max_linear_growth=cfg.max_linear_growth,
-                    )
                 else:
                     shr: dict[str, dict[str, float]] = {}
                     for st, ai in zip(steps, a.tolist(), strict=True):
                         shr.setdefault(st.node, {})[st.variable] = RATIOS[ai]
                     acts = {**base_actions, "shrink": shr}
-                    rw = apply_actions(analysis, shrink=shr, strict=False, max_linear_growth=cfg.max_linear_growth)
+                rw, student = self._student(analysis, acts, stage)
                 step = offset + it
                 seed = cfg.seed * 1_000_003 + step * 101 + k
-                jobs.append(Job(rw.student if rw.valid else f"{rw.degenerate}", step, seed))
+                jobs.append(Job(student if student is not None else f"{rw.degenerate}", step, seed))
                 rewrites.append(rw)
                 all_acts.append(acts)
             start = bar.n
@@ -356,16 +431,17 @@ class Search:
                     and (best is None or rec.reward > best.reward)
                     and not rec.cache_hit
                 ):
-                    sd = trained if trained is not None else rw.student.state_dict()
+                    sd = trained if trained is not None else jobs[k].student.state_dict()
                     sd = {kk: v.detach().cpu().clone() for kk, v in sd.items()}
                     self.state.best[stage] = StageBest(rec.reward, rec.to_dict(), acts, sd)
             stats = learner.update(ro, rewards, **inputs)
+            if stats.skipped:
+                self.log(f"{stage} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
             self.state.iteration = it + 1
             self.state.learners[stage] = learner.state_dict()
-            self.save_checkpoint()
             evaluator.cache.save(self.run_dir.file("reward_cache.json"))
-            self.run_dir.file("policies").mkdir(exist_ok=True)
             save_policy(learner.policy, self.run_dir.file(f"policies/{stage}.pt"))
+            self.save_checkpoint()  # last: it commits the iteration
             b = self.state.best.get(stage)
             self.log(
                 f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
@@ -373,32 +449,51 @@ class Search:
             )
         bar.close()
 
-    def _base_for_shrink(self) -> tuple[fx.GraphModule, dict[str, Any]]:
+    def _removal_analysis(self) -> Analysis:
+        return self.supernet.analysis if self.supernet is not None else analyze(self.teacher)
+
+    def _student(self, analysis: Analysis, acts: dict[str, Any], stage: str) -> tuple[Rewrite, fx.GraphModule | None]:
+        """The rewrite of one rollout and the student to score (None when degenerate).
+
+        ``kd`` mode: the surgery on the stage's base (the teacher, or the best stage-1 student
+        with its trained weights). Shared modes: the supernet's student, shared weights."""
+        if self.supernet is not None:
+            arch = self.supernet.arch(acts)
+            return arch.rewrite, (self.supernet.extract(arch) if arch.valid else None)
+        rw = apply_actions(
+            analysis,
+            remove=acts["remove"] if stage == "removal" else (),
+            shrink=acts.get("shrink") if stage == "shrink" else None,
+            strict=False,
+            max_linear_growth=self.cfg.max_linear_growth,
+        )
+        return rw, (rw.student if rw.valid else None)
+
+    def _base_for_shrink(self) -> tuple[Analysis, dict[str, Any]]:
+        """The layers stage 2 shrinks (the best stage-1 student's) and the actions that made it."""
         best1 = self.state.best.get("removal")
+        remove = list(best1.actions["remove"]) if best1 is not None else []
+        if self.supernet is not None:
+            return self.supernet.stage1_analysis(remove), {"remove": remove}
         if best1 is None:
-            return self.teacher, {"remove": []}
+            return analyze(self.teacher), {"remove": []}
         r = rebuild_student(self.teacher, best1.actions, best1.state_dict, self.cfg.max_linear_growth)
-        return r.student.eval(), {"remove": list(best1.actions["remove"])}
+        return analyze(r.student.eval()), {"remove": remove}
 
     def _final(self) -> None:
-        """Train the best students to convergence with CE + λ·KD; record test accuracy."""
+        """Train the best students with CE + λ·KD; keep the best validation epoch; record test accuracy.
+
+        The weights the search measured count as epoch 0, so the shipped student is never worse
+        on validation than the search reported; the log says which epoch was kept."""
         cfg = self.cfg
-        dcfg = DistillConfig(
-            loss="ce+l2",
-            lam=cfg.final_lambda,
-            lr=cfg.final_lr,
-            epochs=max(1, cfg.final_epochs),
-            batch_size=cfg.batch_size,
-            device=self.device,
-            amp=cfg.amp,
-            seed=cfg.seed,
-        )
+        dcfg = final_distill_config(cfg, self.device)
         for stage in ("removal", "shrink"):
             best = self.state.best.get(stage)
             if best is None or stage in self.state.final:
                 continue
             r = rebuild_student(self.teacher, best.actions, best.state_dict, cfg.max_linear_growth)
             student = r.student
+            searched = {k: v.detach().clone() for k, v in student.state_dict().items()}  # the fallback
             torch.manual_seed(cfg.seed)
             self.log(
                 f"final training of the best {stage} student ({model_cost(student).params:,} params, {dcfg.epochs} epochs)"
@@ -416,8 +511,21 @@ class Search:
             ebar.close()
             self.teacher.cpu()
             student.cpu().eval()
+            fallback = None
+            if res.degenerate or not _finite(student.state_dict()):
+                # never ship a broken student: keep the weights it had when the search scored it
+                fallback = f"final training {res.degenerate or 'gave non-finite weights'}; kept the search-time weights"
+                if not _finite(searched):
+                    raise CheckpointError(f"the best {stage} student's search-time weights are not finite either")
+                student.load_state_dict(searched)
+                self.log(f"final training of the best {stage} student: {fallback} (lower final_lr)")
             test_acc = accuracy(student, self.splits.test) if len(self.splits.test) else math.nan
             val_acc = accuracy(student, self.splits.val) if len(self.splits.val) else math.nan
+            searched = best.record.get("accuracy")
+            self.log(
+                f"final {stage}: kept epoch {res.best_epoch} of {res.epochs} (val acc {val_acc:.4f}; "
+                f"the search measured {searched if searched is not None else float('nan'):.4f})"
+            )
             cost = model_cost(student)
             name = "student_stage1" if stage == "removal" else "student_stage2"
             atomic_torch_save(
@@ -430,8 +538,8 @@ class Search:
                 },
                 self.run_dir.file(f"{name}.pt"),
             )
-            self.run_dir.file(f"{name}.py").write_text(student.code)
-            self.run_dir.file(f"{name}_diff.txt").write_text(r.diff.table() + "\n")
+            atomic_write_text(self.run_dir.file(f"{name}.py"), student.code)
+            atomic_write_text(self.run_dir.file(f"{name}_diff.txt"), r.diff.table() + "\n")
             self.run_dir.write_json(f"{name}_diff.json", json.loads(r.diff.to_json()))
             self.state.final[stage] = {
                 "test_accuracy": test_acc,
@@ -439,7 +547,10 @@ class Search:
                 "params": cost.params,
                 "flops": cost.flops,
                 "diverged": res.degenerate,
+                "fallback": fallback,  # why the search-time weights were kept, or None
                 "epochs": dcfg.epochs,
+                "best_epoch": res.best_epoch,
+                "search_val_accuracy": searched,
                 "file": f"{name}.pt",
             }
             self.save_checkpoint()
@@ -451,7 +562,7 @@ class Search:
         for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
             src = self.run_dir.file(f"{name}{ext}")
             if src.is_file():
-                self.run_dir.file(f"student{ext}").write_bytes(src.read_bytes())
+                atomic_write_bytes(self.run_dir.file(f"student{ext}"), src.read_bytes())
 
     # -- main ------------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> _State:
@@ -478,9 +589,12 @@ class Search:
             self.save_checkpoint()
         evaluator = None
         if self.state.phase in ("removal", "shrink"):
-            evaluator = self._evaluator()
+            train, cache = self._reward_data()
+            if cfg.reward_mode != "kd":
+                self.supernet = self._load_or_train_supernet(train, cache)
+            evaluator = self._evaluator(train, cache)
         if self.state.phase == "removal":
-            self._stage("removal", evaluator, self.teacher, {}, 0)
+            self._stage("removal", evaluator, self._removal_analysis(), {}, 0)
             self.state.phase, self.state.iteration = (
                 ("shrink" if cfg.stage == "both" else "final"),
                 0,

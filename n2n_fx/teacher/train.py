@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from ..data.loaders import make_loader
 from ..data.splits import DataSplits
 from ..distill.evaluate import accuracy
 from ..errors import CheckpointError, ConfigError, N2NError
+from ..storage import atomic_torch_save
+from .quality import majority_accuracy
 from .zoo import build_model
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "save_teacher",
     "load_teacher",
     "LoadedTeacher",
+    "data_identity",
+    "check_teacher_data",
 ]
 
 
@@ -54,10 +58,16 @@ class TeacherPreset:
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 weight decay
     augment: bool = True  # use the data set's training augmentation
+    # early stopping: after this many epochs without a better validation accuracy, drop the lr by
+    # gamma (plateau_drops times) and then stop; the best epoch's weights are kept (0: run every epoch)
+    patience: int = 0
+    plateau_drops: int = 1  # learning-rate drops on a plateau before stopping (with patience > 0)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size <= 0:
             raise ConfigError(f"preset {self.name!r}: epochs, lr and batch_size must be positive")
+        if self.patience < 0 or self.plateau_drops < 0:
+            raise ConfigError(f"preset {self.name!r}: patience and plateau_drops must be >= 0")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"preset {self.name!r}: optimizer must be 'sgd' or 'adam'")
 
@@ -68,6 +78,11 @@ PRESETS = {
     "cifar": TeacherPreset("cifar", epochs=150, lr=0.001, milestones=(80, 120), batch_size=128),
     "caltech256": TeacherPreset("caltech256", epochs=50, lr=0.01, batch_size=64),
     "cpu": TeacherPreset("cpu", epochs=3, lr=1e-3, batch_size=64, optimizer="adam", weight_decay=0.0),
+    # until validation accuracy plateaus: Adam 1e-3, lr / 10 after 3 epochs without progress,
+    # stop after 3 more, at most 30 epochs; the best validation epoch is kept (compress's teacher)
+    "plateau": TeacherPreset(
+        "plateau", epochs=30, lr=1e-3, batch_size=64, optimizer="adam", weight_decay=0.0, patience=3
+    ),
 }
 
 # data set -> paper preset (data sets the paper does not use get the MNIST recipe)
@@ -84,6 +99,7 @@ _PAPER_PRESET = {
 
 def preset_for(dataset: str, kind: str = "paper") -> TeacherPreset:
     """The ``paper`` recipe of ``dataset`` (MNIST's for data sets the paper lacks), or the ``cpu`` one.
+
 
     Example:
         >>> preset_for("cifar10").milestones
@@ -147,8 +163,14 @@ def train_teacher(
     optimizer = _optimizer(model, p)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(p.milestones), gamma=p.gamma)
     has_val = len(splits.val) > 0
+    if p.patience and not has_val:
+        raise ConfigError("early stopping (patience) needs a validation split; give val_size > 0")
     val_acc = float("nan")
     mean_loss = float("nan")
+    history: list[float] = []  # validation accuracy after each epoch
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    waited, drops, stopped = 0, 0, "cap"
+    epoch = 0
     for epoch in range(1, p.epochs + 1):
         model.train()
         total, n = torch.zeros((), device=device), 0
@@ -166,14 +188,39 @@ def train_teacher(
             raise ConfigError(f"teacher training diverged in epoch {epoch} (loss {mean_loss}); lower --lr")
         if has_val:
             val_acc = accuracy(model, splits.val, device=device)
+            history.append(val_acc)
         say(f"epoch {epoch}/{p.epochs}: loss {mean_loss:.4f}" + (f", val acc {val_acc:.4f}" if has_val else ""))
+        if not p.patience:
+            continue
+        if val_acc > best_acc:
+            best_acc, best_epoch, waited = val_acc, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            continue
+        waited += 1
+        if waited < p.patience:
+            continue
+        if drops >= p.plateau_drops:
+            stopped = "plateau"
+            break
+        drops, waited = drops + 1, 0
+        for group in optimizer.param_groups:
+            group["lr"] *= p.gamma
+        say(f"validation accuracy plateaued: learning rate x{p.gamma:g}")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        val_acc = best_acc
     test_acc = accuracy(model, splits.test, device=device) if len(splits.test) else float("nan")
     model.eval()
     metrics = {
         "val_accuracy": val_acc,
         "test_accuracy": test_acc,
         "train_loss": mean_loss,
-        "epochs": p.epochs,
+        "epochs": epoch,
+        "max_epochs": p.epochs,
+        "best_epoch": best_epoch if p.patience else epoch,
+        "stopped": stopped if p.patience else "epochs",
+        "val_history": history,
+        "majority_accuracy": majority_accuracy(splits.val),
         "wall_s": time.perf_counter() - start,
         "params": sum(q.numel() for q in model.parameters() if q.requires_grad),
         "preset": p.name,
@@ -206,14 +253,55 @@ def save_teacher(
     input_size: tuple[int, ...],
     metrics: dict[str, Any] | None = None,
     dataset: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a teacher checkpoint that ``load_teacher`` rebuilds with ``build_model(model_name, ...)``."""
+    """Write a teacher checkpoint that ``load_teacher`` rebuilds with ``build_model(model_name, ...)``.
+
+    ``data`` identifies the data it was trained on (``data_identity``), so a run can check it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     spec = teacher_spec(model_name, num_classes, in_channels, input_size, dataset)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "spec": spec, "metrics": dict(metrics or {})}, path)
+    atomic_torch_save(
+        {"state_dict": state, "spec": spec, "metrics": dict(metrics or {}), "data": dict(data or {})}, path
+    )
     return path
+
+
+def data_identity(splits: DataSplits) -> dict[str, Any]:
+    """What a teacher checkpoint records about its data: name, fingerprint, seed, input size."""
+    from ..data.fingerprint import data_fingerprint
+
+    return {
+        "dataset": splits.info.name,
+        "fingerprint": data_fingerprint(splits),
+        "seed": int(splits.seed),
+        "input_size": list(splits.input_size),
+    }
+
+
+def check_teacher_data(path: str | Path, recorded: dict[str, Any], splits: DataSplits) -> None:
+    """CheckpointError (one line) when a teacher was trained on other data or splits than ``splits``.
+
+    Checkpoints without a record (older files) pass; the input size is checked by the caller."""
+    if not recorded:
+        return
+    now = data_identity(splits)
+    hint = "train one on this data (n2n-fx train-teacher ... with the run's --seed and data options)"
+    if list(recorded.get("input_size", now["input_size"])) != now["input_size"]:
+        raise CheckpointError(
+            f"{path} was trained on {'x'.join(map(str, recorded['input_size']))} inputs, this run's are "
+            f"{'x'.join(map(str, now['input_size']))}; {hint} or pass the image_size it used"
+        )
+    if int(recorded.get("seed", now["seed"])) != now["seed"]:
+        raise CheckpointError(
+            f"{path} was trained with seed {recorded['seed']}, whose validation/test split differs from this run's "
+            f"(seed {now['seed']}); run with --seed {recorded['seed']} or {hint}"
+        )
+    if recorded.get("fingerprint", now["fingerprint"]) != now["fingerprint"]:
+        raise CheckpointError(
+            f"{path} was trained on other images or splits ({recorded.get('dataset')}) than this run's "
+            f"({now['dataset']}), so its accuracy here may be measured on images it trained on; {hint}"
+        )
 
 
 @dataclass(frozen=True)
@@ -223,6 +311,7 @@ class LoadedTeacher:
     model: nn.Module  # the model with its trained weights, in eval mode
     spec: dict[str, Any]  # model, num_classes, in_channels, input_size (C, H, W), dataset
     metrics: dict[str, Any]  # what training reported (val_accuracy, test_accuracy, ...)
+    data: dict[str, Any] = field(default_factory=dict)  # data_identity of its training data ({} for old files)
 
     @property
     def input_size(self) -> tuple[int, ...]:
@@ -268,4 +357,6 @@ def load_teacher(path: str | Path, map_location: str | torch.device = "cpu") -> 
             f"{path}: weights do not match model {spec['model']!r} ({detail[:160]}); {hint}"
         ) from None
     model.to(map_location).eval()
-    return LoadedTeacher(model=model, spec=spec, metrics=dict(ckpt.get("metrics") or {}))
+    return LoadedTeacher(
+        model=model, spec=spec, metrics=dict(ckpt.get("metrics") or {}), data=dict(ckpt.get("data") or {})
+    )

@@ -1,0 +1,238 @@
+"""Reward fidelity: how well each cheap reward ranks students, and what it costs per student.
+
+For one teacher on MNIST-10k: train the supernet once (its cost reported apart), draw
+random valid students (removal at a random rate, then random shrink ratios, as the
+supernet and random search draw them), and read for each
+
+* ``kd400`` — the reference: the paper's protocol, teacher weights inherited by the
+  surgery, 400 steps of logit-L2 KD (Adam, the run's reward lr), validation accuracy;
+* ``kd40`` / ``kd150`` — the same training read after 40 and 150 steps (a constant
+  learning rate, so these are exactly what 40- and 150-step rewards give);
+* ``shared`` — the student extracted with the supernet's weights, batch norms
+  recalibrated on a few training batches, no gradient step;
+* ``shared+kd`` — ``shared`` and then a few KD steps.
+
+Kendall's τ of each against ``kd400``, and seconds per student, side by side in one run.
+
+    python -m benchmarks.reward_fidelity --model conv4 --students 40
+    python -m benchmarks.reward_fidelity --model vgg13_small --students 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from n2n_fx.distill import DistillConfig, LogitCache, accuracy, distill
+from n2n_fx.distill.calibrate import recalibrate_bn
+from n2n_fx.search.teacher_setup import prepare
+from n2n_fx.supernet.shared import Supernet, actions_key
+from n2n_fx.supernet.train import SupernetConfig, sample_actions, train_supernet
+from n2n_fx.teacher.trace import trace
+
+from .paper.common import DATA_ROOT, RUNS, mnist_config
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's τ-b of two equally long lists (ties counted as neither concordant nor discordant)."""
+    n = len(a)
+    conc = disc = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = ((conc + disc + ties_a) * (conc + disc + ties_b)) ** 0.5
+    return (conc - disc) / denom if denom else 0.0
+
+
+def _kd_marks(student, splits, cache, kd: DistillConfig) -> dict[str, float]:
+    """Accuracy and cost after 40, 150 and ``kd.steps`` KD steps of one run.
+
+    The cost of a reading is what a reward of that budget costs: the training up to that step
+    plus one accuracy read on the validation split (the readings on the way are not counted
+    in the later ones)."""
+    marks: dict[str, float] = {}
+    clock = {"start": time.perf_counter(), "eval": 0.0}
+
+    def read(step: int) -> None:
+        if step in (40, 150) and step < kd.steps:
+            e0 = time.perf_counter()
+            marks[f"kd{step}"] = accuracy(student, splits.val)
+            took = time.perf_counter() - e0
+            marks[f"kd{step}_s"] = e0 - clock["start"] - clock["eval"] + took
+            clock["eval"] += took
+
+    r = distill(student, splits.train_plain, kd, logit_cache=cache, val_data=splits.val, on_step=read)
+    marks[f"kd{kd.steps}_s"] = time.perf_counter() - clock["start"] - clock["eval"]  # distill reads val itself
+    marks[f"kd{kd.steps}"] = r.val_accuracy if r.ok else 0.0
+    if not r.ok:  # diverged: every reading of this run counts as zero
+        marks.update({k: 0.0 for k in marks if not k.endswith("_s")})
+    return marks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("--model", default="conv4")
+    ap.add_argument("--students", type=int, default=40)
+    ap.add_argument("--supernet-steps", type=int, default=600)
+    ap.add_argument("--kd-steps", type=int, default=400, help="the reference KD budget")
+    ap.add_argument("--shared-kd-steps", type=int, default=10, help="KD steps of the shared+kd mode")
+    ap.add_argument("--calib-batches", type=int, default=2)
+    ap.add_argument("--val-subset", type=int, default=300, help="validation samples the shared modes read")
+    ap.add_argument("--reward-lr", type=float, default=1e-2, help="Adam lr of the kd reference")
+    ap.add_argument("--shared-kd-lr", type=float, default=1e-3, help="Adam lr of the shared+kd steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fresh", action="store_true", help="recompute the KD references (timings side by side)")
+    ap.add_argument("--only-reference", action="store_true", help="compute the KD references and stop")
+    ap.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/reward_fidelity-MODEL.json)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("N2N_FX_CACHE", str(RUNS / "cache"))
+    if not (DATA_ROOT / "mnist" / "raw").is_dir():
+        raise SystemExit(f"MNIST files not found under {DATA_ROOT}/mnist/raw; this benchmark needs ../shared")
+    cfg = mnist_config(args.model, seed=args.seed)
+    prep = prepare(cfg, log=lambda m: print(m, flush=True))
+    splits = prep.splits
+    teacher = trace(prep.model, input_size=splits.input_size)
+    teacher_val = accuracy(teacher, splits.val)
+    cache = LogitCache.build(teacher, splits.train_plain)
+
+    # the students: drawn from the teacher's structure only, so every run draws the same ones
+    net = Supernet(teacher)
+    rng = random.Random(args.seed + 1)
+    students = []
+    while len(students) < args.students:
+        acts = sample_actions(net, rng, 0.6)
+        if net.arch(acts).valid:
+            students.append(acts)
+
+    # the reference (and kd40 / kd150): KD from inherited weights; cached per student unless --fresh
+    kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=args.seed)
+    ref_path = RUNS / "cache" / f"fidelity-kd-{args.model}-seed{args.seed}-lr{args.reward_lr:g}-{args.kd_steps}.json"
+    refs = json.loads(ref_path.read_text()) if ref_path.is_file() and not args.fresh else {}
+    for k, acts in enumerate(students):
+        key = json.dumps(actions_key(acts))
+        if key not in refs:
+            refs[key] = _kd_marks(net.extract(net.arch(acts), teacher_weights=True), splits, cache, kd)
+            ref_path.parent.mkdir(parents=True, exist_ok=True)
+            ref_path.write_text(json.dumps(refs))
+            print(f"reference {k + 1}/{len(students)}: {refs[key]}", flush=True)
+    if args.only_reference:
+        return
+
+    cached = RUNS / "cache" / f"supernet-{args.model}-{args.supernet_steps}-seed{args.seed}.pt"
+    if cached.is_file():  # the same supernet as an earlier run of this benchmark (its cost recorded there)
+        saved = torch.load(cached, weights_only=True)
+        net.load_flat(saved["flat"])
+        sn_record = saved["record"]
+    else:
+        sn = train_supernet(
+            net,
+            splits.train_plain,
+            cache,
+            SupernetConfig(steps=args.supernet_steps, seed=args.seed),
+            log_every=max(1, args.supernet_steps // 10),
+            on_step=lambda k, loss: print(f"supernet step {k}: loss {loss:.2f}", flush=True) if k % 50 == 0 else None,
+        )
+        sn_record = {**sn.to_dict(), "config": SupernetConfig(steps=args.supernet_steps, seed=args.seed).__dict__}
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"flat": net.flat.detach(), "record": sn_record}, cached)
+    print(
+        f"supernet: {sn_record['steps']} steps, {sn_record['wall_s']:.0f} s, losses {sn_record['losses']}", flush=True
+    )
+
+    val = splits.subset(val=args.val_subset).val if args.val_subset else splits.val
+    rows = []
+    for acts in students:
+        arch = net.arch(acts)
+        row = {"actions": acts, "params": arch.rewrite.student_cost.params}
+        # shared: extract, recalibrate, read
+        t0 = time.perf_counter()
+        s = net.extract(arch)
+        recalibrate_bn(s, splits.train_plain, batches=args.calib_batches, seed=args.seed)
+        row["shared"] = accuracy(s, val)
+        row["shared_s"] = time.perf_counter() - t0
+        # shared+kd: the same, then a few KD steps
+        t0 = time.perf_counter()
+        s = net.extract(arch)
+        recalibrate_bn(s, splits.train_plain, batches=args.calib_batches, seed=args.seed)
+        r = distill(
+            s,
+            splits.train_plain,
+            DistillConfig(**{**kd.__dict__, "steps": args.shared_kd_steps, "lr": args.shared_kd_lr}),
+            logit_cache=cache,
+            val_data=val,
+        )
+        row["shared+kd"] = r.val_accuracy if r.ok else 0.0
+        row["shared+kd_s"] = time.perf_counter() - t0
+        row.update(refs[json.dumps(actions_key(acts))])
+        rows.append(row)
+        print(
+            f"{len(rows):3d} params {row['params']:>8d} shared {row['shared']:.3f} shared+kd {row['shared+kd']:.3f} "
+            f"kd40 {row['kd40']:.3f} kd150 {row['kd150']:.3f} kd{args.kd_steps} {row[f'kd{args.kd_steps}']:.3f} "
+            f"({row['shared_s']:.2f} s / {row[f'kd{args.kd_steps}_s']:.1f} s)",
+            flush=True,
+        )
+
+    ref = [r[f"kd{args.kd_steps}"] for r in rows]
+    modes = ["shared", "shared+kd", "kd40", "kd150"]
+    summary = {}
+    for m in modes:
+        vals = [r[m] for r in rows]
+        secs = sorted(r[f"{m}_s"] for r in rows)
+        summary[m] = {
+            "tau": kendall_tau(vals, ref),
+            "median_s": secs[len(secs) // 2],
+            "mean_acc": sum(vals) / len(vals),
+        }
+    for m in modes:
+        summary[m]["cheaper_than_kd40"] = summary["kd40"]["median_s"] / summary[m]["median_s"]
+    out = {
+        "model": args.model,
+        "seed": args.seed,
+        "students": len(rows),
+        "teacher_val_accuracy": teacher_val,
+        "supernet": sn_record,
+        "reference": f"kd{args.kd_steps}",
+        "summary": summary,
+        "rows": rows,
+        "threads": args.threads,
+        "command": "python -m benchmarks.reward_fidelity "
+        + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in vars(args).items()
+            if v not in (None, False) and k != "out"
+        ),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = Path(args.out) if args.out else RESULTS / f"reward_fidelity-{args.model}.json"
+    path.write_text(json.dumps(out, indent=1))
+    for m in modes:
+        s = summary[m]
+        print(
+            f"{m:10s} tau {s['tau']:+.3f}  median {s['median_s']:.2f} s/student  "
+            f"{s['cheaper_than_kd40']:.1f}x cheaper than kd40  mean acc {s['mean_acc']:.3f}"
+        )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

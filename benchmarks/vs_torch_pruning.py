@@ -1,0 +1,183 @@
+"""N2N against the tool a user would pick instead: Torch-Pruning, side by side in one run.
+
+For one teacher on MNIST-10k (cached, shared by both methods):
+
+1. N2N: ``run_compress`` with the given budget (reward mode, iterations, supernet steps);
+   its wall time counts the supernet, the search and the final training.
+2. Torch-Pruning: L1-magnitude pruning at one uniform channel ratio, chosen by bisection
+   so that the pruned model has no more parameters than N2N's student (equal or higher
+   compression), then exactly the final training N2N's winner gets
+   (``final_distill_config``: CE + λ·L2 KD, same epochs, lr, batch size and seed).
+
+Both students are scored on the test split, which the search never sees.
+
+    python -m benchmarks.vs_torch_pruning --model conv4
+    python -m benchmarks.vs_torch_pruning --model vgg13_small --removal-iterations 60 --shrink-iterations 60
+
+Needs the bench-only dependency ``torch-pruning`` (``pip install torch-pruning``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from n2n_fx.distill import accuracy, distill
+from n2n_fx.graph.cost import model_cost
+from n2n_fx.search import run_compress
+from n2n_fx.search.search import final_distill_config
+from n2n_fx.search.teacher_setup import prepare
+
+from .paper.common import DATA_ROOT, RUNS, mnist_config
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def tp_prune(teacher: nn.Module, example: torch.Tensor, ratio: float) -> nn.Module:
+    """A copy of ``teacher`` with ``ratio`` of the channels of every prunable layer removed (L1 magnitude)."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(teacher).eval()
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]  # the classifier keeps its classes
+    pruner = tp.pruner.MagnitudePruner(
+        model,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio,
+        ignored_layers=[head],
+    )
+    pruner.step()
+    return model
+
+
+def match_ratio(teacher: nn.Module, example: torch.Tensor, max_params: int) -> tuple[float, nn.Module]:
+    """The smallest uniform ratio whose pruned model has at most ``max_params`` parameters (bisection)."""
+    lo, hi = 0.0, 0.99
+    best = (hi, tp_prune(teacher, example, hi))
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        model = tp_prune(teacher, example, mid)
+        if _params(model) <= max_params:
+            hi, best = mid, (mid, model)
+        else:
+            lo = mid
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("--model", default="conv4")
+    ap.add_argument("--reward-mode", default="shared")
+    ap.add_argument("--removal-iterations", type=int, default=None)
+    ap.add_argument("--shrink-iterations", type=int, default=None)
+    ap.add_argument("--supernet-steps", type=int, default=None)
+    ap.add_argument("--final-epochs", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("N2N_FX_CACHE", str(RUNS / "cache"))
+    if not (DATA_ROOT / "mnist" / "raw").is_dir():
+        raise SystemExit(f"MNIST files not found under {DATA_ROOT}/mnist/raw; this benchmark needs ../shared")
+    changes = {
+        k: v
+        for k, v in dict(
+            reward_mode=args.reward_mode,
+            removal_iterations=args.removal_iterations,
+            shrink_iterations=args.shrink_iterations,
+            supernet_steps=args.supernet_steps,
+            final_epochs=args.final_epochs,
+            seed=args.seed,
+        ).items()
+        if v is not None
+    }
+    cfg = mnist_config(args.model, **changes)
+    prep = prepare(cfg, log=lambda m: print(m, flush=True))  # the cached teacher both methods start from
+    splits, teacher = prep.splits, prep.model.eval()
+    teacher_test = accuracy(teacher, splits.test)
+
+    # -- N2N -------------------------------------------------------------------------------------
+    run_dir = RUNS / f"vs-tp-{args.model}-{args.reward_mode}{args.tag}-seed{args.seed}"
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    res = run_compress(cfg, run_dir, quiet=False)
+    n2n_s = time.perf_counter() - t0
+    final = res.summary["stage2" if res.summary.get("winner") == "stage2" else "stage1"]
+    n2n = {
+        "test_accuracy": final["test_accuracy"],
+        "params": final["params"],
+        "flops": final["flops"],
+        "wall_s": n2n_s,
+        "supernet_s": json.loads((run_dir / "timing.json").read_text()).get("supernet_s", 0.0),
+        "run_dir": str(run_dir),
+    }
+
+    # -- Torch-Pruning at the matching ratio + the same final training -----------------------------
+    example = torch.zeros(1, *splits.input_size)
+    t0 = time.perf_counter()
+    ratio, pruned = match_ratio(teacher, example, n2n["params"])
+    prune_s = time.perf_counter() - t0
+    torch.manual_seed(cfg.seed)
+    t1 = time.perf_counter()
+    r = distill(pruned, splits.train, final_distill_config(cfg, "cpu"), teacher=teacher, val_data=splits.val)
+    finetune_s = time.perf_counter() - t1
+    cost = model_cost(torch.fx.symbolic_trace(pruned)) if r.ok else None
+    tp_row = {
+        "ratio": ratio,
+        "test_accuracy": accuracy(pruned, splits.test),
+        "params": _params(pruned),
+        "flops": cost.flops if cost else None,
+        "prune_s": prune_s,
+        "finetune_s": finetune_s,
+        "wall_s": prune_s + finetune_s,
+    }
+    t_params = model_cost(torch.fx.symbolic_trace(teacher)).params
+    out = {
+        "model": args.model,
+        "seed": args.seed,
+        "teacher": {"test_accuracy": teacher_test, "params": t_params},
+        "n2n": {
+            **n2n,
+            "compression_x": t_params / n2n["params"],
+            "drop_pts": 100 * (teacher_test - n2n["test_accuracy"]),
+        },
+        "torch_pruning": {
+            **tp_row,
+            "compression_x": t_params / tp_row["params"],
+            "drop_pts": 100 * (teacher_test - tp_row["test_accuracy"]),
+        },
+        "time_ratio": n2n["wall_s"] / tp_row["wall_s"],
+        "config": cfg.to_dict(),
+        "command": "python -m benchmarks.vs_torch_pruning "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "")),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"vs_torch_pruning-{args.model}{args.tag}-seed{args.seed}.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(f"teacher {teacher_test:.4f} ({t_params:,} params)")
+    for name in ("n2n", "torch_pruning"):
+        o = out[name]
+        print(
+            f"{name:14s} test {o['test_accuracy']:.4f} ({o['drop_pts']:+.2f} pts drop) "
+            f"{o['params']:>9,} params = {o['compression_x']:.1f}x  {o['wall_s']:.0f} s"
+        )
+    print(f"time ratio N2N / Torch-Pruning: {out['time_ratio']:.1f}x; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

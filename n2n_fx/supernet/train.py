@@ -1,0 +1,185 @@
+"""Train the shared weights once per run, so that every student works without its own training.
+
+Each step takes one batch and runs several students through the shared weights (the
+"sandwich": the full network, the narrowest one, and random students), each distilled
+towards the frozen teacher's cached logits with the project's logit-L2 loss; their
+gradients add up in the shared vector. Random students are drawn like the search draws
+them: removal with a random rate, then random shrink ratios on what is left.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ..data.loaders import make_loader
+from ..distill.logit_cache import IndexedDataset, LogitCache
+from ..distill.loss import kd_kl_loss, kd_l2_loss
+from ..errors import ConfigError
+from ..features.features import RATIOS
+from ..rewrite.sample import random_actions
+from .shared import SharedArch, Supernet, SupernetError, actions_key, smallest_actions
+
+__all__ = ["SupernetConfig", "SupernetResult", "train_supernet", "sample_actions"]
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """How the shared weights are trained."""
+
+    # optimiser steps (each runs 2 + random_students students on one batch). conv4 on MNIST-10k, Kendall τ
+    # of shared rewards vs 400-step KD: 800 steps 0.48, 1600 steps 0.69 (docs/benchmarks.md)
+    steps: int = 1600
+    lr: float = 2e-3  # Adam learning rate (cosine-annealed to 0 over the steps)
+    batch_size: int = 32  # samples per step (each student sees the same batch)
+    random_students: int = 2  # random students per step, besides the full and the narrowest one
+    max_remove: float = 0.6  # a random student removes each layer with a rate drawn from U(0, max_remove)
+    # a random student is drawn anew with probability 1/arch_reuse, else one drawn before is reused:
+    # surgery costs more than a training step of a small student, so each one serves a few steps
+    arch_reuse: int = 4
+    grad_clip: float = 5.0  # clip the global gradient norm of the shared weights
+    # distillation loss of each student: "kl" (T² KL at ``temperature``: bounded, reads like accuracy)
+    # or "l2" (logit L2, as the paper's reward-time KD; dominated by the worst students)
+    loss: str = "kl"
+    temperature: float = 2.0  # softmax temperature of the kl loss
+    narrowest: float = 0.3  # the narrowest student of each step: every shrink variable at this ratio (or the
+    # smallest legal one above it); the search's shrink policy rarely goes below it
+    seed: int = 0  # seeds the batches and the random students
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.random_students < 0 or self.batch_size < 1:
+            raise ConfigError("supernet steps and random_students must be >= 0, batch_size >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"supernet lr={self.lr} must be a positive number")
+        if self.loss not in ("kl", "l2"):
+            raise ConfigError(f"supernet loss {self.loss!r} must be kl or l2")
+        if not 0.0 < self.narrowest <= 1.0:
+            raise ConfigError(f"supernet narrowest={self.narrowest} must be in (0, 1]")
+        if self.arch_reuse < 1:
+            raise ConfigError(f"supernet arch_reuse={self.arch_reuse} must be at least 1")
+        if not 0.0 <= self.max_remove < 1.0:
+            raise ConfigError(f"supernet max_remove={self.max_remove} must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class SupernetResult:
+    """What training the shared weights cost and gave."""
+
+    steps: int  # optimiser steps taken
+    wall_s: float  # seconds
+    losses: tuple[float, ...]  # mean KD loss over the students of each logged window of steps
+    students: int  # student forward/backward passes run
+    archs: int  # distinct architectures seen
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "wall_s": self.wall_s,
+            "losses": list(self.losses),
+            "students": self.students,
+            "archs": self.archs,
+        }
+
+
+def sample_actions(net: Supernet, rng: random.Random, max_remove: float) -> dict[str, Any]:
+    """A random student: removal at a random rate, then random shrink ratios on the survivors."""
+    remove, _ = random_actions(net.analysis, rng, p_remove=rng.uniform(0.0, max_remove), p_shrink=0.0)
+    stage1 = net.arch({"remove": remove})
+    if not stage1.valid:
+        return {"remove": remove}
+    _, shrink = random_actions(net.stage1_analysis(remove), rng, p_remove=0.0, p_shrink=rng.random())
+    return {"remove": remove, "shrink": shrink}
+
+
+def train_supernet(
+    net: Supernet,
+    train_data: Dataset,
+    logit_cache: LogitCache,
+    config: SupernetConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    on_step: Callable[[int, float], None] | None = None,
+    log_every: int = 50,
+) -> SupernetResult:
+    """Train ``net.flat`` in place; ``train_data`` is the un-augmented split the cache was built on."""
+    cfg = config or SupernetConfig()
+    logit_cache.check(train_data)
+    device = torch.device(device)
+    forked = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):  # dropout draws seeded, the caller's RNG untouched
+        torch.manual_seed(cfg.seed)
+        return _train(net, train_data, logit_cache, cfg, device, on_step, log_every)
+
+
+def _train(net, train_data, logit_cache, cfg: SupernetConfig, device, on_step, log_every) -> SupernetResult:
+    start = time.perf_counter()
+    rng = random.Random(cfg.seed)
+    net.to(device)
+    fixed = [net.arch({"remove": []}), net.arch(smallest_actions(net.analysis, RATIOS, cfg.narrowest))]
+    for a in fixed:
+        if not a.valid:
+            raise SupernetError(f"the full or narrowest student is degenerate ({a.rewrite.degenerate})")
+    for a in fixed:
+        a.template.to(device)
+    cached = logit_cache.logits.to(device)  # (N, n_classes)
+    optimizer = torch.optim.Adam([net.flat], lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps))
+    loader = make_loader(IndexedDataset(train_data), cfg.batch_size, shuffle=True, seed=cfg.seed)
+    losses: list[float] = []
+    window = torch.zeros((), device=device)
+    window_n = 0
+    students = 0
+    seen: set[tuple] = set()
+    pool: list[dict[str, Any]] = []  # valid random students drawn so far
+    step = 0
+    while step < cfg.steps:
+        for x, _, i in loader:
+            x, z = x.to(device, non_blocking=True), cached[i.to(device)]  # (B, C, H, W), (B, n_classes)
+            archs: list[SharedArch] = list(fixed)
+            while len(archs) < len(fixed) + cfg.random_students:
+                if pool and rng.random() >= 1.0 / cfg.arch_reuse:
+                    archs.append(net.arch(rng.choice(pool)))
+                    continue
+                acts = sample_actions(net, rng, cfg.max_remove)
+                a = net.arch(acts)
+                if a.valid:
+                    a.template.to(device)
+                    archs.append(a)
+                    pool.append(acts)
+                    seen.add(actions_key(acts))
+            optimizer.zero_grad(set_to_none=True)
+            total = torch.zeros((), device=device)
+            for a in archs:
+                a.template.train()
+                out = net.forward_student(a, x)  # (B, n_classes)
+                loss = kd_l2_loss(out, z) if cfg.loss == "l2" else kd_kl_loss(out, z, cfg.temperature)
+                loss.backward()
+                total = total + loss.detach()
+            if not torch.isfinite(total):
+                raise SupernetError(f"supernet training diverged at step {step}; lower the supernet lr")
+            torch.nn.utils.clip_grad_norm_([net.flat], cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            students += len(archs)
+            window += total / len(archs)
+            window_n += 1
+            step += 1
+            if on_step is not None:
+                on_step(step, float(total) / len(archs))
+            if window_n == log_every or step == cfg.steps:
+                losses.append(float(window) / window_n)
+                window.zero_()
+                window_n = 0
+            if step >= cfg.steps:
+                break
+    for a in fixed:
+        a.template.cpu()
+    net.cpu()
+    return SupernetResult(step, time.perf_counter() - start, tuple(losses), students, len(seen) + len(fixed))

@@ -1,0 +1,280 @@
+"""The weight-sharing teacher: extracted students are the trained ones, gradients reach the shared
+weights, channel rankings are fixed, training lowers the loss, and the reward modes and the search
+use it (kill -9 then resume does not retrain it; same seed, same history)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from _tiny import tiny
+
+from n2n_fx import trace
+from n2n_fx.cli import main
+from n2n_fx.data import load_splits
+from n2n_fx.distill import DistillConfig, LogitCache
+from n2n_fx.distill.loss import kd_kl_loss
+from n2n_fx.errors import ConfigError
+from n2n_fx.features import RATIOS
+from n2n_fx.graph.layers import analyze
+from n2n_fx.reward import RewardEvaluator
+from n2n_fx.rewrite import apply_actions, apply_plan
+from n2n_fx.rewrite.sample import random_actions
+from n2n_fx.search import SearchConfig, run_compress
+from n2n_fx.supernet import Supernet, SupernetConfig, sample_actions, smallest_actions, train_supernet
+from n2n_fx.teacher.zoo import build_model
+
+ZOO = [
+    ("conv4", (1, 28, 28)),
+    ("vgg_tiny", (1, 16, 16)),
+    ("resnet18", (3, 32, 32)),
+    ("mobilenet_v2", (3, 32, 32)),
+    ("densenet121", (3, 32, 32)),
+]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("N2N_FX_CACHE", str(tmp_path_factory.getbasetemp() / "n2n_cache"))
+
+
+def _net(name: str, size: tuple[int, ...]) -> Supernet:
+    torch.manual_seed(0)
+    gm = trace(build_model(name, num_classes=10, in_channels=size[0]), input_size=size)
+    net = Supernet(gm)
+    with torch.no_grad():  # shared weights that differ from the teacher's
+        net.flat.add_(torch.randn_like(net.flat) * 0.05)
+    return net
+
+
+def _random_composite(net: Supernet, rng: random.Random) -> dict:
+    remove, _ = random_actions(net.analysis, rng, p_remove=0.3, p_shrink=0.0)
+    if not net.arch({"remove": remove}).valid:
+        return {"remove": remove}
+    _, shrink = random_actions(net.stage1_analysis(remove), rng, p_remove=0.0, p_shrink=0.6)
+    return {"remove": remove, "shrink": shrink}
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name,size", ZOO, ids=[z[0] for z in ZOO])
+def test_extracted_student_is_the_trained_student(name, size):
+    """Training-time forward (gather of the shared weights) == extracted student == the surgery
+    replayed on the shared weights directly, on random remove-then-shrink students."""
+    net = _net(name, size)
+    shared = net.shared_teacher()
+    shared_analysis = analyze(shared)
+    rng = random.Random(1)
+    x = torch.randn(2, *size)
+    checked = 0
+    for _ in range(4):
+        acts = _random_composite(net, rng)
+        arch = net.arch(acts)
+        assert arch.valid, f"{name}: a random legal student came out degenerate: {arch.rewrite.degenerate}"
+        arch.template.eval()
+        with torch.no_grad():
+            trained = net.forward_student(arch, x)
+            extracted = net.extract(arch).eval()(x)
+            stage1 = apply_plan(shared_analysis, (arch.removal or arch.rewrite).plan)
+            direct = stage1 if arch.removal is None else apply_plan(analyze(stage1.student), arch.rewrite.plan)
+            surgery = direct.student.eval()(x)
+        assert trained.shape == (2, 10)
+        torch.testing.assert_close(extracted, trained, rtol=0, atol=0)
+        torch.testing.assert_close(surgery, trained, rtol=1e-5, atol=1e-5)
+        checked += 1
+    assert checked == 4
+
+
+def test_full_student_with_teacher_weights_is_the_teacher():
+    net = Supernet(trace("conv4", input_size=(1, 28, 28)))
+    x = torch.randn(3, 1, 28, 28)
+    full = net.arch({"remove": []})
+    with torch.no_grad():
+        assert torch.equal(net.extract(full).eval()(x), net.teacher(x))
+
+
+def test_gradients_reach_exactly_the_gathered_shared_weights():
+    net = _net("conv4", (1, 28, 28))
+    rng = random.Random(0)
+    arch = net.arch(_random_composite(net, rng))
+    arch.template.train()
+    net.forward_student(arch, torch.randn(4, 1, 28, 28)).pow(2).sum().backward()
+    used = torch.zeros(net.flat.numel() + 2, dtype=torch.bool)
+    for idx in arch.codes.values():
+        used[idx.flatten()] = True
+    touched = net.flat.grad != 0
+    assert touched.any()
+    assert not (touched & ~used[2:]).any(), "a shared weight the student does not use got a gradient"
+
+
+def test_channel_ranking_fixed_narrower_is_subset_of_wider():
+    net = _net("conv4", (1, 28, 28))
+    rows = {}
+    for r in (0.25, 0.5, 0.75):
+        arch = net.arch({"remove": [], "shrink": {"features_3": {"out": r}}})
+        codes = arch.codes["features.3.weight"]  # (C_out', C_in, 3, 3)
+        rows[r] = {int(c) for c in codes[:, 0, 0, 0]}
+    assert rows[0.25] < rows[0.5] < rows[0.75]
+    # the ranking is the teacher's L1 ranking, not the (perturbed) shared weights'
+    want = apply_actions(net.teacher, shrink={"features_3": 0.5}).plan.kept
+    got = net.arch({"remove": [], "shrink": {"features_3": {"out": 0.5}}}).rewrite.plan.kept
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_smallest_actions_shrink_everything_to_the_minimum():
+    net = Supernet(trace("conv4", input_size=(1, 28, 28)))
+    acts = smallest_actions(net.analysis, RATIOS)
+    arch = net.arch(acts)
+    assert arch.valid and not acts["remove"]
+    assert arch.rewrite.student_cost.params < net.arch({"remove": []}).rewrite.student_cost.params / 4
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    splits = load_splits("synthetic", seed=0, num_samples=240, image_size=16)
+    torch.manual_seed(0)
+    model = build_model("vgg_tiny", in_channels=1)
+    with torch.no_grad():  # an untrained teacher with confident, input-dependent logits: a real KD target
+        [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1].weight.mul_(30)
+    teacher = trace(model, input_size=splits.input_size)
+    return splits, teacher, LogitCache.build(teacher, splits.train_plain)
+
+
+def test_supernet_training_lowers_the_students_loss(tiny_data):
+    """After training, students drawn apart from training (other seeds) match the teacher better."""
+    splits, teacher, cache = tiny_data
+    net = Supernet(teacher)
+    archs = [net.arch(sample_actions(net, random.Random(100 + k), 0.6)) for k in range(6)]
+    archs = [a for a in archs if a.valid]
+    x = torch.stack([splits.train_plain[i][0] for i in range(64)])  # (64, 1, 16, 16)
+    z = cache.logits[:64]  # (64, 10)
+
+    def loss() -> float:
+        total = 0.0
+        with torch.no_grad():
+            for a in archs:
+                a.template.train()  # batch statistics, as in training
+                total += float(kd_kl_loss(net.forward_student(a, x), z, 2.0))
+        return total
+
+    before, flat = loss(), net.flat.detach().clone()
+    res = train_supernet(net, splits.train_plain, cache, SupernetConfig(steps=24, batch_size=32, seed=0), log_every=6)
+    assert res.steps == 24 and res.students == 24 * 4 and len(res.losses) == 4
+    assert len(archs) >= 4 and loss() < before
+    assert not torch.equal(flat, net.flat.detach())
+    assert torch.equal(net.teacher_flat(), flat)  # the teacher itself is never trained
+
+
+def test_sample_actions_are_legal_and_seeded():
+    net = Supernet(trace("vgg_tiny", input_size=(1, 16, 16)))
+    a = [sample_actions(net, random.Random(3), 0.6) for _ in range(2)]
+    assert a[0] == a[1]
+    legal = {lay.node for lay in net.analysis.layers if lay.removable}
+    assert set(a[0]["remove"]) <= legal
+
+
+def _evaluator(splits, teacher, cache, mode, steps=3):
+    return RewardEvaluator(
+        splits.train_plain,
+        splits.val,
+        teacher_accuracy=0.5,
+        teacher_params=10_000,
+        input_size=splits.input_size,
+        config=DistillConfig(steps=steps, batch_size=32),
+        logit_cache=cache,
+        mode=mode,
+        calib_batches=2,
+        supernet_tag=None if mode == "kd" else "t0",
+    )
+
+
+def test_reward_modes(tiny_data):
+    splits, teacher, cache = tiny_data
+    net = Supernet(teacher)
+    arch = net.arch({"remove": [], "shrink": {"features_0": 0.5}})
+    weights = {}
+    records = {}
+    for mode in ("kd", "shared", "shared+kd"):
+        student = net.extract(arch)
+        ev = _evaluator(splits, teacher, cache, mode)
+        records[mode] = ev(student)
+        weights[mode] = {k: v.clone() for k, v in student.named_parameters()}
+        assert records[mode].accuracy is not None and 0 <= records[mode].accuracy <= 1
+        assert ev.context()["mode"] == mode
+    shared = net.weights(arch)
+    for k, v in weights["shared"].items():  # shared: no gradient step
+        assert torch.equal(v, shared[k].detach())
+    assert any(not torch.equal(v, shared[k].detach()) for k, v in weights["shared+kd"].items())
+    assert records["shared"].extra == {} and records["kd"].extra["steps"] == 3
+    with pytest.raises(ConfigError, match="supernet"):  # shared rewards name the supernet they come from
+        RewardEvaluator(
+            splits.train_plain,
+            splits.val,
+            teacher_accuracy=0.5,
+            teacher_params=1,
+            input_size=(1, 16, 16),
+            mode="shared",
+        )
+
+
+SHARED = tiny(reward_mode="shared", supernet_steps=6, calib_batches=2)
+
+
+def _rows(d):
+    return [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()]
+
+
+def _key(rows):
+    return [(r["stage"], r["iteration"], r["rollout"], r["actions"], r["params"], r["accuracy"]) for r in rows]
+
+
+def test_shared_search_same_seed_same_history(tmp_path):
+    a = run_compress(SearchConfig(**SHARED), tmp_path / "a", quiet=True)
+    b = run_compress(SearchConfig(**SHARED), tmp_path / "b", quiet=True)
+    assert _key(_rows(tmp_path / "a")) == _key(_rows(tmp_path / "b"))
+    assert (tmp_path / "a" / "supernet.pt").is_file()
+    assert a.summary["stage2"]["params"] == b.summary["stage2"]["params"]
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["reward_mode"] == "shared"
+    timing = json.loads((tmp_path / "a" / "timing.json").read_text())
+    assert timing["supernet_s"] > 0
+
+
+def test_shared_search_resume_after_kill_does_not_retrain_supernet(tmp_path):
+    run_dir = tmp_path / "killed"
+    cfg = {**SHARED, "removal_iterations": 4, "supernet_steps": 8}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    args = [sys.executable, "-m", "n2n_fx", "compress", "--run-dir", str(run_dir), "--quiet"]
+    args += ["--config", str(tmp_path / "cfg.json")]
+    proc = subprocess.Popen(args, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL)
+    hist = run_dir / "history.jsonl"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill once the search is under way
+            if hist.is_file() and hist.read_text().strip():
+                break
+            if proc.poll() is not None:
+                pytest.fail("run ended before it could be killed")
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run did not start its search in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    sn = run_dir / "supernet.pt"
+    assert sn.is_file()
+    stamp, data = sn.stat().st_mtime_ns, sn.read_bytes()
+    assert main(["compress", "--resume", str(run_dir), "--quiet"]) == 0
+    assert sn.stat().st_mtime_ns == stamp and sn.read_bytes() == data, "the supernet was trained again"
+    keys = [(r["stage"], r["iteration"], r["rollout"]) for r in _rows(run_dir)]
+    assert len(keys) == len(set(keys))
+    # the resumed run ends exactly where an uninterrupted one does
+    whole = tmp_path / "whole"
+    run_compress(SearchConfig(**cfg), whole, quiet=True)
+    assert _key(_rows(run_dir)) == _key(_rows(whole))
