@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--shared-kd-lr", type=float, default=1e-3, help="Adam lr of the shared+kd steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--teacher-checkpoint", default=None, help="the teacher (default: the cached one of its recipe)")
     ap.add_argument("--fresh", action="store_true", help="recompute the KD references (timings side by side)")
     ap.add_argument("--only-reference", action="store_true", help="compute the KD references and stop")
     ap.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/reward_fidelity-MODEL.json)")
@@ -108,7 +109,7 @@ def main() -> None:
     os.environ.setdefault("N2N_FX_CACHE", str(RUNS / "cache"))
     if not (DATA_ROOT / "mnist" / "raw").is_dir():
         raise SystemExit(f"MNIST files not found under {DATA_ROOT}/mnist/raw; this benchmark needs ../shared")
-    cfg = mnist_config(args.model, seed=args.seed)
+    cfg = mnist_config(args.model, seed=args.seed, teacher_checkpoint=args.teacher_checkpoint)
     prep = prepare(cfg, log=lambda m: print(m, flush=True))
     splits = prep.splits
     teacher = trace(prep.model, input_size=splits.input_size)

@@ -89,8 +89,10 @@ def main() -> None:
                 res = run_compress(
                     cfg.replace(removal_lr=args.removal_lr, reinforce_baseline=args.baseline), path, resume=resume
                 )
-            else:
-                res = run_random_search(cfg, path, resume=resume)
+            else:  # the same teacher as the N2N search of this seed (teachers are re-trained when recipes change)
+                n2n_teacher = Path(runs[-1]["run_dir"]) / "teacher.pt" if runs and runs[-1]["seed"] == seed else None
+                rcfg = cfg.replace(teacher_checkpoint=str(n2n_teacher)) if n2n_teacher else cfg
+                res = run_random_search(rcfg, path, resume=resume)
             its = per_iteration(res.history)
             best_so_far, best = [], -1.0
             for row in its:

@@ -71,7 +71,7 @@ def safe_torch_load(path: Path, *, allow_pickle: bool = False, pickle_hint: str 
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if not allow_pickle and "weights_only" in str(e):
+        if not allow_pickle and "Unsupported global" in str(e):  # a pickled object, not a damaged file
             hint = pickle_hint or "n2n_fx never unpickles this file, so it was not written by n2n_fx or was altered"
             raise PickledFileError(f"{path} holds pickled Python objects; {hint}") from None
         if isinstance(e, (AttributeError, ModuleNotFoundError)):  # a pickled class this process cannot import

@@ -233,9 +233,6 @@ class Supernet(nn.Module):
                 offset += p.numel()
         return gm
 
-    def state_dict_flat(self) -> dict[str, Any]:
-        return {"flat": self.flat.detach().clone()}
-
     def load_flat(self, flat: torch.Tensor) -> None:
         if flat.shape != self.flat.shape:
             raise SupernetError(
