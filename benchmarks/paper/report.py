@@ -227,7 +227,7 @@ def random_vs_n2n() -> list[str]:
         baseline = r.get("reinforce_baseline", "ema")
         out += [
             f"**N2N removal-policy lr {r.get('removal_lr', 0.003):g}, {baseline} baseline, "
-            f"{r['iterations']} updates × 5 students**",
+            f"{r['iterations']} updates × 5 students, {r.get('reward_mode', 'kd')} rewards**",
             "",
         ]
         out += [
