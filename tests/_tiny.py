@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 # data and teacher of a tiny run (a SearchConfig's first fields)
 TINY_DATA: dict[str, Any] = dict(
@@ -21,3 +27,20 @@ TINY_BUDGET: dict[str, Any] = dict(
 def tiny(**changes: Any) -> dict[str, Any]:
     """TINY_DATA + TINY_BUDGET with ``changes`` (a ``dataset_options`` change replaces the whole dict)."""
     return {**TINY_DATA, **TINY_BUDGET, **changes}
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds; fail the test if it ends first or ``what`` never happens."""
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if ready():
+                return
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode()[-500:] if proc.stderr else ""
+                pytest.fail(f"run ended before it could be killed: {err}")
+            time.sleep(0.05)
+        pytest.fail(f"the run did not reach {what} in time")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

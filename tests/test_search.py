@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from _tiny import tiny
+from _tiny import kill_when, tiny
 from torch import nn
 
 from n2n_fx.cli import main
@@ -141,21 +139,13 @@ def test_resume_after_kill(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     hist = run_dir / "history.jsonl"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:  # kill in the middle of the second iteration
-            if hist.is_file() and any(
-                json.loads(x)["iteration"] >= 1 for x in hist.read_text().splitlines() if x.strip()
-            ):
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}")
-            time.sleep(0.05)
-        else:
-            pytest.fail("the run did not reach its second iteration in time")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(  # in the middle of the second iteration
+        proc,
+        lambda: (
+            hist.is_file() and any(json.loads(x)["iteration"] >= 1 for x in hist.read_text().splitlines() if x.strip())
+        ),
+        "its second iteration",
+    )
     assert not (run_dir / "student.pt").exists()
     assert main(["compress", "--resume", str(run_dir), "--quiet"]) == 0
     rows = [json.loads(x) for x in hist.read_text().splitlines()]

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from _tiny import tiny
+from _tiny import kill_when, tiny
 
 from n2n_fx import trace
 from n2n_fx.cli import main
@@ -254,19 +252,7 @@ def test_shared_search_resume_after_kill_does_not_retrain_supernet(tmp_path):
     args += ["--config", str(tmp_path / "cfg.json")]
     proc = subprocess.Popen(args, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL)
     hist = run_dir / "history.jsonl"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:  # kill once the search is under way
-            if hist.is_file() and hist.read_text().strip():
-                break
-            if proc.poll() is not None:
-                pytest.fail("run ended before it could be killed")
-            time.sleep(0.05)
-        else:
-            pytest.fail("the run did not start its search in time")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(proc, lambda: hist.is_file() and bool(hist.read_text().strip()), "its search", timeout=300)
     sn = run_dir / "supernet.pt"
     assert sn.is_file()
     stamp, data = sn.stat().st_mtime_ns, sn.read_bytes()
