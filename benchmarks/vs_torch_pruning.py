@@ -82,7 +82,9 @@ def main() -> None:
     ap.add_argument("--removal-iterations", type=int, default=None)
     ap.add_argument("--shrink-iterations", type=int, default=None)
     ap.add_argument("--supernet-steps", type=int, default=None)
+    ap.add_argument("--removal-lr", type=float, default=None)
     ap.add_argument("--final-epochs", type=int, default=None)
+    ap.add_argument("--teacher-checkpoint", default=None, help="the teacher (default: the cached one of its recipe)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", default="")
@@ -98,7 +100,9 @@ def main() -> None:
             removal_iterations=args.removal_iterations,
             shrink_iterations=args.shrink_iterations,
             supernet_steps=args.supernet_steps,
+            removal_lr=args.removal_lr,
             final_epochs=args.final_epochs,
+            teacher_checkpoint=args.teacher_checkpoint,
             seed=args.seed,
         ).items()
         if v is not None
