@@ -34,6 +34,7 @@ from n2n_fx.graph.cost import model_cost
 from n2n_fx.search import run_compress
 from n2n_fx.search.search import final_distill_config
 from n2n_fx.search.teacher_setup import prepare
+from n2n_fx.teacher.trace import trace
 
 from .paper.common import DATA_ROOT, RUNS, mnist_config
 
@@ -88,6 +89,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--reuse", action="store_true", help="reuse this command's finished N2N run (its recorded time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("N2N_FX_CACHE", str(RUNS / "cache"))
@@ -114,20 +116,23 @@ def main() -> None:
 
     # -- N2N -------------------------------------------------------------------------------------
     run_dir = RUNS / f"vs-tp-{args.model}-{args.reward_mode}{args.tag}-seed{args.seed}"
-    if run_dir.exists():
-        import shutil
+    if args.reuse and (run_dir / "summary.json").is_file():  # the finished N2N run of this command
+        summary = json.loads((run_dir / "summary.json").read_text())
+    else:
+        if run_dir.exists():
+            import shutil
 
-        shutil.rmtree(run_dir)
-    t0 = time.perf_counter()
-    res = run_compress(cfg, run_dir, quiet=False)
-    n2n_s = time.perf_counter() - t0
-    final = res.summary["stage2" if res.summary.get("winner") == "stage2" else "stage1"]
+            shutil.rmtree(run_dir)
+        summary = run_compress(cfg, run_dir, quiet=False).summary
+    timing = json.loads((run_dir / "timing.json").read_text())
+    n2n_s = timing["search_s"]  # supernet + search + final training
+    final = summary["stage2" if summary.get("winner") == "stage2" else "stage1"]
     n2n = {
         "test_accuracy": final["test_accuracy"],
         "params": final["params"],
         "flops": final["flops"],
         "wall_s": n2n_s,
-        "supernet_s": json.loads((run_dir / "timing.json").read_text()).get("supernet_s", 0.0),
+        "supernet_s": timing.get("supernet_s", 0.0),
         "run_dir": str(run_dir),
     }
 
@@ -140,7 +145,7 @@ def main() -> None:
     t1 = time.perf_counter()
     r = distill(pruned, splits.train, final_distill_config(cfg, "cpu"), teacher=teacher, val_data=splits.val)
     finetune_s = time.perf_counter() - t1
-    cost = model_cost(torch.fx.symbolic_trace(pruned)) if r.ok else None
+    cost = model_cost(trace(pruned, input_size=splits.input_size)) if r.ok else None
     tp_row = {
         "ratio": ratio,
         "test_accuracy": accuracy(pruned, splits.test),
@@ -150,7 +155,7 @@ def main() -> None:
         "finetune_s": finetune_s,
         "wall_s": prune_s + finetune_s,
     }
-    t_params = model_cost(torch.fx.symbolic_trace(teacher)).params
+    t_params = model_cost(trace(teacher, input_size=splits.input_size)).params
     out = {
         "model": args.model,
         "seed": args.seed,
@@ -168,7 +173,11 @@ def main() -> None:
         "time_ratio": n2n["wall_s"] / tp_row["wall_s"],
         "config": cfg.to_dict(),
         "command": "python -m benchmarks.vs_torch_pruning "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "")),
+        + " ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            for k, v in vars(args).items()
+            if v not in (None, "", False)
+        ),
     }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"vs_torch_pruning-{args.model}{args.tag}-seed{args.seed}.json"
