@@ -34,6 +34,7 @@ from torch import fx, nn
 from torch.func import functional_call
 
 from ..errors import N2NError
+from ..features.features import shrink_steps
 from ..graph.layers import Analysis, analyze
 from ..rewrite import Rewrite, apply_actions, apply_plan
 
@@ -244,8 +245,6 @@ class Supernet(nn.Module):
 
 def smallest_actions(analysis: Analysis, ratios: Sequence[float], floor: float = 0.0) -> dict[str, Any]:
     """Every shrinkable variable at its smallest legal ratio >= ``floor``, no layer removed (the narrowest student)."""
-    from ..features.features import shrink_steps
-
     shrink: dict[str, dict[str, float]] = {}
     for step in shrink_steps(analysis.layers, ratios):
         legal = [r for r, ok in zip(ratios, step.legal, strict=True) if ok and r >= floor - 1e-9]

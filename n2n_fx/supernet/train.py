@@ -136,7 +136,6 @@ def _train(net, train_data, logit_cache, cfg: SupernetConfig, device, on_step, l
     window = torch.zeros((), device=device)
     window_n = 0
     students = 0
-    seen: set[tuple] = set()
     pool: list[dict[str, Any]] = []  # valid random students drawn so far
     step = 0
     while step < cfg.steps:
@@ -153,7 +152,6 @@ def _train(net, train_data, logit_cache, cfg: SupernetConfig, device, on_step, l
                     a.template.to(device)
                     archs.append(a)
                     pool.append(acts)
-                    seen.add(actions_key(acts))
             optimizer.zero_grad(set_to_none=True)
             total = torch.zeros((), device=device)
             for a in archs:
@@ -182,4 +180,5 @@ def _train(net, train_data, logit_cache, cfg: SupernetConfig, device, on_step, l
     for a in fixed:
         a.template.cpu()
     net.cpu()
-    return SupernetResult(step, time.perf_counter() - start, tuple(losses), students, len(seen) + len(fixed))
+    archs = len({actions_key(a) for a in pool}) + len(fixed)
+    return SupernetResult(step, time.perf_counter() - start, tuple(losses), students, archs)
