@@ -44,6 +44,7 @@ _FLAGS = {
     "reward_val_subset": count_or_fraction,
     "batch_size": int,
     "max_flops": float,
+    "max_flops_ratio": float,
     "max_latency_ms": float,
     "penalty": str,
     "final_epochs": int,
@@ -67,6 +68,16 @@ def _size(text: str) -> float:
         return float(t[:-1] if t[-1:] in "KMG" else t) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number like 20K or 1.5M") from None
+
+
+def _ratio_or_none(text: str) -> float | str:
+    """2, 0.5 -> float; "none" (no limit) is kept as the word and turned into None later."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -95,7 +106,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     )
     for flag, typ in _FLAGS.items():
         default = getattr(defaults, flag)
-        conv = _size if flag == "max_flops" else typ
+        conv = {"max_flops": _size, "max_flops_ratio": _ratio_or_none}.get(flag, typ)
         p.add_argument("--" + flag.replace("_", "-"), type=conv, default=None, help=f"(default: {default})")
     return p
 
@@ -112,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         data = load_config_file(args.config) if args.config else {}
         cli = {f: getattr(args, f) for f in _FLAGS if getattr(args, f) is not None}
+        if cli.get("max_flops_ratio") == "none":  # no FLOPs limit relative to the teacher
+            cli["max_flops_ratio"] = None
         if args.max_params is not None:
             cli["max_params"] = args.max_params
         if args.download:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,9 @@ class SearchConfig:
     # -- constraints (paper §3.3.1) -------------------------------------------------------------
     max_params: float | None = None  # student parameters <= this
     max_flops: float | None = None  # student FLOPs per sample <= this
+    # student FLOPs <= this multiple of the teacher's (None: no such limit): by default a student never
+    # costs more compute than its teacher (removing a pooling layer or a stride can raise FLOPs 2-4x)
+    max_flops_ratio: float | None = 1.0
     max_latency_ms: float | None = None  # student CPU latency (batch 1, median) <= this
     penalty: str = "anneal"  # "anneal" (ε_t(R+1)−1), "hard" (−1) or "none"
     penalty_schedule: str = "linear"  # how ε_t decays: "linear" or "exponential"
@@ -141,7 +145,14 @@ class SearchConfig:
         Constraints.from_limits(
             max_params=self.max_params, max_flops=self.max_flops, max_latency_ms=self.max_latency_ms
         )
+        if self.max_flops_ratio is not None and not (math.isfinite(self.max_flops_ratio) and self.max_flops_ratio > 0):
+            raise ConfigError(f"max_flops_ratio={self.max_flops_ratio} must be a positive number (or None)")
         Penalty(self.penalty, self.penalty_schedule)
+
+    def flops_limit(self, teacher_flops: float) -> float | None:
+        """The FLOPs limit students get: the smaller of ``max_flops`` and ``max_flops_ratio`` x the teacher's."""
+        limits = [x for x in (self.max_flops, self.max_flops_ratio and self.max_flops_ratio * teacher_flops) if x]
+        return min(limits) if limits else None
 
     def resolved_reward_lr(self) -> float:
         """The reward-time KD learning rate: ``reward_lr``, or the mode's default."""

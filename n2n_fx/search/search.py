@@ -241,7 +241,9 @@ class Search:
             seed=cfg.seed,
         )
         constraints = Constraints.from_limits(
-            max_params=cfg.max_params, max_flops=cfg.max_flops, max_latency_ms=cfg.max_latency_ms
+            max_params=cfg.max_params,
+            max_flops=cfg.flops_limit(self.teacher_cost.flops),
+            max_latency_ms=cfg.max_latency_ms,
         )
         horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations)
         penalty = Penalty(cfg.penalty, cfg.penalty_schedule, horizon=horizon)
