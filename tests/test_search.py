@@ -264,17 +264,18 @@ def test_reinforce_baseline_reaches_the_learner(tmp_path, capsys):
     )
 
 
-def test_students_never_cost_more_flops_than_the_teacher_by_default(finished_run):
+def test_students_never_cost_more_flops_than_the_teacher_by_default(tmp_path):
     """``max_flops_ratio`` 1.0 (the default) is a constraint at the teacher's FLOPs: every rollout
     heavier than the teacher is flagged as a violation; ``None`` lifts it; nonsense is refused."""
-    d, result = finished_run
-    teacher_flops = json.loads((d / "summary.json").read_text())["teacher"]["flops"]
-    rows = [json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()]
+    assert SearchConfig().max_flops_ratio == 1.0
+    cfg = SearchConfig(**{**TINY, "max_flops_ratio": 1.0, "removal_iterations": 3})
+    run_compress(cfg, tmp_path / "r", quiet=True)
+    teacher_flops = json.loads((tmp_path / "r" / "summary.json").read_text())["teacher"]["flops"]
+    rows = [json.loads(x) for x in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
     scored = [r for r in rows if r["flops"] is not None]
     flagged = [any(v.startswith("flops <=") for v in r["violations"]) for r in scored]
     assert flagged == [r["flops"] > teacher_flops for r in scored] and any(flagged)
-    cfg = SearchConfig(**TINY)
-    assert cfg.max_flops_ratio == 1.0 and cfg.flops_limit(1e6) == 1e6
+    assert cfg.flops_limit(1e6) == 1e6
     assert cfg.replace(max_flops=5e5).flops_limit(1e6) == 5e5
     assert cfg.replace(max_flops_ratio=2.0).flops_limit(1e6) == 2e6
     assert dataclasses.replace(cfg, max_flops_ratio=None).flops_limit(1e6) is None

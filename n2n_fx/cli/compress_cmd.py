@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..search import SearchConfig, load_config_file, run_compress
-from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of
+from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of, lifted, ratio_or_none
 
 # CLI flag -> SearchConfig field, for the flags that take a value
 _FLAGS = {
@@ -70,16 +70,6 @@ def _size(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number like 20K or 1.5M") from None
 
 
-def _ratio_or_none(text: str) -> float | str:
-    """2, 0.5 -> float; "none" (no limit) is kept as the word and turned into None later."""
-    if text.strip().lower() == "none":
-        return "none"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
-
-
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
@@ -106,7 +96,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     )
     for flag, typ in _FLAGS.items():
         default = getattr(defaults, flag)
-        conv = {"max_flops": _size, "max_flops_ratio": _ratio_or_none}.get(flag, typ)
+        conv = {"max_flops": _size, "max_flops_ratio": ratio_or_none}.get(flag, typ)
         p.add_argument("--" + flag.replace("_", "-"), type=conv, default=None, help=f"(default: {default})")
     return p
 
@@ -122,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         data = load_config_file(args.config) if args.config else {}
-        cli = {f: getattr(args, f) for f in _FLAGS if getattr(args, f) is not None}
-        if cli.get("max_flops_ratio") == "none":  # no FLOPs limit relative to the teacher
-            cli["max_flops_ratio"] = None
+        cli = lifted({f: getattr(args, f) for f in _FLAGS if getattr(args, f) is not None})
         if args.max_params is not None:
             cli["max_params"] = args.max_params
         if args.download:

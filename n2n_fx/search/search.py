@@ -645,7 +645,8 @@ class Search:
         self.executor.close()  # rollouts done: stop local workers / Ray actors
         if self.state.phase == "final":
             if not any(self.state.best.values()):
-                raise RunDirError("no valid student was found; raise the iterations or loosen the constraints")
+                lifted = " (--max-flops-ratio none lifts the default FLOPs limit)" if cfg.max_flops_ratio else ""
+                raise RunDirError(f"no valid student was found; raise the iterations or loosen the constraints{lifted}")
             self._final()
             self.state.phase = "done"
             self.save_checkpoint()
