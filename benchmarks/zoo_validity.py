@@ -72,6 +72,8 @@ def main() -> None:
             else:
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(*rows[-1], flush=True)
+            if args.out:  # written after every model: a long sweep cut short keeps what it measured
+                _emit(rows, args, quiet=True)
         _emit(rows, args)
         return
     rows = []
@@ -115,9 +117,10 @@ def main() -> None:
     _emit(rows, args)
 
 
-def _emit(rows, args) -> None:
+def _emit(rows, args, quiet: bool = False) -> None:
     table = tabulate(rows, headers=["model", "valid", "%", "ms/rewrite", "degenerate reasons"], tablefmt="github")
-    print(table)
+    if not quiet:
+        print(table)
     if args.out:
         cmd = "python benchmarks/zoo_validity.py " + " ".join(a if len(a) < 80 else "<models>" for a in sys.argv[1:])
         args.out.write_text(f"# Random-surgery validity over the zoo\n\nCommand: `{cmd}`\n\n{table}\n")

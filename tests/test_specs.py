@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from n2n_fx import model_cost, trace
 from n2n_fx.errors import ConfigError
-from n2n_fx.layers import UNKNOWN_WEIGHTED, Kind, LayerSpec, register_layer, registered_specs, spec_for
+from n2n_fx.layers import UNKNOWN_WEIGHTED, HeadAttention, Kind, LayerSpec, register_layer, registered_specs, spec_for
 from n2n_fx.reward import count_flops
 
 # one row per registered module type: (module, example input)   -- a new spec adds a row here
@@ -35,6 +35,7 @@ ROWS: dict[type, tuple[nn.Module, tuple[int, ...]]] = {
     nn.GroupNorm: (nn.GroupNorm(2, 6), (2, 6, 4, 4)),
     nn.PReLU: (nn.PReLU(6), (2, 6, 4, 4)),
     nn.MultiheadAttention: (nn.MultiheadAttention(16, 4, batch_first=True), (2, 5, 16)),
+    HeadAttention: (HeadAttention(16, 3, 4, batch_first=True), (2, 5, 16)),  # 3 heads of 4 in a 16-wide stream
     nn.Identity: (nn.Identity(), (2, 3)),
     nn.Dropout1d: (nn.Dropout1d(), (2, 3, 4)),
     nn.MaxPool1d: (nn.MaxPool1d(2), (2, 3, 8)),
@@ -77,7 +78,7 @@ ROWS: dict[type, tuple[nn.Module, tuple[int, ...]]] = {
 
 
 def _call(m: nn.Module, x: torch.Tensor):
-    if isinstance(m, nn.MultiheadAttention):
+    if isinstance(m, (nn.MultiheadAttention, HeadAttention)):
         return m(x, x, x, need_weights=False)[0]
     return m(x)
 
@@ -106,7 +107,7 @@ def test_spec_shape_rule_and_flops_match_torch(t):
     xm = x.to("meta")
     with FlopCounterMode(display=False) as counter:
         _call(mm, xm)
-    args = (xm, xm, xm) if isinstance(m, nn.MultiheadAttention) else (xm,)
+    args = (xm, xm, xm) if isinstance(m, (nn.MultiheadAttention, HeadAttention)) else (xm,)
     assert spec.flops(mm, args, y.to("meta")) == counter.get_total_flops()
 
 

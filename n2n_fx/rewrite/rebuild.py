@@ -260,15 +260,16 @@ class _Walk:
                 coupled=coupled,
                 kernel=self.plan.kernels.get(t.name),
                 stride=self.plan.strides[t.name][1] if t.name in self.plan.strides else None,
+                heads=self.plan.heads.get(t.name),
             )
             built = spec_for(mod).rebuild(mod, ctx)
             new_mod = built.module
             changed = _shape_sig(new_mod) != _shape_sig(mod)
-            if positional and changed:
-                ctx.notes.insert(0, f"input {_in_sig(mod)}->{in_size} (positional weights)")
-            elif changed and _in_sig(mod) != in_size:
-                ctx.notes.insert(0, f"input {_in_sig(mod)}->{in_size}")
-            elif changed and t.name not in self.plan.kernels and t.name not in self.plan.shrunk_out:
+            if changed and _in_sig(mod) != in_size:
+                ctx.notes.insert(
+                    0, f"input {_in_sig(mod)}->{in_size}" + (" (positional weights)" if positional else "")
+                )
+            elif changed and not any(t.name in d for d in (self.plan.kernels, self.plan.shrunk_out, self.plan.heads)):
                 ctx.notes.insert(0, "output channels follow a coupled shrink")
             if t.name in self.plan.strides:
                 ctx.notes.append(f"stride moved from removed {self.plan.strides[t.name][0]}")
@@ -637,7 +638,7 @@ def _shape_sig(m: Any) -> tuple:
 
 
 def _in_sig(m: nn.Module) -> int | str:
-    for attr in ("in_channels", "in_features", "num_features", "num_channels"):
+    for attr in ("in_channels", "in_features", "num_features", "num_channels", "embed_dim"):
         if hasattr(m, attr):
             return int(getattr(m, attr))
     if isinstance(m, nn.LayerNorm):
