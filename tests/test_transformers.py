@@ -3,6 +3,7 @@ with inherited weights, vit/maxvit valid."""
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -198,3 +199,77 @@ def test_torchvision_transformers_random_rollouts_valid(name):
         remove, shrink = random_actions(a, random.Random(seed), p_remove=0.3, p_shrink=1.0)
         r = apply_actions(a, remove=remove, shrink=shrink)
         assert r.valid, r.degenerate
+
+
+def _swin(v2: bool) -> nn.Module:
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+
+    torch.manual_seed(0)
+    kw = {"block": SwinTransformerBlockV2, "downsample_layer": PatchMergingV2} if v2 else {}
+    return SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4], num_classes=10, **kw
+    ).eval()
+
+
+SWIN_SIZE = (3, 48, 48)  # stage 1: 12x12 tokens (shifted windows), stage 2: 6x6 (padded to 8x8)
+SWIN_ATTN = "features.3.1.attn"  # 4 heads of 8 features
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["swin", "swin_v2"])
+def test_swin_window_attention_is_a_layer_whose_heads_shrink_exactly(v2):
+    """Swin's attention is one leaf layer: its branch is removable, its heads shrink with their
+    qkv rows, proj columns and bias column (v2: cpb_mlp row, logit scale) inherited."""
+    from n2n_fx.layers.window_attention import window_attention
+
+    model = _swin(v2)
+    gm = trace(model, input_size=SWIN_SIZE)
+    x = torch.randn(2, *SWIN_SIZE)
+    with torch.no_grad():
+        assert torch.allclose(gm(x), model(x), atol=1e-5)
+    a = analyze(gm)
+    attn = [lay for lay in a.layers if lay.kind is Kind.ATTENTION]
+    assert len(attn) == 4 and all(lay.removable and lay.branch and "heads" in lay.shrinkable for lay in attn)
+    # the module's own implementation equals torchvision's with every head kept (shifted and padded)
+    t = model.get_submodule(SWIN_ATTN)
+    y = torch.randn(2, 6, 6, 32)
+    with torch.no_grad():
+        mine = window_attention(
+            y, t.qkv, t.proj, t.get_relative_position_bias(), t.window_size, t.shift_size, 4, 8,
+            logit_scale=getattr(t, "logit_scale", None),
+        )  # fmt: skip
+        assert t.shift_size == [2, 2] and torch.allclose(mine, t(y), atol=1e-5)
+    r = apply_actions(a, shrink={SWIN_ATTN: {"heads": 0.5}})
+    assert r.valid and r.diff.shrunk[a.layer(SWIN_ATTN).node] == {"heads": (4, 2)}
+    kept = r.plan.heads[a.layer(SWIN_ATTN).node]
+    s = r.student.get_submodule(SWIN_ATTN)
+    rows = (kept[:, None] * 8 + torch.arange(8)).flatten()
+    assert s.num_heads == 2 and torch.equal(s.proj.weight, t.proj.weight[:, rows])
+    assert torch.equal(s.qkv.weight, t.qkv.weight[torch.cat([rows, rows + 32, rows + 64])])
+    if v2:
+        assert torch.equal(s.logit_scale, t.logit_scale[kept])
+        assert torch.equal(s.cpb_mlp[2].weight, t.cpb_mlp[2].weight[kept])
+    else:
+        assert torch.equal(s.relative_position_bias_table, t.relative_position_bias_table[:, kept])
+    reference = _swin(v2)
+    dropped = torch.ones(32, dtype=torch.bool)
+    dropped[rows] = False
+    with torch.no_grad():
+        reference.get_submodule(SWIN_ATTN).proj.weight[:, dropped] = 0
+        assert torch.allclose(r.student.eval()(x), reference(x), atol=1e-5)
+    for m in (gm, r.student):  # one FLOP counter: the spec's formula vs FlopCounterMode
+        flops = FlopCounterMode(display=False)
+        with flops, torch.no_grad():
+            copy.deepcopy(m).to("meta")(torch.empty(2, *SWIN_SIZE, device="meta"))
+        ours = (r.student_cost if m is r.student else r.teacher_cost).flops
+        assert abs(ours - flops.get_total_flops() // 2) <= 0.01 * ours
+
+
+def test_random_rollouts_on_a_small_swin_are_valid():
+    a = analyze(trace(_swin(v2=False), input_size=SWIN_SIZE))
+    for seed in range(5):
+        remove, shrink = random_actions(a, random.Random(seed), p_remove=0.3, p_shrink=1.0)
+        r = apply_actions(a, remove=remove, shrink=shrink)
+        assert r.valid, r.degenerate
+        out = r.student(torch.randn(2, *SWIN_SIZE))
+        out.sum().backward()
+        assert out.shape == (2, 10)

@@ -4,7 +4,7 @@ Importing this package registers the built-in specs (convs, linear, norms, PReLU
 activations, pools, dropout, multi-head attention, Swin's window attention).
 """
 
-from . import attention, conv, elementwise, linear, norm  # noqa: F401  (registers the specs)
+from . import attention, conv, elementwise, linear, norm, window_attention  # noqa: F401  (registers the specs)
 from .attention import HeadAttention
 from .conv import kernel_after
 from .kind import KINDS, Kind

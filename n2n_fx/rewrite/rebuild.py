@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import RepairError
-from ..graph.branches import is_residual_add, zero_preserving
+from ..graph.branches import in_branch, is_residual_add
 from ..graph.channels import ChannelInfo, is_cat, is_join, pad_value
 from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
@@ -428,7 +428,7 @@ class _Walk:
             self.vmap[t] = rest[0]
             self.result.collapsed.append(t.name)
             self.note(t.name, f"branch removed with {src.name}: the stream passes unchanged")
-        elif zero_preserving(self.t, t, src) or not t.users:  # (an unused read is dropped)
+        elif in_branch(self.t, t, src) or not t.users:  # (an unused read is dropped)
             self.vmap[t] = _NO_BRANCH
         else:
             raise RepairError(f"the output of a removed branch reaches {_describe(t)}")
