@@ -19,8 +19,9 @@ from torch import nn
 
 from ..errors import RepairError
 from .kind import Kind
+from .linear import linear_columns
 from .spec import LayerSpec, RebuildContext, Rebuilt, register_layer
-from .tensors import identity, set_param, shell
+from .tensors import identity, set_param
 
 __all__ = ["HeadAttention", "MultiheadAttentionSpec", "HeadAttentionSpec", "head_importance"]
 
@@ -166,12 +167,7 @@ def _keep_heads(m: nn.Module, kept: torch.Tensor) -> HeadAttention:
         new.register_parameter("in_proj_bias", None)
         if m.in_proj_bias is not None:
             set_param(new, "in_proj_bias", m.in_proj_bias.detach().index_select(0, qkv_rows))
-        out = shell(m.out_proj)
-        out.in_features = rows.numel()
-        set_param(out, "weight", m.out_proj.weight.detach().index_select(1, rows))
-        if m.out_proj.bias is not None:
-            set_param(out, "bias", m.out_proj.bias.detach().clone())
-    new.out_proj = out
+        new.out_proj = linear_columns(m.out_proj, rows)
     return new
 
 

@@ -29,6 +29,7 @@ from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedW
 from ..errors import RepairError
 from .attention import _AttentionSpec
 from .kind import Kind
+from .linear import linear_columns, linear_rows
 from .spec import RebuildContext, Rebuilt, register_layer
 from .tensors import identity, set_param, shell
 
@@ -97,54 +98,37 @@ def _shift_mask(hp: int, wp: int, window: tuple[int, int], shift: tuple[int, int
     return torch.zeros(differ.shape, dtype=like.dtype, device=like.device).masked_fill(differ, -100.0)
 
 
-class HeadWindowAttention(ShiftedWindowAttention):
+class _HeadWindow:
+    """The forward of a head-pruned window attention (v1 and v2: v2 has a ``logit_scale``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        """The teacher class's arguments; every head kept (surgery builds smaller ones)."""
+        super().__init__(*args, **kwargs)
+        self.head_dim = self.proj.in_features // self.num_heads  # features per head (the teacher's)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return window_attention(
+            x,
+            self.qkv,
+            self.proj,
+            self.get_relative_position_bias(),
+            self.window_size,
+            self.shift_size,
+            self.num_heads,
+            self.head_dim,
+            self.attention_dropout,
+            self.dropout,
+            getattr(self, "logit_scale", None),
+            self.training,
+        )
+
+
+class HeadWindowAttention(_HeadWindow, ShiftedWindowAttention):
     """A ``ShiftedWindowAttention`` with ``num_heads · head_dim`` inner features (surgery's student)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        """The teacher class's arguments; every head kept (surgery builds smaller ones)."""
-        super().__init__(*args, **kwargs)
-        self.head_dim = self.proj.in_features // self.num_heads  # features per head (the teacher's)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return window_attention(
-            x,
-            self.qkv,
-            self.proj,
-            self.get_relative_position_bias(),
-            self.window_size,
-            self.shift_size,
-            self.num_heads,
-            self.head_dim,
-            self.attention_dropout,
-            self.dropout,
-            None,
-            self.training,
-        )
-
-
-class HeadWindowAttentionV2(ShiftedWindowAttentionV2):
+class HeadWindowAttentionV2(_HeadWindow, ShiftedWindowAttentionV2):
     """A ``ShiftedWindowAttentionV2`` with ``num_heads · head_dim`` inner features (surgery's student)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        """The teacher class's arguments; every head kept (surgery builds smaller ones)."""
-        super().__init__(*args, **kwargs)
-        self.head_dim = self.proj.in_features // self.num_heads  # features per head (the teacher's)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return window_attention(
-            x,
-            self.qkv,
-            self.proj,
-            self.get_relative_position_bias(),
-            self.window_size,
-            self.shift_size,
-            self.num_heads,
-            self.head_dim,
-            self.attention_dropout,
-            self.dropout,
-            self.logit_scale,
-            self.training,
-        )
 
 
 _STUDENT = {
@@ -157,15 +141,6 @@ _STUDENT = {
 
 def _head_dim(m: ShiftedWindowAttention) -> int:
     return getattr(m, "head_dim", m.proj.in_features // m.num_heads)
-
-
-def _linear_rows(m: nn.Linear, rows: torch.Tensor) -> nn.Linear:
-    new = shell(m)
-    new.out_features = rows.numel()
-    set_param(new, "weight", m.weight.detach().index_select(0, rows))
-    if m.bias is not None:
-        set_param(new, "bias", m.bias.detach().index_select(0, rows))
-    return new
 
 
 @register_layer(ShiftedWindowAttention, ShiftedWindowAttentionV2, HeadWindowAttention, HeadWindowAttentionV2)
@@ -211,13 +186,8 @@ class WindowAttentionSpec(_AttentionSpec):
         new.__class__ = _STUDENT[type(m)]
         new._modules = dict(m._modules)
         with torch.no_grad():
-            new.qkv = _linear_rows(m.qkv, torch.cat([rows, rows + h * d, rows + 2 * h * d]))
-            proj = shell(m.proj)
-            proj.in_features = rows.numel()
-            set_param(proj, "weight", m.proj.weight.detach().index_select(1, rows))
-            if m.proj.bias is not None:
-                set_param(proj, "bias", m.proj.bias.detach().clone())
-            new.proj = proj
+            new.qkv = linear_rows(m.qkv, torch.cat([rows, rows + h * d, rows + 2 * h * d]))
+            new.proj = linear_columns(m.proj, rows)
             for name, buf in m._buffers.items():
                 new._buffers[name] = buf.clone()
             if isinstance(m, ShiftedWindowAttentionV2):
@@ -225,7 +195,7 @@ class WindowAttentionSpec(_AttentionSpec):
                 mlp = shell(m.cpb_mlp)
                 mlp._modules = {k: copy.deepcopy(v) for k, v in m.cpb_mlp._modules.items()}
                 last = [k for k, v in mlp._modules.items() if isinstance(v, nn.Linear)][-1]  # one row per head
-                mlp._modules[last] = _linear_rows(m.cpb_mlp._modules[last], kept)
+                mlp._modules[last] = linear_rows(m.cpb_mlp._modules[last], kept)
                 new.cpb_mlp = mlp
             else:
                 set_param(new, "relative_position_bias_table", m.relative_position_bias_table.detach()[:, kept])
