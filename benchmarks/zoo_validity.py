@@ -1,10 +1,14 @@
 """Valid fraction of random students per torchvision classifier (docs/surgery.md).
 
-Usage: python benchmarks/zoo_validity.py [--models a,b] [--n 20] [--p-remove 0.3] [--out docs/zoo_validity.md]
+Usage: python benchmarks/zoo_validity.py [--models a,b] [--n 20] [--p-remove 0.3] [--p-shrink 1.0] [--batch 2]
+       [--out docs/zoo_validity.md]
 
-Every rollout removes each removable layer with probability p and shrinks half the shrink
-variables by a random legal ratio; a student counts as valid when the rewrite succeeds and
-a forward + backward pass on the example input runs with the teacher's output shape.
+Every rollout removes each removable layer with probability ``--p-remove`` and shrinks each
+remaining shrink variable (output channels, kernel, attention heads) with probability
+``--p-shrink`` by a random legal ratio; a student counts as valid when the rewrite succeeds
+and a forward + backward pass on a batch of ``--batch`` example inputs runs with the
+teacher's output shape. Each model runs in its own process (memory stays bounded); with
+``--out`` the table is rewritten after every model, so a sweep cut short keeps its rows.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--p-remove", type=float, default=0.3)
     ap.add_argument("--p-shrink", type=float, default=0.0)
+    ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -55,6 +60,8 @@ def main() -> None:
                 str(args.p_remove),
                 "--p-shrink",
                 str(args.p_shrink),
+                "--batch",
+                str(args.batch),
                 "--one",
                 "json",
             ]
@@ -72,6 +79,8 @@ def main() -> None:
             else:
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(*rows[-1], flush=True)
+            if args.out:  # written after every model: a long sweep cut short keeps what it measured
+                _emit(rows, args, quiet=True)
         _emit(rows, args)
         return
     rows = []
@@ -87,9 +96,9 @@ def main() -> None:
             rw.append(r.seconds)
             if r.valid:
                 try:
-                    out = r.student(torch.randn(2, *size))
+                    out = r.student(torch.randn(args.batch, *size))
                     out.sum().backward()
-                    valid += out.shape == (2, 10)
+                    valid += out.shape == (args.batch, 10)
                 except Exception as e:  # counted, never hidden
                     reasons[f"runtime: {str(e)[:60]}"] += 1
             else:
@@ -115,12 +124,23 @@ def main() -> None:
     _emit(rows, args)
 
 
-def _emit(rows, args) -> None:
+def _emit(rows, args, quiet: bool = False) -> None:
     table = tabulate(rows, headers=["model", "valid", "%", "ms/rewrite", "degenerate reasons"], tablefmt="github")
-    print(table)
+    counted = [(row[0], *map(int, row[1].split("/"))) for row in rows if "/" in row[1]]
+    summary = ""
+    if counted:
+        worst = min(counted, key=lambda c: c[1] / c[2])
+        done, total = sum(c[1] for c in counted), sum(c[2] for c in counted)
+        summary = (
+            f"Legal actions gave a valid student in {done}/{total} rollouts ({100 * done / total:.1f} %); "
+            f"worst model {worst[0]} {worst[1]}/{worst[2]}; models that did not finish: "
+            f"{len(rows) - len(counted)}."
+        )
+    if not quiet:
+        print(table, summary, sep="\n\n")
     if args.out:
         cmd = "python benchmarks/zoo_validity.py " + " ".join(a if len(a) < 80 else "<models>" for a in sys.argv[1:])
-        args.out.write_text(f"# Random-surgery validity over the zoo\n\nCommand: `{cmd}`\n\n{table}\n")
+        args.out.write_text(f"# Random-surgery validity over the zoo\n\nCommand: `{cmd}`\n\n{table}\n\n{summary}\n")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,15 @@ import torch
 from _zoo import FAST_ZOO, input_size_for
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
 from n2n_fx import model_cost, trace
 from n2n_fx.errors import ConfigError
-from n2n_fx.layers import UNKNOWN_WEIGHTED, Kind, LayerSpec, register_layer, registered_specs, spec_for
+from n2n_fx.layers import UNKNOWN_WEIGHTED, HeadAttention, Kind, LayerSpec, register_layer, registered_specs, spec_for
+from n2n_fx.layers.window_attention import HeadWindowAttention, HeadWindowAttentionV2
 from n2n_fx.reward import count_flops
+
+WINDOW_ATTENTION = (ShiftedWindowAttention, ShiftedWindowAttentionV2, HeadWindowAttention, HeadWindowAttentionV2)
 
 # one row per registered module type: (module, example input)   -- a new spec adds a row here
 ROWS: dict[type, tuple[nn.Module, tuple[int, ...]]] = {
@@ -35,6 +39,9 @@ ROWS: dict[type, tuple[nn.Module, tuple[int, ...]]] = {
     nn.GroupNorm: (nn.GroupNorm(2, 6), (2, 6, 4, 4)),
     nn.PReLU: (nn.PReLU(6), (2, 6, 4, 4)),
     nn.MultiheadAttention: (nn.MultiheadAttention(16, 4, batch_first=True), (2, 5, 16)),
+    HeadAttention: (HeadAttention(16, 3, 4, batch_first=True), (2, 5, 16)),  # 3 heads of 4 in a 16-wide stream
+    # Swin's window attention on (B, H, W, C): 6x6 tokens padded to 8x8, shifted windows of 4x4
+    **{t: (t(16, [4, 4], [2, 2], 2), (2, 6, 6, 16)) for t in WINDOW_ATTENTION},
     nn.Identity: (nn.Identity(), (2, 3)),
     nn.Dropout1d: (nn.Dropout1d(), (2, 3, 4)),
     nn.MaxPool1d: (nn.MaxPool1d(2), (2, 3, 8)),
@@ -77,7 +84,7 @@ ROWS: dict[type, tuple[nn.Module, tuple[int, ...]]] = {
 
 
 def _call(m: nn.Module, x: torch.Tensor):
-    if isinstance(m, nn.MultiheadAttention):
+    if isinstance(m, (nn.MultiheadAttention, HeadAttention)):
         return m(x, x, x, need_weights=False)[0]
     return m(x)
 
@@ -106,7 +113,7 @@ def test_spec_shape_rule_and_flops_match_torch(t):
     xm = x.to("meta")
     with FlopCounterMode(display=False) as counter:
         _call(mm, xm)
-    args = (xm, xm, xm) if isinstance(m, nn.MultiheadAttention) else (xm,)
+    args = (xm, xm, xm) if isinstance(m, (nn.MultiheadAttention, HeadAttention)) else (xm,)
     assert spec.flops(mm, args, y.to("meta")) == counter.get_total_flops()
 
 
@@ -196,3 +203,50 @@ def test_vit_flops_count_attention():
     ref = _reference_flops(gm, size)
     _assert_close("vit_b_16", model_cost(gm).flops, ref)
     assert ref > 35e9  # projections, attention and MLP: 35.1 GFLOPs (ViT-B/16 at 224)
+
+
+def test_adding_a_layer_type_is_one_spec(monkeypatch):
+    """The walk-through of docs/architecture.md: a user's module type registered once is traced
+    as a leaf, listed as a layer of its kind, rebuilt by its spec when its channels shrink."""
+    from n2n_fx import analyze, shrink
+    from n2n_fx.layers import RebuildContext, Rebuilt, gather
+    from n2n_fx.layers import spec as spec_module
+    from n2n_fx.layers.tensors import set_param, shell
+
+    class ScaleChannels(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.arange(1.0, c + 1))
+
+        def forward(self, x):
+            return x * self.w[:, None, None]
+
+    monkeypatch.setattr(spec_module, "_SPECS", dict(spec_module._SPECS))  # the registry is restored after
+    monkeypatch.setattr(spec_module, "_CACHE", {})
+
+    @register_layer(ScaleChannels)
+    class ScaleChannelsSpec(LayerSpec):
+        kind = Kind.NORM
+        weight_axis = 1
+        same_shape = True
+
+        def check(self, m, x):
+            if x.shape[1] != m.w.numel():
+                raise RuntimeError(f"ScaleChannels expects {m.w.numel()} channels, got {x.shape[1]}")
+
+        def rebuild(self, m, ctx: RebuildContext) -> Rebuilt:
+            new = shell(m)
+            set_param(new, "w", gather(m.w.detach(), ctx.in_idx, 0, fill=1.0))
+            return Rebuilt(new, None)
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), ScaleChannels(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+    )
+    gm = trace(model, input_size=(3, 8, 8))
+    assert [n.op for n in gm.graph.nodes if n.target == "1"] == ["call_module"]  # a leaf, not a mul
+    a = analyze(gm)
+    assert a.layer("1").kind is Kind.NORM and not a.layer("1").shrinkable
+    r = shrink(a, {"0": 0.5})
+    kept = r.plan.kept[a.spaces.class_of(a.layer("0").node).root]
+    assert r.valid and torch.equal(r.student.get_submodule("1").w, model[1].w[kept])
+    assert r.student(torch.randn(2, 3, 8, 8)).shape == (2, 10)

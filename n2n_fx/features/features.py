@@ -75,13 +75,17 @@ class ShrinkStep:
 
     layer: int  # index into the layer list
     node: str  # the layer's node name
-    variable: str  # "out" or "kernel"
+    variable: str  # "out", "kernel" or "heads"
     legal: tuple[bool, ...]  # which ratios in ``ratios`` may be chosen (1.0 always)
 
 
 def _legal_out(lay: Layer, ratios: tuple[float, ...], groups: int) -> tuple[bool, ...]:
     per_group = lay.out // max(1, groups)
     return tuple(r == 1.0 or round(r * per_group) >= 1 for r in ratios)
+
+
+def _legal_heads(lay: Layer, ratios: tuple[float, ...]) -> tuple[bool, ...]:
+    return tuple(r == 1.0 or round(r * lay.heads) >= 1 for r in ratios)
 
 
 def _legal_kernel(lay: Layer, ratios: tuple[float, ...]) -> tuple[bool, ...]:
@@ -96,7 +100,12 @@ def shrink_steps(
     steps = []
     for lay in layers:
         for var in lay.shrinkable:
-            legal = _legal_out(lay, ratios, groups.get(lay.node, 1)) if var == "out" else _legal_kernel(lay, ratios)
+            if var == "out":
+                legal = _legal_out(lay, ratios, groups.get(lay.node, 1))
+            elif var == "heads":
+                legal = _legal_heads(lay, ratios)
+            else:
+                legal = _legal_kernel(lay, ratios)
             steps.append(ShrinkStep(lay.index, lay.node, var, legal))
     return steps
 

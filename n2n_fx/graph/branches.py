@@ -4,7 +4,8 @@ Inside a transformer block the last layer of a branch (attention, the MLP's outp
 writes the residual stream, whose size is fixed; bypassing it like other layers would
 change that size. Removing it instead removes the whole branch: its output is replaced by
 nothing, the ops between it and the residual add are zero-preserving (dropout, stochastic
-depth, layer-scale multiplies, reshapes), and the add passes the stream on unchanged. The
+depth, layer-scale multiplies, reshapes) or a norm of the branch's output (Swin v2's
+post-norm), and the add passes the stream on unchanged. The
 layers that fed only that branch become dead code and leave the student.
 """
 
@@ -20,7 +21,7 @@ from ..layers import Kind, spec_for
 from .kinds import module_at
 from .shapes import META_KEY
 
-__all__ = ["residual_join", "zero_preserving", "is_residual_add"]
+__all__ = ["residual_join", "zero_preserving", "in_branch", "is_residual_add"]
 
 _ADD = {operator.add, operator.iadd, torch.add}
 _SHAPE_METHODS = {"permute", "transpose", "contiguous", "reshape", "view", "flatten", "squeeze", "unsqueeze"}
@@ -57,6 +58,21 @@ def zero_preserving(gm: fx.GraphModule, node: fx.Node, source: fx.Node) -> bool:
     return False
 
 
+def in_branch(gm: fx.GraphModule, node: fx.Node, source: fx.Node) -> bool:
+    """Does ``node`` leave the student with the branch whose output ``source`` is?
+
+    Zero-preserving ops, and a norm applied to the branch's output before the add (Swin v2's
+    post-norm ``x + norm(attn(x))``): a removed branch contributes nothing to the sum, so
+    the norm of its output goes with it.
+    """
+    if zero_preserving(gm, node, source):
+        return True
+    if node.op != "call_module" or node.args[:1] != (source,):
+        return False
+    mod = module_at(gm, node.target)
+    return spec_for(mod).layer_kind(mod) in (Kind.NORM, Kind.BATCHNORM)
+
+
 def residual_join(gm: fx.GraphModule, node: fx.Node) -> str | None:
     """The residual add that only ``node``'s branch feeds through zero-preserving ops, or None."""
     cur = node
@@ -71,7 +87,7 @@ def residual_join(gm: fx.GraphModule, node: fx.Node) -> str | None:
                 return None  # the stream alone must have the sum's shape
             return u.name
 
-        if not zero_preserving(gm, u, cur):
+        if not in_branch(gm, u, cur):
             return None
         cur = u
     return None

@@ -199,7 +199,8 @@ def analyze_channels(gm: fx.GraphModule) -> ChannelSpaces:
             mod = module_at(gm, node.target)
             for a in ins:
                 pin(info[a], f"input of {type(mod).__name__} '{node.target}'")
-            ci = new(val, 1 if val.dim() >= 2 else None)
+            axis = spec_for(mod).in_axis(mod, val.dim())  # its features' axis (channels last for attention)
+            ci = new(val, axis if axis is not None else (1 if val.dim() >= 2 else None))
             pin(ci, f"output of {type(mod).__name__} '{node.target}'")
         elif kind is not None and first is not None:
             ci = _layer_info(gm, node, kind, val, first, uf, new, same, pin, producers, groups)

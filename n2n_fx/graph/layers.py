@@ -18,7 +18,7 @@ from .spatial import hard_coded_reshapes, upstream_of
 
 __all__ = ["Layer", "Analysis", "analyze", "find_layers", "kernel_after", "VARIABLES"]
 
-VARIABLES = ("out", "kernel")  # configurable variables a shrink action can act on
+VARIABLES = ("out", "kernel", "heads")  # configurable variables a shrink action can act on (id = position)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Layer:
     shrinkable: tuple[str, ...]  # variables the shrink policy may change: "out", "kernel"
     out_owner: str  # node that decides this layer's output channels (coupled group owner)
     branch: str = ""  # residual add whose branch removing this layer empties ("": a plain bypass)
+    heads: int = 0  # attention heads (0: not attention)
 
 
 @dataclass
@@ -213,6 +214,7 @@ def analyze(gm: fx.GraphModule) -> Analysis:
                 shrinkable=tuple(shrink),
                 out_owner=owner,
                 branch=branch,
+                heads=int(getattr(mod, "num_heads", 0)) if kind is Kind.ATTENTION else 0,
             )
         )
     return Analysis(gm, layers, blocks, spaces, {lay.node: lay for lay in layers})

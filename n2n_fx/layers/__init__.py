@@ -1,10 +1,11 @@
 """Layer specs: what n2n_fx knows of each module type, in one registered class per type.
 
 Importing this package registers the built-in specs (convs, linear, norms, PReLU,
-activations, pools, dropout, multi-head attention).
+activations, pools, dropout, multi-head attention, Swin's window attention).
 """
 
-from . import attention, conv, elementwise, linear, norm  # noqa: F401  (registers the specs)
+from . import attention, conv, elementwise, linear, norm, window_attention  # noqa: F401  (registers the specs)
+from .attention import HeadAttention
 from .conv import kernel_after
 from .kind import KINDS, Kind
 from .spec import (
@@ -20,6 +21,7 @@ from .spec import (
 from .tensors import gather
 
 __all__ = [
+    "HeadAttention",
     "KINDS",
     "Kind",
     "LayerSpec",

@@ -11,7 +11,27 @@ from .kind import Kind
 from .spec import LayerSpec, RebuildContext, Rebuilt, register_layer
 from .tensors import gather, gather2, identity, set_param, shell
 
-__all__ = ["LinearSpec"]
+__all__ = ["LinearSpec", "linear_rows", "linear_columns"]
+
+
+def linear_rows(m: nn.Linear, rows: torch.Tensor) -> nn.Linear:
+    """A copy of ``m`` with only the output features ``rows`` (weights and bias gathered)."""
+    new = shell(m)
+    new.out_features = rows.numel()
+    set_param(new, "weight", m.weight.detach().index_select(0, rows))
+    if m.bias is not None:
+        set_param(new, "bias", m.bias.detach().index_select(0, rows))
+    return new
+
+
+def linear_columns(m: nn.Linear, cols: torch.Tensor) -> nn.Linear:
+    """A copy of ``m`` reading only the input features ``cols`` (bias kept)."""
+    new = shell(m)
+    new.in_features = cols.numel()
+    set_param(new, "weight", m.weight.detach().index_select(1, cols))
+    if m.bias is not None:
+        set_param(new, "bias", m.bias.detach().clone())
+    return new
 
 
 @register_layer(nn.Linear)

@@ -55,6 +55,7 @@ class RebuildContext:
     coupled: bool  # output channels are the input channels (depthwise / grouped with in == out)
     kernel: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # new (kernel_size, padding)
     stride: int | None = None  # new stride (moved from a removed layer)
+    heads: torch.Tensor | None = None  # (H',) teacher attention heads to keep; None = all
     notes: list[str] = field(default_factory=list)  # what the spec changed, for the diff
 
 
@@ -118,8 +119,12 @@ class LayerSpec:
         return None
 
     def variables(self, m: nn.Module) -> tuple[str, ...]:
-        """Shrink variables offered besides output channels (e.g. ``("kernel",)``)."""
+        """Shrink variables offered besides output channels (``("kernel",)``, ``("heads",)``)."""
         return ()
+
+    def head_importance(self, m: nn.Module) -> torch.Tensor | None:
+        """Score per attention head (higher = keep), for modules offering ``"heads"``; else None."""
+        return None
 
 
 def _stateless_builtin(m: nn.Module) -> bool:

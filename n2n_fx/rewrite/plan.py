@@ -10,7 +10,7 @@ from torch import fx
 
 from ..errors import ConfigError
 from ..graph.kinds import Kind, module_at
-from ..graph.layers import Analysis
+from ..graph.layers import VARIABLES, Analysis
 from ..layers import kernel_after, spec_for
 from .importance import Importance, keep_indices, l1_importance
 
@@ -37,10 +37,12 @@ class Plan:
     selections: dict[str, torch.Tensor] = field(default_factory=dict)
     # removed layer -> the residual add its whole branch no longer feeds (``Layer.branch``)
     branches: dict[str, str] = field(default_factory=dict)
+    heads: dict[str, torch.Tensor] = field(default_factory=dict)  # attention -> kept head indices (sorted)
+    restored: dict[str, str] = field(default_factory=dict)  # layer asked to be removed but kept -> why
 
     @property
     def is_noop(self) -> bool:
-        return not (self.removed or self.kept or self.kernels or self.strides)
+        return not (self.removed or self.kept or self.kernels or self.strides or self.heads)
 
 
 def _resolve(analysis: Analysis, name: str) -> str:
@@ -72,6 +74,27 @@ def _next_conv(gm: fx.GraphModule, node: fx.Node, removed: frozenset[str], kinds
     return None
 
 
+def _keep_one_operand(analysis: Analysis, removed: set[str]) -> dict[str, str]:
+    """A residual add whose every operand is a removed branch keeps its cheapest branch.
+
+    Each branch layer ends one operand of its add (``Layer.branch``); removing all of them
+    would leave the sum with nothing to pass on. The layer with the fewest parameters (the
+    earliest among equals) stays, and is dropped from ``removed``.
+    """
+    by_add: dict[str, list[str]] = {}
+    for name in removed:
+        if analysis.by_node[name].branch:
+            by_add.setdefault(analysis.by_node[name].branch, []).append(name)
+    restored = {}
+    for add, names in by_add.items():
+        if len(names) < 2:
+            continue
+        keep = min(names, key=lambda n: (analysis.by_node[n].params, analysis.by_node[n].index))
+        removed.discard(keep)
+        restored[keep] = f"kept: every operand of {add} was removed, the sum needs one"
+    return restored
+
+
 def make_plan(
     analysis: Analysis,
     remove: Iterable[str] = (),
@@ -81,7 +104,7 @@ def make_plan(
     """Check the actions against the layers' legal actions and fix every detail of the rewrite.
 
     ``remove`` names layers (node names or module paths). ``shrink`` maps a layer to a ratio
-    of its output channels, or to ``{"out": r, "kernel": r}``. A ratio on any layer of a
+    of its output channels, or to ``{"out": r, "kernel": r, "heads": r}``. A ratio on any layer of a
     coupled channel space applies to the whole space (the first ratio given wins).
     """
     gm = analysis.gm
@@ -92,7 +115,8 @@ def make_plan(
         if not lay.removable:
             raise ConfigError(f"layer {node} cannot be removed: {lay.fixed_reason}")
         removed.add(node)
-    plan = Plan(removed=frozenset(removed))
+    restored = _keep_one_operand(analysis, removed)
+    plan = Plan(removed=frozenset(removed), restored=restored)
     plan.branches = {n: analysis.by_node[n].branch for n in removed if analysis.by_node[n].branch}
     nodes = {n.name: n for n in gm.graph.nodes}
     kinds = {lay.node: lay.kind for lay in analysis.layers}
@@ -114,8 +138,8 @@ def make_plan(
         lay = analysis.by_node[node]
         ratios = {"out": float(spec)} if isinstance(spec, (int, float)) else {k: float(v) for k, v in spec.items()}
         for var, r in ratios.items():
-            if var not in ("out", "kernel"):
-                raise ConfigError(f"unknown shrink variable {var!r} for {node}; use 'out' or 'kernel'")
+            if var not in VARIABLES:
+                raise ConfigError(f"unknown shrink variable {var!r} for {node}; use one of {', '.join(VARIABLES)}")
             if not 0.0 < r <= 1.0:
                 raise ConfigError(f"shrink ratio {r} for {node}.{var} must be in (0, 1]")
             if r == 1.0:
@@ -133,6 +157,13 @@ def make_plan(
                 if kept.numel() < cls.size:
                     plan.kept[cls.root] = kept
                     plan.shrunk_out[lay.out_owner] = (cls.size, int(kept.numel()))
+            elif var == "heads":
+                mod = module_at(gm, nodes[node].target) if nodes[node].op == "call_module" else None
+                if "heads" not in lay.shrinkable or mod is None:
+                    raise ConfigError(f"layer {node} ({lay.kind.value}) has no attention heads to shrink")
+                kept = keep_indices(spec_for(mod).head_importance(mod), r)
+                if kept.numel() < lay.heads:
+                    plan.heads[node] = kept
             else:
                 mod = module_at(gm, nodes[node].target) if nodes[node].op == "call_module" else None
                 if "kernel" not in lay.shrinkable or mod is None or "kernel" not in spec_for(mod).variables(mod):

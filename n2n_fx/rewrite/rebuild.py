@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import RepairError
-from ..graph.branches import is_residual_add, zero_preserving
+from ..graph.branches import in_branch, is_residual_add
 from ..graph.channels import ChannelInfo, is_cat, is_join, pad_value
 from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
@@ -260,15 +260,16 @@ class _Walk:
                 coupled=coupled,
                 kernel=self.plan.kernels.get(t.name),
                 stride=self.plan.strides[t.name][1] if t.name in self.plan.strides else None,
+                heads=self.plan.heads.get(t.name),
             )
             built = spec_for(mod).rebuild(mod, ctx)
             new_mod = built.module
             changed = _shape_sig(new_mod) != _shape_sig(mod)
-            if positional and changed:
-                ctx.notes.insert(0, f"input {_in_sig(mod)}->{in_size} (positional weights)")
-            elif changed and _in_sig(mod) != in_size:
-                ctx.notes.insert(0, f"input {_in_sig(mod)}->{in_size}")
-            elif changed and t.name not in self.plan.kernels and t.name not in self.plan.shrunk_out:
+            if changed and _in_sig(mod) != in_size:
+                ctx.notes.insert(
+                    0, f"input {_in_sig(mod)}->{in_size}" + (" (positional weights)" if positional else "")
+                )
+            elif changed and not any(t.name in d for d in (self.plan.kernels, self.plan.shrunk_out, self.plan.heads)):
                 ctx.notes.insert(0, "output channels follow a coupled shrink")
             if t.name in self.plan.strides:
                 ctx.notes.append(f"stride moved from removed {self.plan.strides[t.name][0]}")
@@ -427,7 +428,7 @@ class _Walk:
             self.vmap[t] = rest[0]
             self.result.collapsed.append(t.name)
             self.note(t.name, f"branch removed with {src.name}: the stream passes unchanged")
-        elif zero_preserving(self.t, t, src) or not t.users:  # (an unused read is dropped)
+        elif in_branch(self.t, t, src) or not t.users:  # (an unused read is dropped)
             self.vmap[t] = _NO_BRANCH
         else:
             raise RepairError(f"the output of a removed branch reaches {_describe(t)}")
@@ -637,7 +638,7 @@ def _shape_sig(m: Any) -> tuple:
 
 
 def _in_sig(m: nn.Module) -> int | str:
-    for attr in ("in_channels", "in_features", "num_features", "num_channels"):
+    for attr in ("in_channels", "in_features", "num_features", "num_channels", "embed_dim"):
         if hasattr(m, attr):
             return int(getattr(m, attr))
     if isinstance(m, nn.LayerNorm):

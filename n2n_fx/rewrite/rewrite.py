@@ -99,10 +99,15 @@ def apply_plan(gm: fx.GraphModule | Analysis, plan: Plan, *, max_linear_growth: 
     for node, (k, _) in plan.kernels.items():
         old = module_at(analysis.gm, analysis.by_node[node].target).kernel_size
         shrunk.setdefault(node, {})["kernel"] = (tuple(old), tuple(k))
+    for node, kept in plan.heads.items():
+        shrunk.setdefault(node, {})["heads"] = (analysis.by_node[node].heads, int(kept.numel()))
+    repaired = {k: tuple(v) for k, v in res.repaired.items() if k not in plan.removed}
+    for k, why in plan.restored.items():  # a removal the plan had to drop is said, not hidden
+        repaired[k] = (why, *repaired.get(k, ()))
     diff = Diff(
         removed=tuple(sorted(plan.removed, key=lambda n: analysis.by_node[n].index)),
         shrunk=shrunk,
-        repaired={k: tuple(v) for k, v in res.repaired.items() if k not in plan.removed},
+        repaired=repaired,
         inserted=dict(res.inserted),
         collapsed=tuple(res.collapsed),
     )

@@ -10,6 +10,7 @@ from torch import fx, nn
 
 from ..errors import ConfigError, TraceError
 from ..graph.shapes import run_meta
+from ..layers import registered_specs
 from .zoo import build_model
 
 __all__ = ["trace", "parse_input_size", "example_input_of", "input_size_of", "INPUT_SIZE_KEY"]
@@ -27,6 +28,8 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if self._leaf_types and isinstance(m, self._leaf_types):
+            return True
+        if type(m) in registered_specs():  # a registered layer (surgery's own student modules included)
             return True
         return super().is_leaf_module(m, qualname)
 
