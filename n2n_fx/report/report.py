@@ -17,6 +17,7 @@ from ..reward.measure import latency_ms
 from ..rewrite import Diff
 from ..search.rundir import RunDir
 from ..storage import atomic_write_text
+from .pareto import heavier_than_teacher, write_pareto
 
 __all__ = ["summary_rows", "layer_table", "curves", "write_report"]
 
@@ -220,6 +221,12 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     hint = curves(history, run.file("curves.png"))
     cfg = json.loads(run.file("config.json").read_text())
     sc = model_cost(student)
+    pareto = write_pareto(run)
+    heavy = [
+        f"the {'stage 1' if key == 'stage1' else 'stage 2'} student: {', '.join(flags)} (pareto.md)"
+        for key in ("stage1", "stage2")
+        if summary.get(key) and (flags := heavier_than_teacher(summary[key], t))
+    ]
     # students whose final training diverged keep their search-time weights (search.py::_final)
     fallbacks = [
         f"the {'stage 1' if st == 'removal' else 'stage 2'} student's {f['fallback']}"
@@ -239,6 +246,10 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         f"Final student: {sc.params:,} parameters, {sc.flops:,} FLOPs per sample.",
         "",
         *[f"**Note**: {line} (lower `final_lr`).\n" for line in fallbacks],
+        *[f"**Heavier than the teacher**: {line}.\n" for line in heavy],
+        f"Objective: C on {cfg.get('objective', 'params')}. Every evaluated student, accuracy vs params, FLOPs "
+        f"and latency with the Pareto fronts: [pareto.md](pareto.md) ({len(pareto.points)} students).",
+        "",
         "## Graph diff (teacher -> student)",
         "",
         "```",
@@ -253,7 +264,9 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     md += ["![curves](curves.png)", ""] if hint is None else [f"_{hint}_", ""]
     atomic_write_text(run.file("report.md"), "\n".join(md))
     txt = "\n".join(
-        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks, "", diff.table(), ""]
+        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks]
+        + [f"heavier than the teacher: {line}" for line in heavy]
+        + ["", diff.table(), ""]
         + ([] if hint is None else [hint])
     )
     atomic_write_text(run.file("report.txt"), txt)

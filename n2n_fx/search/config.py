@@ -54,6 +54,9 @@ class SearchConfig:
     # "shared" (weights of a supernet trained once per run, batch norms recalibrated, no training),
     # "shared+kd" (shared weights, then reward_steps of KD)
     reward_mode: str = "kd"
+    # what the reward's compression C = 1 − student/teacher is taken on: "params" (paper), "flops"
+    # (per sample) or "latency" (median batch-1 ms on `device`); all three are recorded for every student
+    objective: str = "params"
     supernet_steps: int = 1600  # optimiser steps training the shared weights (shared modes), batch 32
     supernet_lr: float = 2e-3  # Adam lr of the shared weights (cosine-annealed)
     supernet_students: int = 2  # random students per supernet step, besides the full and narrowest ones
@@ -106,6 +109,10 @@ class SearchConfig:
             raise ConfigError(f"reward_mode {self.reward_mode!r} must be one of {', '.join(REWARD_MODES)}")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches={self.calib_batches} must be at least 1")
+        from ..reward.objective import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective {self.objective!r} must be one of {', '.join(OBJECTIVES)}")
         self.supernet_config()  # checks the supernet settings
         if self.teacher_epochs < 1 or self.teacher_patience < 0:
             raise ConfigError("teacher_epochs must be >= 1 and teacher_patience >= 0")
