@@ -15,6 +15,7 @@ from n2n_fx.cli import main
 from n2n_fx.data import load_splits
 from n2n_fx.distill import DistillConfig, LogitCache
 from n2n_fx.errors import ConfigError
+from n2n_fx.report import heavier_lines
 from n2n_fx.report.pareto import heavier_than_teacher, pareto_front, student_points, write_pareto
 from n2n_fx.reward import Objective, RewardCache, RewardEvaluator, RewardRecord, count_flops, count_params
 from n2n_fx.search import SearchConfig, run_compress
@@ -149,6 +150,16 @@ def test_heavier_students_are_flagged():
     ]
     assert heavier_than_teacher({"flops": 1000, "latency_ms": 1.0}, teacher) == []  # as heavy is not heavier
     assert heavier_than_teacher({"flops": 10, "latency_ms": None}, teacher) == []  # not measured: no flag
+
+
+def test_report_flags_final_students_heavier_than_the_teacher():
+    summary = {
+        "teacher": {"flops": 1000, "latency_ms": 2.0},
+        "stage1": {"flops": 300, "latency_ms": 1.0},
+        "stage2": {"flops": 2600, "latency_ms": 3.0},
+    }
+    assert heavier_lines(summary) == ["the stage 2 student: FLOPs 2.60x the teacher, latency 1.50x the teacher"]
+    assert heavier_lines({"teacher": summary["teacher"], "stage1": summary["stage1"]}) == []
 
 
 def _row(it: int, acc, params: int, flops: int, lat: float | None, arch: str, **kw):

@@ -19,7 +19,7 @@ from ..search.rundir import RunDir
 from ..storage import atomic_write_text
 from .pareto import heavier_than_teacher, write_pareto
 
-__all__ = ["summary_rows", "layer_table", "curves", "write_report"]
+__all__ = ["summary_rows", "heavier_lines", "layer_table", "curves", "write_report"]
 
 SUMMARY_HEADERS = ["model", "acc.", "#params", "Δ acc.", "compr.", "FLOPs", "CPU latency (ms)"]
 
@@ -70,6 +70,21 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def heavier_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per final student with more FLOPs than the teacher or a higher latency.
+
+    Example:
+        >>> heavier_lines({"teacher": {"flops": 100, "latency_ms": 1.0}, "stage1": {"flops": 260, "latency_ms": 0.5}})
+        ['the stage 1 student: FLOPs 2.60x the teacher']
+    """
+    lines = []
+    for key, label in (("stage1", "stage 1"), ("stage2", "stage 2")):
+        flags = heavier_than_teacher(summary[key], summary["teacher"]) if summary.get(key) else []
+        if flags:
+            lines.append(f"the {label} student: {', '.join(flags)}")
+    return lines
 
 
 def layer_table(teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> list[list[Any]]:
@@ -222,11 +237,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     cfg = json.loads(run.file("config.json").read_text())
     sc = model_cost(student)
     pareto = write_pareto(run)
-    heavy = [
-        f"the {'stage 1' if key == 'stage1' else 'stage 2'} student: {', '.join(flags)} (pareto.md)"
-        for key in ("stage1", "stage2")
-        if summary.get(key) and (flags := heavier_than_teacher(summary[key], t))
-    ]
+    heavy = heavier_lines(summary)
     # students whose final training diverged keep their search-time weights (search.py::_final)
     fallbacks = [
         f"the {'stage 1' if st == 'removal' else 'stage 2'} student's {f['fallback']}"
@@ -246,7 +257,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         f"Final student: {sc.params:,} parameters, {sc.flops:,} FLOPs per sample.",
         "",
         *[f"**Note**: {line} (lower `final_lr`).\n" for line in fallbacks],
-        *[f"**Heavier than the teacher**: {line}.\n" for line in heavy],
+        *[f"**Heavier than the teacher**: {line} (see pareto.md).\n" for line in heavy],
         f"Objective: C on {cfg.get('objective', 'params')}. Every evaluated student, accuracy vs params, FLOPs "
         f"and latency with the Pareto fronts: [pareto.md](pareto.md) ({len(pareto.points)} students).",
         "",
