@@ -162,7 +162,8 @@ def _markdown(points: list[dict[str, Any]], teacher: dict[str, Any], cfg: dict[s
     on_front.sort(key=lambda p: -(p["accuracy"] or 0.0))
     heavy_flops = [p for p in points if any(f.startswith("FLOPs") for f in p["flags"])]
     slow = [p for p in points if any(f.startswith("latency") for f in p["flags"])]
-    dev = teacher.get("latency_device") or "n/a"
+    dev = teacher.get("latency_device")
+    latency = f"latency is the median batch-1 forward time on {dev}" if dev else "this run recorded no latency"
     headers = ["stage", "it.", "roll.", "acc.", "params", "FLOPs", "latency (ms)", "front", "chosen", "flags"]
     rows = [
         [
@@ -183,8 +184,8 @@ def _markdown(points: list[dict[str, Any]], teacher: dict[str, Any], cfg: dict[s
         f"# Pareto report: {cfg.get('model')} on {cfg.get('dataset')} (objective {cfg.get('objective', 'params')})",
         "",
         f"{len(points)} distinct students evaluated (degenerate ones left out). Accuracy is the reward accuracy "
-        "(validation split, before final training); latency is the median batch-1 forward time on "
-        f"{dev}. Teacher: accuracy {_fmt(teacher.get('accuracy'))}, {_fmt(teacher.get('params'))} params, "
+        f"(validation split, before final training); {latency}. Teacher: accuracy "
+        f"{_fmt(teacher.get('accuracy'))}, {_fmt(teacher.get('params'))} params, "
         f"{_fmt(teacher.get('flops'))} FLOPs, {_fmt(teacher.get('latency_ms'), 3)} ms.",
         "",
         f"**Heavier than the teacher**: {len(heavy_flops)} student(s) have more FLOPs than the teacher, "
