@@ -46,6 +46,7 @@ _RANDOM = {
     "stage": str,
     "reward_mode": str,
     "supernet_steps": int,
+    "supernet_shrink_steps": int,
     "calib_batches": int,
     "removal_iterations": int,
     "shrink_iterations": int,
@@ -56,6 +57,8 @@ _RANDOM = {
     "reward_val_subset": count_or_fraction,
     "final_epochs": int,
     "final_lambda": float,
+    "final_loss": str,
+    "final_lr": float,
 }
 
 # PruneConfig fields of `baseline prune`, as flags: (field, type, help)
