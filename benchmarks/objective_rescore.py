@@ -92,7 +92,13 @@ def main() -> None:
         splits = load_data(cfg)
         gm = trace(model, input_size=splits.input_size).eval()
         net = Supernet(gm, max_linear_growth=cfg.max_linear_growth)
-        net.load_flat(safe_torch_load(run.file("supernet.pt"))["flat"])
+        # stage 2's own shared weights when the run trained them (supernet_shrink.pt), else stage 1's
+        name = (
+            "supernet_shrink.pt"
+            if row["stage"] == "shrink" and run.file("supernet_shrink.pt").is_file()
+            else "supernet.pt"
+        )
+        net.load_flat(safe_torch_load(run.file(name))["flat"])
         student = net.extract(net.arch(actions))
         torch.manual_seed(cfg.seed)
         recalibrate_bn(student, splits.train_plain, batches=cfg.calib_batches, batch_size=cfg.batch_size, seed=cfg.seed)
