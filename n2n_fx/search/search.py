@@ -241,7 +241,9 @@ class Search:
             seed=cfg.seed,
         )
         constraints = Constraints.from_limits(
-            max_params=cfg.max_params, max_flops=cfg.max_flops, max_latency_ms=cfg.max_latency_ms
+            max_params=cfg.max_params,
+            max_flops=cfg.flops_limit(self.teacher_cost.flops),
+            max_latency_ms=cfg.max_latency_ms,
         )
         horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations)
         penalty = Penalty(cfg.penalty, cfg.penalty_schedule, horizon=horizon)
@@ -653,7 +655,8 @@ class Search:
         self.executor.close()  # rollouts done: stop local workers / Ray actors
         if self.state.phase == "final":
             if not any(self.state.best.values()):
-                raise RunDirError("no valid student was found; raise the iterations or loosen the constraints")
+                lifted = " (--max-flops-ratio none lifts the default FLOPs limit)" if cfg.max_flops_ratio else ""
+                raise RunDirError(f"no valid student was found; raise the iterations or loosen the constraints{lifted}")
             self._final()
             self.state.phase = "done"
             self.save_checkpoint()
