@@ -17,7 +17,15 @@ from n2n_fx.distill import DistillConfig, LogitCache
 from n2n_fx.errors import ConfigError
 from n2n_fx.report import heavier_lines
 from n2n_fx.report.pareto import heavier_than_teacher, pareto_front, student_points, write_pareto
-from n2n_fx.reward import Objective, RewardCache, RewardEvaluator, RewardRecord, count_flops, count_params
+from n2n_fx.reward import (
+    Objective,
+    RewardCache,
+    RewardEvaluator,
+    RewardRecord,
+    count_flops,
+    count_params,
+    latency_ms,
+)
 from n2n_fx.search import SearchConfig, run_compress
 from n2n_fx.search.rundir import RunDir
 from n2n_fx.storage import atomic_torch_save
@@ -119,6 +127,16 @@ def test_latency_objective_measures_latency_and_remeasures_on_another_device(set
     elsewhere = RewardRecord(**{**r.to_dict(), "latency_device": "cuda", "violations": ()})
     again = ev._fill_measurements(elsewhere, _net(4, 0))
     assert again.latency_device == "cpu"  # a latency taken on another device is not reused
+
+
+def test_timing_a_student_leaves_the_random_stream_alone():
+    # latency is measured for every student: it must not change which students a seed samples
+    model = _net(4, 0)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    latency_ms(model, (1, 12, 12), repeats=2)
+    assert torch.equal(torch.rand(3), expected)
 
 
 # -- Pareto fronts and flags ----------------------------------------------------------------------------

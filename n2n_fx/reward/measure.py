@@ -207,7 +207,8 @@ def latency_ms(
     here = _device_of(model)
     if here.type != dev.type or (dev.index is not None and here.index != dev.index):
         model = copy.deepcopy(model).to(dev)
-    x = _example(example, batch=batch).to(dev)
+    with torch.random.fork_rng(devices=[]):  # timing a model leaves the caller's random stream as it was
+        x = _example(example, batch=batch).to(dev)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     was_training = model.training
     model.eval()
