@@ -32,6 +32,7 @@ _FLAGS = {
     "removal_policy": str,
     "shrink_policy": str,
     "reward_mode": str,
+    "objective": str,
     "supernet_steps": int,
     "supernet_shrink_steps": int,
     "supernet_lr": float,

@@ -1,4 +1,4 @@
-"""`n2n-fx report RUN_DIR`: print (and re-render) a run's report."""
+"""`n2n-fx report RUN_DIR`: print a run's report; `--pareto` renders and prints its Pareto report."""
 
 from __future__ import annotations
 
@@ -12,11 +12,27 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help="print the report of a run directory")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--markdown", action="store_true", help="print report.md instead of report.txt")
+    p.add_argument(
+        "--pareto",
+        action="store_true",
+        help="every evaluated student (accuracy vs params, FLOPs, latency) with its Pareto fronts: write "
+        "pareto.md/.csv/.json/.png into the run directory (also of a run in progress) and print pareto.md",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
+    if args.pareto:
+        from ..report.pareto import write_pareto
+
+        report = write_pareto(run)
+        print(report.markdown)
+        print(
+            f"written: {', '.join(str(run.file(n)) for n in ('pareto.md', 'pareto.csv', 'pareto.json'))}"
+            + ("" if report.plot_hint else f", {run.file('pareto.png')}")
+        )
+        return 0
     name = "report.md" if args.markdown else "report.txt"
     path = run.file(name)
     if not path.is_file():

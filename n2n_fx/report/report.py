@@ -17,8 +17,9 @@ from ..reward.measure import latency_ms
 from ..rewrite import Diff
 from ..search.rundir import RunDir
 from ..storage import atomic_write_text
+from .pareto import heavier_than_teacher, write_pareto
 
-__all__ = ["summary_rows", "layer_table", "curves", "write_report"]
+__all__ = ["summary_rows", "heavier_lines", "layer_table", "curves", "write_report"]
 
 SUMMARY_HEADERS = ["model", "acc.", "#params", "Δ acc.", "compr.", "FLOPs", "CPU latency (ms)"]
 
@@ -69,6 +70,21 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def heavier_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per final student with more FLOPs than the teacher or a higher latency.
+
+    Example:
+        >>> heavier_lines({"teacher": {"flops": 100, "latency_ms": 1.0}, "stage1": {"flops": 260, "latency_ms": 0.5}})
+        ['the stage 1 student: FLOPs 2.60x the teacher']
+    """
+    lines = []
+    for key, label in (("stage1", "stage 1"), ("stage2", "stage 2")):
+        flags = heavier_than_teacher(summary[key], summary["teacher"]) if summary.get(key) else []
+        if flags:
+            lines.append(f"the {label} student: {', '.join(flags)}")
+    return lines
 
 
 def layer_table(teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> list[list[Any]]:
@@ -220,6 +236,8 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     hint = curves(history, run.file("curves.png"))
     cfg = json.loads(run.file("config.json").read_text())
     sc = model_cost(student)
+    pareto = write_pareto(run)
+    heavy = heavier_lines(summary)
     # students whose final training diverged keep their search-time weights (search.py::_final)
     fallbacks = [
         f"the {'stage 1' if st == 'removal' else 'stage 2'} student's {f['fallback']}"
@@ -239,6 +257,10 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         f"Final student: {sc.params:,} parameters, {sc.flops:,} FLOPs per sample.",
         "",
         *[f"**Note**: {line} (lower `final_lr`).\n" for line in fallbacks],
+        *[f"**Heavier than the teacher**: {line} (see pareto.md).\n" for line in heavy],
+        f"Objective: C on {cfg.get('objective', 'params')}. Every evaluated student, accuracy vs params, FLOPs "
+        f"and latency with the Pareto fronts: [pareto.md](pareto.md) ({len(pareto.points)} students).",
+        "",
         "## Graph diff (teacher -> student)",
         "",
         "```",
@@ -253,7 +275,9 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     md += ["![curves](curves.png)", ""] if hint is None else [f"_{hint}_", ""]
     atomic_write_text(run.file("report.md"), "\n".join(md))
     txt = "\n".join(
-        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks, "", diff.table(), ""]
+        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks]
+        + [f"heavier than the teacher: {line}" for line in heavy]
+        + ["", diff.table(), ""]
         + ([] if hint is None else [hint])
     )
     atomic_write_text(run.file("report.txt"), txt)

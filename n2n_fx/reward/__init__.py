@@ -1,4 +1,4 @@
-"""The N2N reward: compression x relative accuracy, constraints, measurements and a reward cache."""
+"""The N2N reward: compression (on params, FLOPs or latency) x relative accuracy, constraints, measurements, a cache."""
 
 from .cache import CACHE_FORMAT, RewardCache, arch_hash, arch_signature
 from .constraints import (
@@ -19,6 +19,7 @@ from .measure import (
     measure,
     peak_activation_bytes,
 )
+from .objective import OBJECTIVES, Objective
 
 __all__ = [
     "CACHE_FORMAT",
@@ -29,6 +30,8 @@ __all__ = [
     "Constraints",
     "LinearConstraint",
     "Measurement",
+    "OBJECTIVES",
+    "Objective",
     "Penalty",
     "RewardCache",
     "REWARD_MODES",

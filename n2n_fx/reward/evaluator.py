@@ -38,6 +38,7 @@ from .cache import RewardCache, arch_hash
 from .constraints import Constraints, Penalty
 from .formula import DEGENERATE_REWARD, compression, n2n_reward
 from .measure import count_flops, count_params, latency_ms, peak_activation_bytes
+from .objective import Objective
 
 __all__ = ["RewardRecord", "RewardEvaluator", "REWARD_MODES"]
 
@@ -50,12 +51,12 @@ class RewardRecord:
     """The outcome of scoring one student."""
 
     reward: float  # final reward: raw reward after the constraint penalty (−1 if degenerate)
-    raw_reward: float  # C(2 − C) · A / A_teacher before constraints (−1 if degenerate)
+    raw_reward: float  # C(2 − C) · A / A_teacher before constraints, C on the objective (−1 if degenerate)
     accuracy: float | None  # student top-1 on the validation split after distillation
     params: int | None  # trainable parameters of the student
     flops: int | None  # FLOPs per sample (2 x MACs of conv/linear layers)
     compression: float | None  # C = 1 − params / teacher_params
-    latency_ms: float | None = None  # median batch-1 CPU latency, if measured
+    latency_ms: float | None = None  # median batch-1 latency on ``latency_device``, if measured
     activation_bytes: int | None = None  # peak activation bytes at batch 1, if measured
     degenerate: str | None = None  # why the student is degenerate ("diverged", "empty: ..."); None if not
     violations: tuple[str, ...] = ()  # constraints the student breaks
@@ -66,6 +67,8 @@ class RewardRecord:
     wall_s: float = 0.0  # seconds this evaluation took
     train_s: float | None = None  # seconds of distillation (of the original run for a cache hit)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form details (e.g. per-epoch losses)
+    latency_device: str | None = None  # the device latency_ms was measured on ("cpu", "cuda")
+    objective_compression: float | None = None  # C on the objective's quantity (= compression for params)
 
     @property
     def is_degenerate(self) -> bool:
@@ -97,9 +100,13 @@ class RewardEvaluator:
     ``train_data`` is the (un-augmented) training split the student is distilled on,
     ``val_data`` the validation split its accuracy is read from (never the test split).
     ``teacher_accuracy`` (validation) and ``teacher_params`` normalise the reward;
-    compression is always relative to the original teacher. Give ``logit_cache`` (built
-    on ``train_data``) or ``teacher``. Latency and activation memory are measured only
-    when a constraint needs them or ``measure_all`` is set. The student is trained in place.
+    compression is always relative to the original teacher. ``objective``
+    (``n2n_fx.reward.objective``) says which quantity the reward's C is taken on (default:
+    parameters); the cache holds accuracies and measurements, so it serves every objective.
+    Give ``logit_cache`` (built on ``train_data``) or ``teacher``. Latency is measured (on
+    ``config.device``) when the objective, a constraint, ``measure_latency`` or ``measure_all``
+    needs it, activation memory when a constraint or ``measure_all`` does. The student is
+    trained in place.
 
     Example:
         >>> from n2n_fx.data import load_splits
@@ -131,6 +138,8 @@ class RewardEvaluator:
         mode: str = "kd",
         calib_batches: int = 8,
         supernet_tag: str | None = None,
+        objective: Objective | None = None,
+        measure_latency: bool = False,
     ) -> None:
         if not 0 < teacher_accuracy <= 1:
             raise ConfigError(f"teacher_accuracy={teacher_accuracy} must be in (0, 1]")
@@ -159,6 +168,8 @@ class RewardEvaluator:
         self.penalty = penalty or Penalty()
         self.measure_all = measure_all
         self.latency_repeats = latency_repeats
+        self.objective = objective or Objective("params", float(teacher_params))
+        self.measure_latency = measure_latency
         self.cache = cache if cache is not None else RewardCache()
         self.cache.bind(self.context())
         if logit_cache is not None:
@@ -228,16 +239,26 @@ class RewardEvaluator:
         )
 
     def _needs(self, quantity: str) -> bool:
-        return self.measure_all or quantity in self.constraints.quantities
+        return (
+            self.measure_all
+            or quantity in self.constraints.quantities
+            or quantity == self.objective.quantity
+            or (quantity == "latency_ms" and self.measure_latency)
+        )
 
     def _fill_measurements(self, record: RewardRecord, student: nn.Module) -> RewardRecord:
-        """Measure latency / activation memory if now needed and missing (no training)."""
+        """Measure latency / activation memory if now needed and missing (no training).
+
+        Latency is timed on the run's device; one measured on another device is measured again."""
         if record.degenerate is not None:
             return record
-        cpu = student if _on_cpu(student) else copy.deepcopy(student).cpu()
-        if record.latency_ms is None and self._needs("latency_ms"):
-            record = replace(record, latency_ms=latency_ms(cpu, self.input_size, repeats=self.latency_repeats))
+        device = self.config.device
+        stale = record.latency_ms is None or record.latency_device != device
+        if stale and self._needs("latency_ms"):
+            ms = latency_ms(student, self.input_size, repeats=self.latency_repeats, device=device)
+            record = replace(record, latency_ms=ms, latency_device=device)
         if record.activation_bytes is None and self._needs("activation_bytes"):
+            cpu = student if _on_cpu(student) else copy.deepcopy(student).cpu()
             record = replace(record, activation_bytes=peak_activation_bytes(cpu, self.input_size))
         return record
 
@@ -293,11 +314,20 @@ class RewardEvaluator:
                 violations=(),
                 epsilon=None,
             )
-        raw = n2n_reward(record.accuracy, self.teacher_accuracy, record.compression)
+        c = self.objective.compression(record.quantities())
+        raw = n2n_reward(record.accuracy, self.teacher_accuracy, c)
         violations = tuple(self.constraints.violations(record.quantities())) if self.constraints else ()
         reward = self.penalty.apply(raw, not violations, step)
         eps = self.penalty.epsilon(step) if violations and self.penalty.mode == "anneal" else None
-        return replace(record, reward=reward, raw_reward=raw, violations=violations, epsilon=eps, step=step)
+        return replace(
+            record,
+            reward=reward,
+            raw_reward=raw,
+            violations=violations,
+            epsilon=eps,
+            step=step,
+            objective_compression=c,
+        )
 
 
 def _on_cpu(model: nn.Module) -> bool:

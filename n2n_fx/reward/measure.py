@@ -9,7 +9,8 @@
   stays alive until its last user has run; views and in-place results share storage and
   count once. Temporaries inside a leaf module are not seen.
 * Latency is the median wall time in milliseconds of repeated batch-1 forward passes in
-  eval mode without gradients, after warm-up runs.
+  eval mode without gradients, after warm-up runs, on a given device (CPU by default; on
+  CUDA every pass is synchronised).
 """
 
 from __future__ import annotations
@@ -192,8 +193,9 @@ def latency_ms(
     repeats: int = 20,
     warmup: int = 3,
     batch: int = 1,
+    device: str | torch.device = "cpu",
 ) -> float:
-    """Median forward time in milliseconds on CPU (a CPU copy is timed if the model is elsewhere).
+    """Median forward time in milliseconds on ``device`` (a copy is timed if the model is elsewhere).
 
     Example:
         >>> latency_ms(nn.Linear(4, 4), (4,), repeats=3) > 0
@@ -201,9 +203,13 @@ def latency_ms(
     """
     if repeats <= 0 or warmup < 0:
         raise ConfigError("latency repeats must be positive and warmup >= 0")
-    if _device_of(model).type != "cpu":
-        model = copy.deepcopy(model).cpu()
-    x = _example(example, batch=batch).cpu()
+    dev = torch.device(device)
+    here = _device_of(model)
+    if here.type != dev.type or (dev.index is not None and here.index != dev.index):
+        model = copy.deepcopy(model).to(dev)
+    with torch.random.fork_rng(devices=[]):  # timing a model leaves the caller's random stream as it was
+        x = _example(example, batch=batch).to(dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     was_training = model.training
     model.eval()
     times = []
@@ -212,8 +218,10 @@ def latency_ms(
             for _ in range(warmup):
                 model(x)
             for _ in range(repeats):
+                sync()
                 start = time.perf_counter()
                 model(x)
+                sync()
                 times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)

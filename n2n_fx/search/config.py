@@ -56,6 +56,9 @@ class SearchConfig:
     # "shared" (weights of a supernet trained once per run, batch norms recalibrated, no training),
     # "shared+kd" (shared weights, then reward_steps of KD)
     reward_mode: str = "shared"
+    # what the reward's compression C = 1 − student/teacher is taken on: "params" (paper), "flops"
+    # (per sample) or "latency" (median batch-1 ms on `device`); all three are recorded for every student
+    objective: str = "params"
     # optimiser steps (batch 32) training stage 1's shared weights over removals (shared modes)
     supernet_steps: int = 400
     # optimiser steps going on from them over the shrinks of stage 1's winner, before stage 2; None: supernet_steps
@@ -119,6 +122,10 @@ class SearchConfig:
             raise ConfigError(f"reward_mode {self.reward_mode!r} must be one of {', '.join(REWARD_MODES)}")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches={self.calib_batches} must be at least 1")
+        from ..reward.objective import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective {self.objective!r} must be one of {', '.join(OBJECTIVES)}")
         self.supernet_config()  # checks the supernet settings
         if self.teacher_epochs < 1 or self.teacher_patience < 0:
             raise ConfigError("teacher_epochs must be >= 1 and teacher_patience >= 0")

@@ -38,7 +38,7 @@ from ..policy import (
     load_policy,
     save_policy,
 )
-from ..reward import Constraints, Penalty, RewardCache, RewardEvaluator
+from ..reward import Constraints, Objective, Penalty, RewardCache, RewardEvaluator, latency_ms
 from ..rewrite import Rewrite, apply_actions
 from ..storage import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from ..supernet import Supernet, train_supernet
@@ -252,6 +252,7 @@ class Search:
         if subset and subset < len(val):
             val = self.splits.subset(val=subset).val
             teacher_acc = accuracy(self.teacher, val)
+        self.state.teacher["reward_accuracy"] = teacher_acc  # what students' accuracies compare with
         return RewardEvaluator(
             train,
             val,
@@ -266,6 +267,8 @@ class Search:
             mode=cfg.reward_mode,
             calib_batches=cfg.calib_batches,
             supernet_tag=_tag(self.supernet) if self.supernet is not None else None,
+            objective=Objective.of(cfg.objective, self.state.teacher),
+            measure_latency=True,  # every student's latency is recorded, whatever the objective
         )
 
     def _supernet(self, train, cache: LogitCache, space: str, remove: Sequence[str] = ()) -> Supernet:
@@ -433,7 +436,10 @@ class Search:
                     "params": rec.params,
                     "flops": rec.flops,
                     "accuracy": rec.accuracy,
+                    "latency_ms": rec.latency_ms,
                     "compression": rec.compression,
+                    "objective_compression": rec.objective_compression,  # C of the reward (objective)
+                    "arch": rec.arch,
                     "reward": rec.reward,
                     "raw_reward": rec.raw_reward,
                     "degenerate": rec.degenerate,
@@ -612,6 +618,10 @@ class Search:
             }
             if not val > 0:
                 raise ConfigError("the teacher has zero validation accuracy; train it first (n2n-fx train-teacher)")
+            self.save_checkpoint()
+        if self.state.teacher.get("latency_device") != self.device:  # students are timed the same way
+            ms = latency_ms(self.teacher, self.splits.input_size, device=self.device)
+            self.state.teacher.update(latency_ms=ms, latency_device=self.device)
             self.save_checkpoint()
         evaluator = None
         shared = cfg.reward_mode != "kd"
