@@ -54,8 +54,14 @@ def teacher(traced_teacher):
 
 
 @pytest.fixture(scope="module")
-def cache(splits, traced_teacher):
+def built_cache(splits, traced_teacher):
     return LogitCache.build(traced_teacher, splits.train_plain)
+
+
+@pytest.fixture
+def cache(built_cache):
+    """The logits without device copies made by earlier tests (uploads are counted)."""
+    return LogitCache(built_cache.logits, built_cache.fingerprint)
 
 
 def _student(teacher, *positions: int) -> nn.Module:
