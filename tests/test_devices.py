@@ -17,10 +17,10 @@ from dataclasses import replace
 import pytest
 import torch
 from _devices import FAKE, devices_of, fake_device
-from _tiny import tiny
+from _tiny import removed, tiny
 from torch import nn
 
-from n2n_fx import apply_actions, find_layers, trace
+from n2n_fx import trace
 from n2n_fx.cli import main
 from n2n_fx.data import load_splits, loaders
 from n2n_fx.distill import DistillConfig, LogitCache, accuracy, distill, predict_logits
@@ -64,13 +64,6 @@ def cache(built_cache):
     return LogitCache(built_cache.logits, built_cache.fingerprint)
 
 
-def _student(teacher, *positions: int) -> nn.Module:
-    layers = [lay.node for lay in find_layers(teacher)]
-    r = apply_actions(teacher, remove=[layers[i] for i in positions], strict=False)
-    assert r.valid
-    return r.student
-
-
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
     sb = b.state_dict()
     return all(torch.equal(v.cpu(), sb[k].cpu()) for k, v in a.state_dict().items())
@@ -95,7 +88,7 @@ def test_logit_cache_built_on_the_device_and_uploaded_once(splits, teacher, cach
         built = LogitCache.build(teacher, splits.train_plain, device=FAKE)
         cfg = DistillConfig(steps=2, batch_size=32, device=FAKE)
         for k in (1, 4, 7):
-            distill(_student(teacher, k), splits.train_plain, cfg, logit_cache=cache)
+            distill(removed(teacher, k), splits.train_plain, cfg, logit_cache=cache)
     assert torch.equal(built.logits, cache.logits) and built.logits.device == CPU
     assert devices_of(teacher) == {CPU}
     assert seen.uploads_of(cache.logits.shape) == 1, "the logit cache was sent to the device once per student"
@@ -104,10 +97,10 @@ def test_logit_cache_built_on_the_device_and_uploaded_once(splits, teacher, cach
 
 def test_kd_on_the_device_gives_the_cpu_result_and_leaves_the_teacher_on_the_cpu(splits, teacher):
     cfg = DistillConfig(loss="ce+l2", steps=4, batch_size=32, keep_best=True)
-    on_cpu = _student(teacher, 4)
+    on_cpu = removed(teacher, 4)
     torch.manual_seed(0)  # the student's dropout draws
     want = distill(on_cpu, splits.train, cfg, teacher=teacher, val_data=splits.val)
-    student = _student(teacher, 4)
+    student = removed(teacher, 4)
     torch.manual_seed(0)
     with fake_device() as seen:
         got = distill(student, splits.train, replace(cfg, device=FAKE), teacher=teacher, val_data=splits.val)
@@ -133,7 +126,7 @@ def test_loaders_pin_memory_for_cuda_batches(splits, teacher, monkeypatch):
         monkeypatch.setattr(f"{mod}.make_loader", spy)
     with fake_device():
         cfg = DistillConfig(steps=1, device=FAKE)
-        distill(_student(teacher, 4), splits.train_plain, cfg, teacher=teacher, val_data=splits.val)
+        distill(removed(teacher, 4), splits.train_plain, cfg, teacher=teacher, val_data=splits.val)
     assert seen and all(d is not None and torch.device(d) == FAKE for d in seen), seen
 
 
@@ -221,7 +214,7 @@ def test_rewards_on_the_device_equal_cpu_rewards(splits, teacher, cache, mode, e
 
     def jobs():
         if mode == "kd":
-            students = [_student(teacher, 1), _student(teacher, 4), "empty: every layer was removed"]
+            students = [removed(teacher, 1), removed(teacher, 4), "empty: every layer was removed"]
         else:
             archs = [net.arch({"remove": []}), net.arch({"remove": [], "shrink": {"features_0": 0.5}})]
             students = [net.extract(a) for a in archs]

@@ -10,11 +10,10 @@ import json
 import pytest
 import torch
 from _devices import cpu_compute, devices_of
-from _tiny import tiny
-from torch import nn
+from _tiny import removed, tiny
 from torch.utils.data import DataLoader
 
-from n2n_fx import apply_actions, find_layers, trace
+from n2n_fx import trace
 from n2n_fx.data import load_splits
 from n2n_fx.data.loaders import make_loader
 from n2n_fx.distill import DistillConfig, LogitCache, distill
@@ -54,13 +53,6 @@ def _no_report_latency(monkeypatch, tmp_path):
     monkeypatch.setenv("N2N_FX_CACHE", str(tmp_path / "cache"))
 
 
-def _student(teacher, *positions: int) -> nn.Module:
-    layers = [lay.node for lay in find_layers(teacher)]
-    r = apply_actions(teacher, remove=[layers[i] for i in positions], strict=False)
-    assert r.valid
-    return r.student
-
-
 def _cpu_tensors_only(path) -> None:
     """Every tensor in a run file loads onto the CPU without a map_location."""
 
@@ -98,7 +90,7 @@ def test_logit_cache_is_uploaded_once_and_batches_are_pinned(splits, teacher, ca
     first = cache.on("cuda")
     cfg = DistillConfig(steps=2, batch_size=32, device="cuda")
     for k in (4, 7):
-        distill(_student(teacher, k), splits.train_plain, cfg, logit_cache=cache)
+        distill(removed(teacher, k), splits.train_plain, cfg, logit_cache=cache)
     assert cache.on("cuda") is first and first.is_cuda
 
 
@@ -116,7 +108,7 @@ def test_amp_on_and_off_agree(splits, teacher, cache):
             logit_cache=cache,
         )
         torch.manual_seed(0)
-        records[amp] = ev(_student(teacher, 4))
+        records[amp] = ev(removed(teacher, 4))
         contexts[amp] = ev.context()
     off, on = records[False], records[True]
     assert on.degenerate is None and off.degenerate is None
@@ -159,7 +151,7 @@ def test_local_executor_one_worker_per_gpu(splits, teacher, cache):
         )
 
     def jobs():
-        return [Job(_student(teacher, k), step=0, seed=10 + k) for k in (1, 4, 7)]
+        return [Job(removed(teacher, k), step=0, seed=10 + k) for k in (1, 4, 7)]
 
     want = SequentialExecutor().evaluate(evaluator(), jobs())
     ex = LocalExecutor(SearchConfig(executor="local", workers=0))
