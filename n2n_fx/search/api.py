@@ -297,9 +297,13 @@ def compress(
 def _custom_info(teacher: fx.GraphModule, x0: torch.Tensor):
     """The data set's description from one sample and the (CPU, eval-mode) traced teacher."""
     from ..data.dataset import DatasetInfo
+    from ..graph.shapes import node_shape
 
-    with torch.no_grad():
-        n = int(teacher(x0.unsqueeze(0).cpu()).shape[-1])  # (1, n_classes)
+    out = node_shape(next(n for n in reversed(teacher.graph.nodes) if n.op == "output"))  # from tracing
+    if out is None:  # not one tensor: run the CPU copy once
+        with torch.no_grad():
+            out = teacher(x0.unsqueeze(0).cpu()).shape  # (1, n_classes)
+    n = int(out[-1])
     c = int(x0.shape[0])
     return DatasetInfo("custom", n, c, int(x0.shape[-1]), (0.0,) * c, (1.0,) * c)
 
