@@ -54,7 +54,7 @@ def gpu_tests() -> dict:
     return {"returncode": proc.returncode, "summary": lines[-1] if lines else "", "wall_s": time.perf_counter() - t0}
 
 
-def students_per_second(model: str, data_root: Path, students: int, supernet_steps: int) -> list[dict]:
+def students_per_second(model: str, data_root: Path, students: int, supernet_steps: int | None) -> list[dict]:
     """One row per reward mode: seconds per student on the GPU, with the settings a search uses."""
     from n2n_fx.distill import DistillConfig, LogitCache, accuracy
     from n2n_fx.reward import RewardCache, RewardEvaluator
@@ -87,7 +87,7 @@ def students_per_second(model: str, data_root: Path, students: int, supernet_ste
     rows = []
     trained_net = None
     for mode, amp in (("kd", False), ("kd", True), ("shared", False), ("shared+kd", False)):
-        cfg = base.replace(reward_mode=mode, amp=amp, supernet_steps=supernet_steps)
+        cfg = base.replace(reward_mode=mode, amp=amp, supernet_steps=supernet_steps)  # None: the default
         supernet_s = 0.0
         if mode != "kd" and trained_net is None:
             t0 = time.perf_counter()
@@ -133,7 +133,7 @@ def students_per_second(model: str, data_root: Path, students: int, supernet_ste
             "students_per_s": (len(made) - 1) / wall,
             "s_per_student": wall / (len(made) - 1),
             "reward_steps": cfg.reward_steps if mode != "shared" else 0,
-            "supernet_steps": supernet_steps if mode != "kd" else 0,
+            "supernet_steps": cfg.supernet_steps if mode != "kd" else 0,
             "supernet_s": supernet_s,
             "logit_cache_s": cache_s,
             "mean_accuracy": sum(a for a in accs if a is not None) / max(1, sum(a is not None for a in accs)),
@@ -161,7 +161,7 @@ def short_compress(data_root: Path, run_dir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--students", type=int, default=21, help="students scored per mode (the first is a warm-up)")
-    ap.add_argument("--supernet-steps", type=int, default=1600, help="supernet training steps (the search default)")
+    ap.add_argument("--supernet-steps", type=int, default=None, help="supernet training steps (default: the search's)")
     ap.add_argument("--models", nargs="+", default=["conv4", "vgg13_small"])
     ap.add_argument("--skip-tests", action="store_true")
     ap.add_argument("--skip-compress", action="store_true")

@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--removal-iterations", type=int, default=None)
     ap.add_argument("--shrink-iterations", type=int, default=None)
     ap.add_argument("--supernet-steps", type=int, default=None)
+    ap.add_argument("--supernet-shrink-steps", type=int, default=None)
     ap.add_argument("--removal-lr", type=float, default=None)
     ap.add_argument("--final-epochs", type=int, default=None)
     ap.add_argument("--teacher-checkpoint", default=None, help="the teacher (default: the cached one of its recipe)")
@@ -102,6 +103,7 @@ def main() -> None:
             removal_iterations=args.removal_iterations,
             shrink_iterations=args.shrink_iterations,
             supernet_steps=args.supernet_steps,
+            supernet_shrink_steps=args.supernet_shrink_steps,
             removal_lr=args.removal_lr,
             final_epochs=args.final_epochs,
             teacher_checkpoint=args.teacher_checkpoint,

@@ -92,7 +92,8 @@ def test_random_learner_is_uniform_and_never_learns(tiny):
 def test_random_search_history_matches_n2n(tiny, n2n_run, capsys):
     _, _, root = tiny
     rd = root / "random"
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in BUDGET.items()]
+    policy = {"removal_lr"}  # random search has no policy to train
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in BUDGET.items() if k not in policy]
     assert _cli(["random", "--config", str(root / "tiny.json"), "--run-dir", str(rd), "--quiet", *flags]) == 0
     out = capsys.readouterr().out
     assert "Random search (1+2)" in out and "compression" in out

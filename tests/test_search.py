@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from torch import nn
 from n2n_fx.cli import main
 from n2n_fx.data import load_splits
 from n2n_fx.distill import accuracy
+from n2n_fx.errors import ConfigError
 from n2n_fx.search import SearchConfig, compress, load_run, run_compress
 
 TINY = tiny()
@@ -260,3 +262,22 @@ def test_reinforce_baseline_reaches_the_learner(tmp_path, capsys):
     _one_line_error(
         capsys, ["compress", "--reinforce-baseline", "mean", "--run-dir", str(tmp_path / "x")], "reinforce_baseline"
     )
+
+
+def test_students_never_cost_more_flops_than_the_teacher_by_default(tmp_path):
+    """``max_flops_ratio`` 1.0 (the default) is a constraint at the teacher's FLOPs: every rollout
+    heavier than the teacher is flagged as a violation; ``None`` lifts it; nonsense is refused."""
+    assert SearchConfig().max_flops_ratio == 1.0
+    cfg = SearchConfig(**{**TINY, "max_flops_ratio": 1.0, "removal_iterations": 3})
+    run_compress(cfg, tmp_path / "r", quiet=True)
+    teacher_flops = json.loads((tmp_path / "r" / "summary.json").read_text())["teacher"]["flops"]
+    rows = [json.loads(x) for x in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if r["flops"] is not None]
+    flagged = [any(v.startswith("flops <=") for v in r["violations"]) for r in scored]
+    assert flagged == [r["flops"] > teacher_flops for r in scored] and any(flagged)
+    assert cfg.flops_limit(1e6) == 1e6
+    assert cfg.replace(max_flops=5e5).flops_limit(1e6) == 5e5
+    assert cfg.replace(max_flops_ratio=2.0).flops_limit(1e6) == 2e6
+    assert dataclasses.replace(cfg, max_flops_ratio=None).flops_limit(1e6) is None
+    with pytest.raises(ConfigError, match="max_flops_ratio"):
+        cfg.replace(max_flops_ratio=0.0)

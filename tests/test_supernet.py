@@ -22,11 +22,19 @@ from n2n_fx.distill.loss import kd_kl_loss
 from n2n_fx.errors import ConfigError
 from n2n_fx.features import RATIOS
 from n2n_fx.graph.layers import analyze
-from n2n_fx.reward import RewardEvaluator
+from n2n_fx.reward import RewardCache, RewardEvaluator
 from n2n_fx.rewrite import apply_actions, apply_plan
 from n2n_fx.rewrite.sample import random_actions
 from n2n_fx.search import SearchConfig, run_compress
-from n2n_fx.supernet import Supernet, SupernetConfig, sample_actions, smallest_actions, train_supernet
+from n2n_fx.supernet import (
+    Supernet,
+    SupernetConfig,
+    SupernetError,
+    sample_actions,
+    sandwich,
+    smallest_actions,
+    train_supernet,
+)
 from n2n_fx.teacher.zoo import build_model
 
 ZOO = [
@@ -177,7 +185,52 @@ def test_sample_actions_are_legal_and_seeded():
     assert set(a[0]["remove"]) <= legal
 
 
-def _evaluator(splits, teacher, cache, mode, steps=3):
+def test_each_space_draws_the_students_its_stage_searches():
+    net = Supernet(trace("vgg_tiny", input_size=(1, 16, 16)))
+    rng = random.Random(0)
+    removal = [sample_actions(net, rng, 0.6, "removal") for _ in range(8)]
+    assert all(set(a) == {"remove"} for a in removal) and any(a["remove"] for a in removal)
+    base = next(a["remove"] for a in removal if a["remove"] and net.arch(a).valid)
+    shrink = [sample_actions(net, rng, 0.6, "shrink", base) for _ in range(8)]
+    assert all(a["remove"] == sorted(base) for a in shrink)
+    stage1 = {lay.node for lay in net.stage1_analysis(base).layers}
+    assert all(set(a["shrink"]) <= stage1 for a in shrink) and any(a["shrink"] for a in shrink)
+    assert sandwich(net, "removal") == [{"remove": []}]
+    widest, narrowest = sandwich(net, "shrink", base)
+    assert widest == {"remove": sorted(base)} and narrowest["remove"] == sorted(base) and narrowest["shrink"]
+    assert net.arch(narrowest).rewrite.student_cost.params < net.arch(widest).rewrite.student_cost.params
+
+
+def test_shrink_space_trains_on_from_given_weights_and_refuses_a_degenerate_base(tiny_data):
+    splits, teacher, cache = tiny_data
+    net = Supernet(teacher)
+    res = train_supernet(net, splits.train_plain, cache, SupernetConfig(steps=4, batch_size=32), space="removal")
+    after_removal = net.flat.detach().clone()
+    base = [lay.node for lay in net.analysis.layers if lay.removable][:1]
+    train_supernet(net, splits.train_plain, cache, SupernetConfig(steps=4, batch_size=32), space="shrink", remove=base)
+    assert res.students == 16 and not torch.equal(after_removal, net.flat.detach())
+    every = [lay.node for lay in net.analysis.layers if lay.removable]
+    with pytest.raises(SupernetError, match="degenerate"):
+        train_supernet(net, splits.train_plain, cache, SupernetConfig(steps=1), space="shrink", remove=every)
+    with pytest.raises(ConfigError, match="space"):
+        train_supernet(net, splits.train_plain, cache, SupernetConfig(steps=1), space="widths")
+
+
+def test_shared_rewards_of_one_architecture_are_cached_per_supernet(tiny_data):
+    """Stage 2 scores with other shared weights than stage 1: a student of the same architecture
+    is scored again, not served stage 1's reward."""
+    splits, teacher, cache = tiny_data
+    net = Supernet(teacher)
+    arch = net.arch({"remove": []})
+    shared = RewardCache()
+    ev1 = _evaluator(splits, teacher, cache, "shared", cache_obj=shared)
+    assert not ev1(net.extract(arch)).cache_hit and ev1(net.extract(arch)).cache_hit
+    ev2 = _evaluator(splits, teacher, cache, "shared", cache_obj=shared, tag="t1")
+    assert not ev2(net.extract(arch)).cache_hit
+    assert ev1.key(arch.template) != ev2.key(arch.template)
+
+
+def _evaluator(splits, teacher, cache, mode, steps=3, cache_obj=None, tag="t0"):
     return RewardEvaluator(
         splits.train_plain,
         splits.val,
@@ -188,7 +241,8 @@ def _evaluator(splits, teacher, cache, mode, steps=3):
         logit_cache=cache,
         mode=mode,
         calib_batches=2,
-        supernet_tag=None if mode == "kd" else "t0",
+        supernet_tag=None if mode == "kd" else tag,
+        cache=cache_obj,
     )
 
 
@@ -221,7 +275,7 @@ def test_reward_modes(tiny_data):
         )
 
 
-SHARED = tiny(reward_mode="shared", supernet_steps=6, calib_batches=2)
+SHARED = tiny(reward_mode="shared", calib_batches=2)
 
 
 def _rows(d):
@@ -236,28 +290,32 @@ def test_shared_search_same_seed_same_history(tmp_path):
     a = run_compress(SearchConfig(**SHARED), tmp_path / "a", quiet=True)
     b = run_compress(SearchConfig(**SHARED), tmp_path / "b", quiet=True)
     assert _key(_rows(tmp_path / "a")) == _key(_rows(tmp_path / "b"))
-    assert (tmp_path / "a" / "supernet.pt").is_file()
+    assert (tmp_path / "a" / "supernet.pt").is_file() and (tmp_path / "a" / "supernet_shrink.pt").is_file()
     assert a.summary["stage2"]["params"] == b.summary["stage2"]["params"]
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["reward_mode"] == "shared"
     timing = json.loads((tmp_path / "a" / "timing.json").read_text())
-    assert timing["supernet_s"] > 0
+    record = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["supernet"]
+    assert set(record) == {"removal", "shrink"} and record["shrink"]["steps"] == SHARED["supernet_shrink_steps"]
+    assert timing["supernet_s"] == pytest.approx(record["removal"]["wall_s"] + record["shrink"]["wall_s"])
 
 
-def test_shared_search_resume_after_kill_does_not_retrain_supernet(tmp_path):
+@pytest.mark.parametrize("stage", ["removal", "shrink"])
+def test_shared_search_resume_after_kill_does_not_retrain_supernet(tmp_path, stage):
+    """Killed in stage 1 (its supernet saved) or stage 2 (both saved): the resumed run loads them."""
     run_dir = tmp_path / "killed"
-    cfg = {**SHARED, "removal_iterations": 4, "supernet_steps": 8}
+    cfg = {**SHARED, "removal_iterations": 4, "shrink_iterations": 3, "supernet_steps": 8}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     args = [sys.executable, "-m", "n2n_fx", "compress", "--run-dir", str(run_dir), "--quiet"]
     args += ["--config", str(tmp_path / "cfg.json")]
     proc = subprocess.Popen(args, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL)
     hist = run_dir / "history.jsonl"
-    kill_when(proc, lambda: hist.is_file() and bool(hist.read_text().strip()), "its search", timeout=300)
-    sn = run_dir / "supernet.pt"
-    assert sn.is_file()
-    stamp, data = sn.stat().st_mtime_ns, sn.read_bytes()
+    kill_when(proc, lambda: hist.is_file() and f'"stage": "{stage}"' in hist.read_text(), f"its {stage} stage", 300)
+    saved = [run_dir / "supernet.pt"] + ([run_dir / "supernet_shrink.pt"] if stage == "shrink" else [])
+    assert all(sn.is_file() for sn in saved)
+    stamps = [(sn.stat().st_mtime_ns, sn.read_bytes()) for sn in saved]
     assert main(["compress", "--resume", str(run_dir), "--quiet"]) == 0
-    assert sn.stat().st_mtime_ns == stamp and sn.read_bytes() == data, "the supernet was trained again"
+    assert [(sn.stat().st_mtime_ns, sn.read_bytes()) for sn in saved] == stamps, "a supernet was trained again"
     keys = [(r["stage"], r["iteration"], r["rollout"]) for r in _rows(run_dir)]
     assert len(keys) == len(set(keys))
     # the resumed run ends exactly where an uninterrupted one does

@@ -25,7 +25,7 @@ from typing import Any
 from ..baselines.pruning import PruneConfig
 from ..errors import ConfigError
 from ..search import SearchConfig
-from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of
+from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of, lifted, ratio_or_none
 from .compress_cmd import _size
 
 __all__ = ["add_parser", "run"]
@@ -46,7 +46,9 @@ _RANDOM = {
     "stage": str,
     "reward_mode": str,
     "supernet_steps": int,
+    "supernet_shrink_steps": int,
     "calib_batches": int,
+    "max_flops_ratio": ratio_or_none,
     "removal_iterations": int,
     "shrink_iterations": int,
     "rollouts": int,
@@ -56,6 +58,8 @@ _RANDOM = {
     "reward_val_subset": count_or_fraction,
     "final_epochs": int,
     "final_lambda": float,
+    "final_loss": str,
+    "final_lr": float,
 }
 
 # PruneConfig fields of `baseline prune`, as flags: (field, type, help)
@@ -164,7 +168,7 @@ def _config(args: argparse.Namespace, flags: dict[str, type], ref) -> Any:
 
     base = ref.config.to_dict() if ref is not None else {}
     data = load_config_file(args.config) if args.config else {}
-    cli = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
+    cli = lifted({f: getattr(args, f) for f in flags if getattr(args, f, None) is not None})
     merged = {**base, **data, **cli}
     options = data_options_of(args)
     if options:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..search import SearchConfig, load_config_file, run_compress
-from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of
+from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of, lifted, ratio_or_none
 
 # CLI flag -> SearchConfig field, for the flags that take a value
 _FLAGS = {
@@ -33,6 +33,7 @@ _FLAGS = {
     "shrink_policy": str,
     "reward_mode": str,
     "supernet_steps": int,
+    "supernet_shrink_steps": int,
     "supernet_lr": float,
     "supernet_students": int,
     "calib_batches": int,
@@ -43,10 +44,13 @@ _FLAGS = {
     "reward_val_subset": count_or_fraction,
     "batch_size": int,
     "max_flops": float,
+    "max_flops_ratio": float,
     "max_latency_ms": float,
     "penalty": str,
     "final_epochs": int,
     "final_lambda": float,
+    "final_loss": str,
+    "final_lr": float,
     "seed": int,
     "device": str,
     "executor": str,
@@ -93,7 +97,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     )
     for flag, typ in _FLAGS.items():
         default = getattr(defaults, flag)
-        conv = _size if flag == "max_flops" else typ
+        conv = {"max_flops": _size, "max_flops_ratio": ratio_or_none}.get(flag, typ)
         p.add_argument("--" + flag.replace("_", "-"), type=conv, default=None, help=f"(default: {default})")
     return p
 
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         data = load_config_file(args.config) if args.config else {}
-        cli = {f: getattr(args, f) for f in _FLAGS if getattr(args, f) is not None}
+        cli = lifted({f: getattr(args, f) for f in _FLAGS if getattr(args, f) is not None})
         if args.max_params is not None:
             cli["max_params"] = args.max_params
         if args.download:

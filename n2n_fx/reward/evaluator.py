@@ -182,8 +182,14 @@ class RewardEvaluator:
             "val_data": dataset_fingerprint(self.val_data),
             "distill": cfg if self.mode != "shared" else None,
             "mode": self.mode,
-            **({"supernet": self.supernet_tag, "calib_batches": self.calib_batches} if self.mode != "kd" else {}),
+            **({"calib_batches": self.calib_batches} if self.mode != "kd" else {}),
         }
+
+    def key(self, student: nn.Module) -> str:
+        """The reward-cache key of ``student``: its architecture, and in the shared modes the
+        supernet whose weights it carries (the search trains one set of shared weights per stage)."""
+        h = arch_hash(student)
+        return h if self.mode == "kd" else f"{h}@{self.supernet_tag}"
 
     # -- public -----------------------------------------------------------------------------
 
@@ -195,7 +201,7 @@ class RewardEvaluator:
         params = count_params(student)
         if params == 0:
             return self._degenerate("no_trainable: the student has no trainable parameter", step, start, params=0)
-        key = arch_hash(student)
+        key = self.key(student)
         cached = self.cache.get(key)
         if cached is not None:
             stored = RewardRecord.from_dict(cached)

@@ -214,7 +214,8 @@ def _search(
         search.run(resume=resume and not restart)
         timing = {
             "search_s": before + time.perf_counter() - t0,  # + earlier finished sessions
-            "supernet_s": float(search.state.supernet.get("wall_s", 0.0)),  # part of search_s (shared modes)
+            # part of search_s (shared modes): the shared weights of both stages
+            "supernet_s": float(sum(r.get("wall_s", 0.0) for r in search.state.supernet.values())),
         }
         run.write_json("timing.json", timing)
         return _finish(run, search, gm)

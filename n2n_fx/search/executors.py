@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..reward import RewardCache, RewardEvaluator, RewardRecord, arch_hash, count_params
+from ..reward import RewardCache, RewardEvaluator, RewardRecord, count_params
 
 __all__ = [
     "Job",
@@ -303,7 +303,7 @@ class ParallelExecutor(Executor):
             if not isinstance(st, nn.Module) or count_params(st) == 0:
                 keys.append(None)  # scored in this process, like sequential does
                 continue
-            key = arch_hash(st)
+            key = evaluator.key(st)
             keys.append(key)
             if key in first or key in evaluator.cache:
                 continue  # a cache hit once the earlier jobs are stored

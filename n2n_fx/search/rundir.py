@@ -53,7 +53,15 @@ RUN_FORMAT = "n2n_fx.run/1"
 # what a run needs to start; teacher.pt is written last, so all are there once it is
 INPUT_FILES = ("run.json", "config.json", "data.json", "teacher.pt")
 # what the search writes from its first checkpoint on (a restarted run drops them)
-SEARCH_OUTPUTS = ("checkpoint.pt", "history.jsonl", "reward_cache.json", "policies", "timing.json", "supernet.pt")
+SEARCH_OUTPUTS = (
+    "checkpoint.pt",
+    "history.jsonl",
+    "reward_cache.json",
+    "policies",
+    "timing.json",
+    "supernet.pt",
+    "supernet_shrink.pt",
+)
 
 
 class PickledFileError(CheckpointError):

@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,8 @@ from .rundir import RunDir, safe_torch_load
 __all__ = ["Search", "StageBest", "rebuild_student", "final_distill_config", "CKPT_FORMAT"]
 
 CKPT_FORMAT = "n2n_fx.search-checkpoint/1"
-SUPERNET_FORMAT = "n2n_fx.supernet/1"
+SUPERNET_FORMAT = "n2n_fx.supernet/2"
+SUPERNET_FILES = {"removal": "supernet.pt", "shrink": "supernet_shrink.pt"}  # shared weights per stage
 
 
 def _tag(net: Supernet) -> str:
@@ -113,7 +115,8 @@ def final_distill_config(cfg: SearchConfig, device: str) -> DistillConfig:
     """How the run's best students are trained at the end (CE + λ·KD); baselines reuse it."""
     return DistillConfig(
         keep_best=True,  # the best validation epoch, the search's own weights counting as epoch 0
-        loss="ce+l2",
+        loss=cfg.final_loss,
+        schedule="cosine",
         lam=cfg.final_lambda,
         lr=cfg.final_lr,
         epochs=max(1, cfg.final_epochs),
@@ -249,7 +252,9 @@ class Search:
             seed=cfg.seed,
         )
         constraints = Constraints.from_limits(
-            max_params=cfg.max_params, max_flops=cfg.max_flops, max_latency_ms=cfg.max_latency_ms
+            max_params=cfg.max_params,
+            max_flops=cfg.flops_limit(self.teacher_cost.flops),
+            max_latency_ms=cfg.max_latency_ms,
         )
         horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations)
         penalty = Penalty(cfg.penalty, cfg.penalty_schedule, horizon=horizon)
@@ -271,43 +276,59 @@ class Search:
             cache=self._reward_cache(),
             mode=cfg.reward_mode,
             calib_batches=cfg.calib_batches,
-            supernet_tag=self.state.supernet.get("tag"),
+            supernet_tag=_tag(self.supernet) if self.supernet is not None else None,
         )
 
-    def _load_or_train_supernet(self, train, cache: LogitCache) -> Supernet:
-        """The run's supernet: loaded from ``supernet.pt``, or trained once and saved there.
+    def _supernet(self, train, cache: LogitCache, space: str, remove: Sequence[str] = ()) -> Supernet:
+        """The shared weights stage ``space`` scores its students with: loaded from the run
+        directory, or trained once and saved there (``SUPERNET_FILES``).
 
-        Its training time is part of the search time (``state.supernet["wall_s"]``)."""
-        net = Supernet(self.teacher, max_linear_growth=self.cfg.max_linear_growth)
-        path = self.run_dir.file("supernet.pt")
-        if self.state.supernet and path.is_file():
+        Stage 1's are trained from the teacher over removals; stage 2's go on from stage 1's over
+        the shrinks of stage 1's winner ``remove`` (from the teacher when stage 1 did not run).
+        Training time is part of the search time (``state.supernet[space]["wall_s"]``)."""
+        path = self.run_dir.file(SUPERNET_FILES[space])
+        record = self.state.supernet.get(space)
+        net = None
+        if space == "shrink" and record is None and "removal" in self.state.supernet:  # go on from stage 1's
+            net = self.supernet if self.supernet is not None else self._supernet(train, cache, "removal")
+        if net is None:
+            net = Supernet(self.teacher, max_linear_growth=self.cfg.max_linear_growth)
+        if record and path.is_file():
             saved = safe_torch_load(path)
             if not isinstance(saved, dict) or saved.get("format") != SUPERNET_FORMAT:
-                raise CheckpointError(f"{path} is not a supernet checkpoint of this version")
+                raise CheckpointError(f"{path} is not a supernet checkpoint of this version; delete the run")
             net.load_flat(saved["flat"])
-            if _tag(net) != self.state.supernet.get("tag"):
+            if _tag(net) != record.get("tag"):
                 raise CheckpointError(
                     f"{path} does not hold the weights this run trained; delete the run and start again"
                 )
-            self.log(f"supernet: loaded ({self.state.supernet['steps']} steps, {self.state.supernet['wall_s']:.0f} s)")
+            self.log(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
             return net
-        scfg = self.cfg.supernet_config()
-        self.log(f"supernet: training shared weights ({scfg.steps} steps, {2 + scfg.random_students} students a step)")
-        bar = self._bar(scfg.steps, "supernet (steps)")
+        scfg = self.cfg.supernet_config(space)
+        what = "removals" if space == "removal" else f"shrinks of the {'stage-1 winner' if remove else 'teacher'}"
+        self.log(
+            f"supernet: training shared weights over {what} ({scfg.steps} steps, {2 + scfg.random_students} students a step)"
+        )
+        bar = self._bar(scfg.steps, f"supernet {space} (steps)")
         res = train_supernet(
             net,
             train,
             cache,
             scfg,
+            space=space,
+            remove=remove,
             device=self.device,
             on_step=lambda *_: bar.update(1),
         )
         bar.close()
         atomic_torch_save({"format": SUPERNET_FORMAT, "flat": net.flat.detach().cpu()}, path)
-        self.state.supernet = {**res.to_dict(), "tag": _tag(net)}
+        self.state.supernet[space] = {**res.to_dict(), "tag": _tag(net), "remove": sorted(remove)}
         self.save_checkpoint()
         self.log(
-            f"supernet: {res.steps} steps in {res.wall_s:.0f} s, KD loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}"
+            f"supernet ({space}): {res.steps} steps in {res.wall_s:.0f} s, "
+            f"KD loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}"
+            if res.losses
+            else f"supernet ({space}): no training steps"
         )
         return net
 
@@ -480,10 +501,15 @@ class Search:
         )
         return rw, (rw.student if rw.valid else None)
 
+    def _stage1_removal(self) -> list[str]:
+        """The layers stage 1's best student removed (none when stage 1 did not run)."""
+        best1 = self.state.best.get("removal")
+        return sorted(best1.actions["remove"]) if best1 is not None else []
+
     def _base_for_shrink(self) -> tuple[Analysis, dict[str, Any]]:
         """The layers stage 2 shrinks (the best stage-1 student's) and the actions that made it."""
         best1 = self.state.best.get("removal")
-        remove = list(best1.actions["remove"]) if best1 is not None else []
+        remove = self._stage1_removal()
         if self.supernet is not None:
             return self.supernet.stage1_analysis(remove), {"remove": remove}
         if best1 is None:
@@ -596,10 +622,11 @@ class Search:
                 raise ConfigError("the teacher has zero validation accuracy; train it first (n2n-fx train-teacher)")
             self.save_checkpoint()
         evaluator = None
+        shared = cfg.reward_mode != "kd"
         if self.state.phase in ("removal", "shrink"):
             train, cache = self._reward_data()
-            if cfg.reward_mode != "kd":
-                self.supernet = self._load_or_train_supernet(train, cache)
+            if shared:  # the shared weights of the stage the run is in
+                self.supernet = self._supernet(train, cache, self.state.phase, self._stage1_removal())
             evaluator = self._evaluator(train, cache)
         if self.state.phase == "removal":
             self._stage("removal", evaluator, self._removal_analysis(), {}, 0)
@@ -609,6 +636,10 @@ class Search:
             )
             self.save_checkpoint()
         if self.state.phase == "shrink":
+            if shared and "shrink" not in self.state.supernet:  # stage 1 ran in this process
+                # stage 2's own shared weights: stage 1's, trained on over its winner's shrinks
+                self.supernet = self._supernet(train, cache, "shrink", self._stage1_removal())
+                evaluator.supernet_tag = _tag(self.supernet)
             base, base_actions = self._base_for_shrink()
             self._stage(
                 "shrink",
@@ -622,7 +653,8 @@ class Search:
         self.executor.close()  # rollouts done: stop local workers / Ray actors
         if self.state.phase == "final":
             if not any(self.state.best.values()):
-                raise RunDirError("no valid student was found; raise the iterations or loosen the constraints")
+                lifted = " (--max-flops-ratio none lifts the default FLOPs limit)" if cfg.max_flops_ratio else ""
+                raise RunDirError(f"no valid student was found; raise the iterations or loosen the constraints{lifted}")
             self._final()
             self.state.phase = "done"
             self.save_checkpoint()

@@ -1,9 +1,10 @@
 """Weight-sharing teacher (supernet): students evaluated with shared weights instead of their own training."""
 
 from .shared import SharedArch, Supernet, SupernetError, actions_key, smallest_actions
-from .train import SupernetConfig, SupernetResult, sample_actions, train_supernet
+from .train import SPACES, SupernetConfig, SupernetResult, sample_actions, sandwich, train_supernet
 
 __all__ = [
+    "SPACES",
     "SharedArch",
     "Supernet",
     "SupernetConfig",
@@ -11,6 +12,7 @@ __all__ = [
     "SupernetResult",
     "actions_key",
     "sample_actions",
+    "sandwich",
     "smallest_actions",
     "train_supernet",
 ]
