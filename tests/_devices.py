@@ -90,8 +90,10 @@ class OnFake(torch.Tensor):
     def tolist(self) -> Any:  # CUDA tensors read back to Python lists too
         return self.elem.tolist()
 
-    def __deepcopy__(self, memo: dict) -> OnFake:
-        out = OnFake(self.elem.clone())
+    def __deepcopy__(self, memo: dict) -> torch.Tensor:
+        out: torch.Tensor = OnFake(self.elem.detach().clone().requires_grad_(self.requires_grad))
+        if getattr(self, "_is_param", False):  # a parameter copies as a parameter, as on CUDA
+            out = torch.nn.Parameter(out, requires_grad=self.requires_grad)
         memo[id(self)] = out
         return out
 
