@@ -299,6 +299,9 @@ def test_compress_a_teacher_on_the_device_with_cpu_loaders(tmp_path, monkeypatch
             reward_steps=2,
             final_epochs=1,
             batch_size=32,
+            reward_mode="shared",
+            supernet_steps=4,
+            supernet_shrink_steps=4,
         )
     assert devices_of(model) == {FAKE}, "compress moved the user's teacher"
     assert devices_of(res.student) == {CPU}

@@ -73,7 +73,7 @@ def _cpu_tensors_only(path) -> None:
 def test_search_on_cuda_runs_every_model_there(tmp_path, mode):
     """Placement of every tensor: the run finishes (CUDA refuses mixed devices), no model runs on
     the CPU, the files hold CPU tensors and the student comes back on the CPU."""
-    extra = {} if mode == "kd" else {"reward_mode": mode, "supernet_steps": 20}
+    extra = {} if mode == "kd" else {"reward_mode": mode, "supernet_steps": 20, "supernet_shrink_steps": 20}
     cfg = SearchConfig(**tiny(**extra), device="cuda")
     with cpu_compute() as seen:
         res = run_compress(cfg, tmp_path / "run", quiet=True)
@@ -132,6 +132,8 @@ def test_cuda_teacher_with_cpu_loaders(tmp_path, splits, teacher):
             final_epochs=1,
             batch_size=32,
             device="cuda",
+            supernet_steps=50,
+            supernet_shrink_steps=50,
         )
     assert seen.cpu_convs == 0
     assert all(d.type == "cuda" for d in devices_of(model)), "compress moved the user's teacher"
