@@ -39,6 +39,16 @@ def tiny(**changes: Any) -> dict[str, Any]:
     return {**TINY_DATA, **TINY_BUDGET, **changes}
 
 
+def removed(teacher: Any, *positions: int) -> Any:
+    """The student of ``teacher`` (a GraphModule) without the layers at ``positions`` (it must be valid)."""
+    from n2n_fx import apply_actions, find_layers
+
+    layers = [lay.node for lay in find_layers(teacher)]
+    r = apply_actions(teacher, remove=[layers[i] for i in positions], strict=False)
+    assert r.valid, r.degenerate
+    return r.student
+
+
 def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 240) -> None:
     """SIGKILL ``proc`` as soon as ``ready()`` holds; fail the test if it ends first or ``what`` never happens."""
     deadline = time.time() + timeout

@@ -211,8 +211,7 @@ def train_handmade(
     """
     cfg = config or DistillConfig(loss="ce+l2", lam=1.0, epochs=10)
     res = distill(student, splits.train, cfg, teacher=teacher.eval(), val_data=splits.val)
-    student.cpu().eval()
-    teacher.cpu()
     val = res.val_accuracy if res.val_accuracy is not None else math.nan
-    test = accuracy(student, splits.test) if len(splits.test) and res.ok else math.nan
+    test = accuracy(student, splits.test, device=cfg.device) if len(splits.test) and res.ok else math.nan
+    student.cpu().eval()
     return HandmadeResult(arch, student, count_model_params(student), val, test, res)

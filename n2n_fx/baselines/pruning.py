@@ -229,7 +229,7 @@ def taylor_scores(
         p.requires_grad_(True)
     sums = {name: torch.zeros(int(spaces[r][0].size)) for name, (r, _) in exits.items()}
     seen = 0
-    loader = make_loader(data, batch_size, shuffle=True, seed=seed)
+    loader = make_loader(data, batch_size, shuffle=True, seed=seed, device=device)
     for i, batch in enumerate(loader):
         if i >= batches:
             break

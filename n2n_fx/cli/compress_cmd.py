@@ -88,6 +88,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--max-params", type=_size, default=None, help="constraint on student parameters, e.g. 20K")
     p.add_argument("--download", action="store_true", help="let torchvision download the data set")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for KD training on CUDA (ignored on the CPU)")
     add_data_option_arg(p)
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     p.add_argument(
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
             cli["max_params"] = args.max_params
         if args.download:
             cli["download"] = True
+        if args.amp:
+            cli["amp"] = True
         options = data_options_of(args)
         if options:
             cli["dataset_options"] = options

@@ -1,4 +1,7 @@
-"""DataLoaders with seeded shuffling; ``num_workers=0`` by default (small CPU machines)."""
+"""DataLoaders with seeded shuffling; ``num_workers=0`` by default (small CPU machines).
+
+Batches bound for a CUDA device come from pinned memory, so that ``x.to(device,
+non_blocking=True)`` overlaps the copy with compute (``device=``)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError
 
-__all__ = ["make_loader"]
+__all__ = ["make_loader", "pins_for"]
+
+
+def pins_for(device: str | torch.device | None) -> bool:
+    """Whether batches bound for ``device`` should come from pinned memory (CUDA only)."""
+    return device is not None and torch.device(device).type == "cuda"
 
 
 def make_loader(
@@ -19,10 +27,12 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     pin_memory: bool = False,
+    device: str | torch.device | None = None,
 ) -> DataLoader:
     """A DataLoader whose shuffling order depends only on ``seed`` (and the epoch count).
 
     Two loaders built with the same seed yield the same batches in the same order.
+    ``device``: where the batches go; CUDA turns ``pin_memory`` on.
 
     Example:
         >>> from n2n_fx.data import get_dataset
@@ -42,6 +52,6 @@ def make_loader(
         generator=generator,
         num_workers=num_workers,
         drop_last=drop_last,
-        pin_memory=pin_memory,
+        pin_memory=pin_memory or pins_for(device),
         persistent_workers=num_workers > 0,
     )

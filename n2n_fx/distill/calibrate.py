@@ -46,7 +46,7 @@ def recalibrate_bn(model: nn.Module, data: Dataset, *, batches: int = 8, batch_s
     device = model_device(model)
     try:
         with torch.no_grad():
-            for k, batch in enumerate(make_loader(data, batch_size, shuffle=True, seed=seed)):
+            for k, batch in enumerate(make_loader(data, batch_size, shuffle=True, seed=seed, device=device)):
                 if k >= batches:
                     break
                 model(batch[0].to(device, non_blocking=True))

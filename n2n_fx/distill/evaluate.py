@@ -1,7 +1,12 @@
-"""Evaluate a classifier: top-1 accuracy and logits over a data set, in eval mode without gradients."""
+"""Evaluate a classifier: top-1 accuracy and logits over a data set, in eval mode without gradients.
+
+Given a ``device``, the model runs there: a model that lives elsewhere (the search's CPU
+teacher, a user's model) is moved there for the evaluation and back afterwards.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import torch
@@ -11,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.loaders import make_loader
 from ..errors import DataError
 
-__all__ = ["accuracy", "predict_logits", "model_device"]
+__all__ = ["accuracy", "predict_logits", "model_device", "placed"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -23,8 +28,32 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _batches(data: Dataset | DataLoader, batch_size: int) -> Iterator:
-    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size)
+@contextlib.contextmanager
+def placed(model: nn.Module, device: str | torch.device) -> Iterator[nn.Module]:
+    """Run the block with ``model`` on ``device``; it goes back to where it was afterwards.
+
+    A model already there is not moved (and nothing is copied).
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> with placed(m, "cpu") as on_device:
+        ...     on_device is m
+        True
+    """
+    home = model_device(model)
+    device = torch.device(device)
+    if device.type == home.type and (device.index is None or device.index == home.index):
+        yield model
+        return
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to(home)
+
+
+def _batches(data: Dataset | DataLoader, batch_size: int, device: torch.device) -> Iterator:
+    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size, device=device)
     return iter(loader)
 
 
@@ -36,8 +65,8 @@ def _forward_all(model: nn.Module, data: Dataset | DataLoader, batch_size: int, 
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for batch in _batches(data, batch_size):
+        with torch.no_grad(), placed(model, device):
+            for batch in _batches(data, batch_size, device):
                 x, y = batch[0], batch[1]
                 logits = model(x.to(device, non_blocking=True))  # (batch, n_classes)
                 fn(logits, y.to(device, non_blocking=True))
@@ -54,7 +83,8 @@ def accuracy(
 ) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``data`` (a data set or a loader of (x, y, ...)).
 
-    The model runs in eval mode; its previous train/eval mode is restored afterwards.
+    The model runs in eval mode on ``device`` (default: where it is); its previous train/eval
+    mode and its device are restored afterwards.
 
     Example:
         >>> from n2n_fx.data import get_dataset

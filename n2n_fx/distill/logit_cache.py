@@ -7,7 +7,7 @@ it never change: computing them once saves one teacher forward per student batch
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -68,6 +68,32 @@ class LogitCache:
 
     logits: torch.Tensor  # (N, n_classes) float32 on CPU, in the data set's sample order
     fingerprint: str  # dataset_fingerprint of the data set the logits belong to
+    # device -> a copy of ``logits`` there (``on``): uploaded once, not per student; never pickled
+    _copies: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {"logits": self.logits, "fingerprint": self.fingerprint}  # device copies stay here
+
+    def __setstate__(self, state: dict) -> None:
+        object.__setattr__(self, "logits", state["logits"])
+        object.__setattr__(self, "fingerprint", state["fingerprint"])
+        object.__setattr__(self, "_copies", {})
+
+    def on(self, device: str | torch.device) -> torch.Tensor:
+        """The logits on ``device``, copied there on the first call and kept.
+
+        Example:
+            >>> cache = LogitCache(torch.zeros(3, 2), "n=3")
+            >>> cache.on("cpu") is cache.logits
+            True
+        """
+        device = torch.device(device)
+        if device == self.logits.device:
+            return self.logits
+        key = str(device)
+        if key not in self._copies:
+            self._copies[key] = self.logits.to(device)
+        return self._copies[key]
 
     @classmethod
     def build(
@@ -78,7 +104,9 @@ class LogitCache:
         batch_size: int = 256,
         device: str | torch.device | None = None,
     ) -> LogitCache:
-        """Run ``teacher`` (eval mode) once over ``dataset``; refuse an augmented data set."""
+        """Run ``teacher`` (eval mode, on ``device``) once over ``dataset``; refuse an augmented data set.
+
+        The teacher goes back to where it was; the logits are kept on the CPU (``on`` copies them)."""
         if not _is_deterministic(dataset):
             raise ConfigError(
                 "the data set given to the logit cache is randomly augmented; use the plain split "

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ..data.loaders import make_loader
 from ..errors import ConfigError
 from .config import DistillConfig
-from .evaluate import accuracy
+from .evaluate import accuracy, placed
 from .logit_cache import IndexedDataset, LogitCache
 from .loss import distill_loss
 
@@ -83,7 +83,8 @@ def distill(
     Teacher logits come from ``logit_cache`` when given (built on this very data set, which
     must then be un-augmented; the teacher is never called), else from ``teacher`` per
     batch. Training starts from the student's current weights (inherited from the teacher
-    after surgery). The budget is ``config.steps`` if set, else ``config.epochs``.
+    after surgery). The student is trained in place on ``config.device`` and stays there; a
+    live teacher runs there too and goes back to where it was. The budget is ``config.steps`` if set, else ``config.epochs``.
     ``on_epoch(epoch, mean_loss, val_accuracy_or_None)`` is called after each epoch,
     ``on_step(steps_taken)`` after each optimiser step (e.g. to read accuracy along the way).
 
@@ -142,77 +143,80 @@ def distill(
     params = [p for p in student.parameters() if p.requires_grad]
     if not params:
         return result("no_trainable: the student has no trainable parameter")
-    try:
-        student.to(device)
-        if teacher is not None and needs_teacher and not use_cache:
-            teacher.to(device).eval()
-        cached = logit_cache.logits.to(device) if use_cache else None  # (N, n_classes)
-        data = IndexedDataset(train_data) if use_cache else train_data
-        loader = make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers)
-        if len(loader) == 0:
-            raise ConfigError("the training set is empty; give a non-empty training split")
-        total = cfg.steps if cfg.steps is not None else cfg.epochs * len(loader)
-        optimizer = _optimizer(params, cfg)
-        scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total) if cfg.schedule == "cosine" else None
-        )
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if cfg.amp and device.type == "cuda"
-            else contextlib.nullcontext()
-        )
-        val_acc: float | None = None
-        tracking = cfg.keep_best and val_data is not None
-        if tracking:
-            keep_if_best(accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device))
-        while steps < total:
-            epochs += 1
-            student.train()
-            loss_sum, n_batches = torch.zeros((), device=device), 0
-            for batch in loader:
-                x = batch[0].to(device, non_blocking=True)  # (batch, C, H, W)
-                y = batch[1].to(device, non_blocking=True)  # (batch,)
-                if cached is not None:
-                    z = cached[batch[2].to(device)]  # (batch, n_classes)
-                elif needs_teacher:
-                    with torch.no_grad(), autocast:
-                        z = teacher(x).float()  # type: ignore[misc]  # (batch, n_classes)
-                else:
-                    z = None
-                with autocast:
-                    out = student(x)  # (batch, n_classes)
-                loss = distill_loss(cfg.loss, out, z, y, lam=cfg.lam, temperature=cfg.temperature)
-                if not torch.isfinite(loss):
-                    return result(DIVERGED)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                loss_sum += loss.detach()
-                n_batches += 1
-                steps += 1
-                if on_step is not None:
-                    on_step(steps)
-                if steps >= total:
+    with contextlib.ExitStack() as stack:
+        try:
+            student.to(device)  # trained in place: it stays there
+            if teacher is not None and needs_teacher and not use_cache:  # the caller's: back home afterwards
+                stack.enter_context(placed(teacher, device)).eval()
+            cached = logit_cache.on(device) if use_cache else None  # (N, n_classes), uploaded once per device
+            data = IndexedDataset(train_data) if use_cache else train_data
+            loader = make_loader(
+                data, cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers, device=device
+            )
+            if len(loader) == 0:
+                raise ConfigError("the training set is empty; give a non-empty training split")
+            total = cfg.steps if cfg.steps is not None else cfg.epochs * len(loader)
+            optimizer = _optimizer(params, cfg)
+            scheduler = (
+                torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total) if cfg.schedule == "cosine" else None
+            )
+            autocast = (
+                torch.autocast("cuda", dtype=torch.bfloat16)
+                if cfg.amp and device.type == "cuda"
+                else contextlib.nullcontext()
+            )
+            val_acc: float | None = None
+            tracking = cfg.keep_best and val_data is not None
+            if tracking:
+                keep_if_best(accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device))
+            while steps < total:
+                epochs += 1
+                student.train()
+                loss_sum, n_batches = torch.zeros((), device=device), 0
+                for batch in loader:
+                    x = batch[0].to(device, non_blocking=True)  # (batch, C, H, W)
+                    y = batch[1].to(device, non_blocking=True)  # (batch,)
+                    if cached is not None:
+                        z = cached[batch[2].to(device)]  # (batch, n_classes)
+                    elif needs_teacher:
+                        with torch.no_grad(), autocast:
+                            z = teacher(x).float()  # type: ignore[misc]  # (batch, n_classes)
+                    else:
+                        z = None
+                    with autocast:
+                        out = student(x)  # (batch, n_classes)
+                    loss = distill_loss(cfg.loss, out, z, y, lam=cfg.lam, temperature=cfg.temperature)
+                    if not torch.isfinite(loss):
+                        return result(DIVERGED)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    loss_sum += loss.detach()
+                    n_batches += 1
+                    steps += 1
+                    if on_step is not None:
+                        on_step(steps)
+                    if steps >= total:
+                        break
+                mean_loss = float(loss_sum) / max(n_batches, 1)
+                losses.append(mean_loss)
+                if not math.isfinite(mean_loss) or not all(bool(torch.isfinite(p).all()) for p in params):
+                    return result(DIVERGED)  # the last step may have broken the weights
+                val_acc = None
+                if val_data is not None and (tracking or cfg.eval_every and epochs % cfg.eval_every == 0):
+                    val_acc = accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device)
+                    history.append(val_acc)
+                if on_epoch is not None:
+                    on_epoch(epochs, mean_loss, val_acc)
+                if tracking and not keep_if_best(val_acc):  # type: ignore[arg-type]
                     break
-            mean_loss = float(loss_sum) / max(n_batches, 1)
-            losses.append(mean_loss)
-            if not math.isfinite(mean_loss) or not all(bool(torch.isfinite(p).all()) for p in params):
-                return result(DIVERGED)  # the last step may have broken the weights
-            val_acc = None
-            if val_data is not None and (tracking or cfg.eval_every and epochs % cfg.eval_every == 0):
+            if val_data is not None and val_acc is None:
                 val_acc = accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device)
                 history.append(val_acc)
-            if on_epoch is not None:
-                on_epoch(epochs, mean_loss, val_acc)
-            if tracking and not keep_if_best(val_acc):  # type: ignore[arg-type]
-                break
-        if val_data is not None and val_acc is None:
-            val_acc = accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device)
-            history.append(val_acc)
-        return result(None, val_acc)
-    except RuntimeError as e:  # shape errors of a broken student, out of memory, ...
-        return result(f"failed: {_first_line(e)}")
+            return result(None, val_acc)
+        except RuntimeError as e:  # shape errors of a broken student, out of memory, ...
+            return result(f"failed: {_first_line(e)}")

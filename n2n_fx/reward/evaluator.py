@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -106,7 +107,7 @@ class RewardEvaluator:
     Give ``logit_cache`` (built on ``train_data``) or ``teacher``. Latency is measured (on
     ``config.device``) when the objective, a constraint, ``measure_latency`` or ``measure_all``
     needs it, activation memory when a constraint or ``measure_all`` does. The student is
-    trained in place.
+    trained (shared modes: calibrated) in place, on ``config.device``, and left there.
 
     Example:
         >>> from n2n_fx.data import load_splits
@@ -178,9 +179,12 @@ class RewardEvaluator:
     def context(self) -> dict[str, Any]:
         """Settings a cached reward depends on (stored with the reward cache)."""
         cfg = asdict(self.config)
-        for k in ("device", "amp", "num_workers", "eval_batch_size"):  # do not change results
+        for k in ("device", "amp", "num_workers", "eval_batch_size"):  # device and amp: below, the rest does not matter
             cfg.pop(k, None)
+        device = torch.device(self.config.device).type  # CPU and GPU rewards differ; GPU k and GPU j do not
         return {
+            "device": device,
+            "amp": bool(self.config.amp and device == "cuda" and self.mode != "shared"),  # bfloat16 KD (CUDA only)
             "teacher_accuracy": self.teacher_accuracy,
             "teacher_params": self.teacher_params,
             "input_size": list(self.input_size),
@@ -279,6 +283,7 @@ class RewardEvaluator:
             return replace(base, degenerate=f"failed: {_first_line(e)}")
         if self.mode != "kd":  # shared weights: their batch norms fitted to this student first
             t0 = time.perf_counter()
+            student.to(self.config.device)  # distill would move it; calibration and reading come first
             recalibrate_bn(
                 student,
                 self.train_data,

@@ -270,15 +270,17 @@ def compress(
         raise ConfigError("train_data must yield (tensor, label) pairs; add a ToTensor transform")
     run_dir = Path(run_dir or f"runs/compress-{time.strftime('%Y%m%d-%H%M%S')}")
     cfg = SearchConfig.from_dict({**config, "model": type(teacher).__name__, "dataset": "custom"})
+    # the run's own CPU copy (surgery's source; the search puts a copy on its device): the user's
+    # teacher is neither moved nor switched to eval mode
+    gm = trace(copy.deepcopy(teacher).cpu(), input_size=tuple(x0.shape)).eval()
     splits = DataSplits(
         train=train,
         train_plain=train,
         val=val,
         test=test,
-        info=_custom_info(teacher, x0),
+        info=_custom_info(gm, x0),
         seed=cfg.seed,
     )
-    gm = trace(copy.deepcopy(teacher), input_size=tuple(x0.shape)).eval()
     if resume:
         run = RunDir.open(run_dir).lock()
         if run.missing_inputs():  # killed while it was being created: write them again
@@ -293,14 +295,16 @@ def compress(
     return _search(run, cfg, gm, splits, resume=resume, quiet=quiet, say=lambda m: None)
 
 
-def _custom_info(teacher: nn.Module, x0: torch.Tensor):
+def _custom_info(teacher: fx.GraphModule, x0: torch.Tensor):
+    """The data set's description from one sample and the (CPU, eval-mode) traced teacher."""
     from ..data.dataset import DatasetInfo
+    from ..graph.shapes import node_shape
 
-    was = teacher.training
-    teacher.eval()
-    with torch.no_grad():
-        n = int(teacher(x0.unsqueeze(0)).shape[-1])
-    teacher.train(was)
+    out = node_shape(next(n for n in reversed(teacher.graph.nodes) if n.op == "output"))  # from tracing
+    if out is None:  # not one tensor: run the CPU copy once
+        with torch.no_grad():
+            out = teacher(x0.unsqueeze(0).cpu()).shape  # (1, n_classes)
+    n = int(out[-1])
     c = int(x0.shape[0])
     return DatasetInfo("custom", n, c, int(x0.shape[-1]), (0.0,) * c, (1.0,) * c)
 

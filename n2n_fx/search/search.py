@@ -10,6 +10,7 @@ crash or kill loses at most the iteration in flight (``resume``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -163,6 +164,16 @@ class Search:
         self.teacher_cost = model_cost(teacher)
         self.executor = make_executor(cfg)
         self.supernet: Supernet | None = None  # shared reward modes: the trained shared weights
+        self._on_device: fx.GraphModule | None = None  # the teacher's copy on self.device (device_teacher)
+
+    def device_teacher(self) -> fx.GraphModule:
+        """The teacher on the run's device, for everything that runs it (accuracy, logit cache, final KD).
+
+        ``self.teacher`` stays on the CPU: surgery reads its weights and students are built there."""
+        if self._on_device is None:
+            on_cpu = torch.device(self.device).type == "cpu"
+            self._on_device = self.teacher if on_cpu else copy.deepcopy(self.teacher).to(self.device).eval()
+        return self._on_device
 
     # -- logging -------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -226,7 +237,7 @@ class Search:
         if self.cfg.reward_subset:
             train = self.splits.subset(train=self.cfg.reward_subset).train_plain
         self.log(f"teacher logits: caching on {len(train)} training samples")
-        return train, LogitCache.build(self.teacher, train, device=self.device)
+        return train, LogitCache.build(self.device_teacher(), train, device=self.device)
 
     def _evaluator(self, train, cache: LogitCache) -> RewardEvaluator:
         cfg = self.cfg
@@ -251,7 +262,7 @@ class Search:
         subset = cfg.resolved_reward_val_subset()
         if subset and subset < len(val):
             val = self.splits.subset(val=subset).val
-            teacher_acc = accuracy(self.teacher, val)
+            teacher_acc = accuracy(self.device_teacher(), val, device=self.device)
         self.state.teacher["reward_accuracy"] = teacher_acc  # what students' accuracies compare with
         return RewardEvaluator(
             train,
@@ -530,19 +541,16 @@ class Search:
             self.log(
                 f"final training of the best {stage} student ({model_cost(student).params:,} params, {dcfg.epochs} epochs)"
             )
-            teacher = self.teacher.to(self.device)
             ebar = self._bar(dcfg.epochs, f"final training ({stage})")
             res = distill(
                 student,
                 self.splits.train,
                 dcfg,
-                teacher=teacher,
+                teacher=self.device_teacher(),
                 val_data=self.splits.val,
                 on_epoch=lambda *_, b=ebar: b.update(1),
             )
             ebar.close()
-            self.teacher.cpu()
-            student.cpu().eval()
             fallback = None
             if res.degenerate or not _finite(student.state_dict()):
                 # never ship a broken student: keep the weights it had when the search scored it
@@ -551,8 +559,9 @@ class Search:
                     raise CheckpointError(f"the best {stage} student's search-time weights are not finite either")
                 student.load_state_dict(searched)
                 self.log(f"final training of the best {stage} student: {fallback} (lower final_lr)")
-            test_acc = accuracy(student, self.splits.test) if len(self.splits.test) else math.nan
-            val_acc = accuracy(student, self.splits.val) if len(self.splits.val) else math.nan
+            test_acc = accuracy(student, self.splits.test, device=self.device) if len(self.splits.test) else math.nan
+            val_acc = accuracy(student, self.splits.val, device=self.device) if len(self.splits.val) else math.nan
+            student.cpu().eval()  # saved and shipped from the CPU
             searched = best.record.get("accuracy")
             self.log(
                 f"final {stage}: kept epoch {res.best_epoch} of {res.epochs} (val acc {val_acc:.4f}; "
@@ -605,10 +614,9 @@ class Search:
             self.state.phase = "removal" if cfg.stage in ("removal", "both") else "shrink"
         if not self.state.teacher:
             t0 = time.perf_counter()
-            self.teacher.to(self.device)
-            val = accuracy(self.teacher, self.splits.val, device=self.device) if len(self.splits.val) else math.nan
-            test = accuracy(self.teacher, self.splits.test, device=self.device) if len(self.splits.test) else math.nan
-            self.teacher.cpu()
+            teacher = self.device_teacher()
+            val = accuracy(teacher, self.splits.val, device=self.device) if len(self.splits.val) else math.nan
+            test = accuracy(teacher, self.splits.test, device=self.device) if len(self.splits.test) else math.nan
             self.state.teacher = {
                 "val_accuracy": val,
                 "test_accuracy": test,

@@ -138,6 +138,8 @@ class Supernet(nn.Module):
         remove, shrink = list(key[0]), {n: dict(v) for n, v in key[1]}
         rw, coded, analysis, coded_analysis = self._removal(tuple(remove))
         removal = None
+        if not shrink and rw.valid:  # its own template: training moves it, surgery reads the cached one
+            rw = replace(rw, student=copy.deepcopy(rw.student))
         if shrink and rw.valid:
             removal = rw
             rw = apply_actions(analysis, shrink=shrink, strict=False, max_linear_growth=self.max_linear_growth)

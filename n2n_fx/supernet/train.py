@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,17 +158,38 @@ def _train(
 ) -> SupernetResult:
     start = time.perf_counter()
     rng = random.Random(cfg.seed)
-    net.to(device)
+    placed: weakref.WeakValueDictionary[int, SharedArch] = weakref.WeakValueDictionary()
+    try:
+        net.to(device)
+        return _steps(net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every, rng, placed, start)
+    finally:  # the shared weights and every student the net hands out afterwards live on the CPU
+        net.cpu()
+        for a in list(placed.values()):
+            _place(a, torch.device("cpu"))
+
+
+def _place(arch: SharedArch, device: torch.device) -> SharedArch:
+    """Move a student's template (its buffers) and its codes to ``device``; the same record is returned."""
+    arch.template.to(device)
+    arch.codes = {name: idx.to(device) for name, idx in arch.codes.items()}
+    return arch
+
+
+def _steps(
+    net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every, rng, placed, start
+) -> SupernetResult:
+    def use(a: SharedArch) -> SharedArch:  # a cached student may have been evicted and rebuilt on the CPU
+        placed[id(a)] = a
+        return _place(a, device)
+
     fixed = [net.arch(a) for a in sandwich(net, space, remove, cfg.narrowest)]
     for a in fixed:
         if not a.valid:
             raise SupernetError(f"the widest or narrowest student is degenerate ({a.rewrite.degenerate})")
-    for a in fixed:
-        a.template.to(device)
-    cached = logit_cache.logits.to(device)  # (N, n_classes)
+    cached = logit_cache.on(device)  # (N, n_classes)
     optimizer = torch.optim.Adam([net.flat], lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps))
-    loader = make_loader(IndexedDataset(train_data), cfg.batch_size, shuffle=True, seed=cfg.seed)
+    loader = make_loader(IndexedDataset(train_data), cfg.batch_size, shuffle=True, seed=cfg.seed, device=device)
     losses: list[float] = []
     window = torch.zeros((), device=device)
     window_n = 0
@@ -177,16 +199,15 @@ def _train(
     while step < cfg.steps:
         for x, _, i in loader:
             x, z = x.to(device, non_blocking=True), cached[i.to(device)]  # (B, C, H, W), (B, n_classes)
-            archs: list[SharedArch] = list(fixed)
+            archs: list[SharedArch] = [use(a) for a in fixed]
             while len(archs) < 2 + cfg.random_students:  # as many students a step in every space
                 if pool and rng.random() >= 1.0 / cfg.arch_reuse:
-                    archs.append(net.arch(rng.choice(pool)))
+                    archs.append(use(net.arch(rng.choice(pool))))
                     continue
                 acts = sample_actions(net, rng, cfg.max_remove, space, remove)
                 a = net.arch(acts)
                 if a.valid:
-                    a.template.to(device)
-                    archs.append(a)
+                    archs.append(use(a))
                     pool.append(acts)
             optimizer.zero_grad(set_to_none=True)
             total = torch.zeros((), device=device)
@@ -213,8 +234,5 @@ def _train(
                 window_n = 0
             if step >= cfg.steps:
                 break
-    for a in fixed:
-        a.template.cpu()
-    net.cpu()
     archs = len({actions_key(a) for a in pool}) + len(fixed)
     return SupernetResult(step, time.perf_counter() - start, tuple(losses), students, archs)

@@ -159,7 +159,7 @@ def train_teacher(
     start = time.perf_counter()
     model.to(device)
     train_set = splits.train if p.augment else splits.train_plain
-    loader = make_loader(train_set, p.batch_size, shuffle=True, seed=seed)
+    loader = make_loader(train_set, p.batch_size, shuffle=True, seed=seed, device=device)
     optimizer = _optimizer(model, p)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(p.milestones), gamma=p.gamma)
     has_val = len(splits.val) > 0
