@@ -275,7 +275,8 @@ def _summary_numbers(result):
     s = copy.deepcopy(result.summary)
     for part in s.values():
         if isinstance(part, dict):
-            for k in [k for k in part if k.endswith("_s") or k == "wall_s"]:
+            # measured times, and the device the latency was measured on
+            for k in [k for k in part if k.endswith("_s") or k in ("latency_ms", "latency_device")]:
                 del part[k]
     return s
 
