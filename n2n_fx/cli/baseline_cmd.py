@@ -168,7 +168,7 @@ def _config(args: argparse.Namespace, flags: dict[str, type], ref) -> Any:
 
     base = ref.config.to_dict() if ref is not None else {}
     data = load_config_file(args.config) if args.config else {}
-    cli = lifted({f: getattr(args, f) for f in flags if getattr(args, f, None) is not None})
+    cli = lifted({f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}, flags)
     merged = {**base, **data, **cli}
     options = data_options_of(args)
     if options:

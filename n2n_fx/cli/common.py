@@ -47,9 +47,9 @@ def ratio_or_none(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
 
 
-def lifted(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with every ``ratio_or_none`` word "none" made None."""
-    return {k: (None if v == "none" else v) for k, v in values.items()}
+def lifted(values: dict[str, Any], types: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the word "none" made None in the flags whose type is ``ratio_or_none``."""
+    return {k: (None if types.get(k) is ratio_or_none and v == "none" else v) for k, v in values.items()}
 
 
 def count_or_fraction(text: str) -> int | float:

@@ -45,7 +45,7 @@ _FLAGS = {
     "reward_val_subset": count_or_fraction,
     "batch_size": int,
     "max_flops": float,
-    "max_flops_ratio": float,
+    "max_flops_ratio": ratio_or_none,
     "max_latency_ms": float,
     "penalty": str,
     "final_epochs": int,
@@ -98,7 +98,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     )
     for flag, typ in _FLAGS.items():
         default = getattr(defaults, flag)
-        conv = {"max_flops": _size, "max_flops_ratio": ratio_or_none}.get(flag, typ)
+        conv = _size if flag == "max_flops" else typ
         p.add_argument("--" + flag.replace("_", "-"), type=conv, default=None, help=f"(default: {default})")
     return p
 
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         data = load_config_file(args.config) if args.config else {}
-        cli = lifted({f: getattr(args, f) for f in _FLAGS if getattr(args, f) is not None})
+        cli = lifted({f: getattr(args, f) for f in _FLAGS if getattr(args, f) is not None}, _FLAGS)
         if args.max_params is not None:
             cli["max_params"] = args.max_params
         if args.download:

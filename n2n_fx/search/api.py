@@ -136,7 +136,7 @@ def run_compress(
                 model, spec = _load_teacher_file(run, allow_pickle)
                 splits = load_data(cfg)
             gm = trace(model, input_size=splits.input_size).eval()
-        except BaseException:
+        except BaseException:  # any exit, Ctrl-C included, releases the lock first; re-raised
             run.release()
             raise
     else:
@@ -286,7 +286,7 @@ def compress(
         if run.missing_inputs():  # killed while it was being created: write them again
             try:
                 _write_inputs(run, cfg, _teacher_bytes(gm, None, {}), splits, None)
-            except BaseException:
+            except BaseException:  # any exit, Ctrl-C included, releases the lock first; re-raised
                 run.release()
                 raise
     else:

@@ -65,7 +65,7 @@ class RunLock:
             with writing(self.path):
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(me).encode(), 0)
-        except BaseException:
+        except BaseException:  # any exit, Ctrl-C included, closes the file first; re-raised
             os.close(fd)
             raise
         self._fd = fd

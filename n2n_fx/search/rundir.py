@@ -137,7 +137,7 @@ class RunDir:
             run.clear()
             marker = {"format": RUN_FORMAT, "created": time.time(), "config": config}
             atomic_write_text(run.file("run.json"), json.dumps(marker, default=_json_default))
-        except BaseException:
+        except BaseException:  # any exit, Ctrl-C included, releases the lock first; re-raised
             run.release()
             raise
         return run

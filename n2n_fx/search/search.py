@@ -277,7 +277,7 @@ class Search:
             cache=self._reward_cache(),
             mode=cfg.reward_mode,
             calib_batches=cfg.calib_batches,
-            supernet_tag=_tag(self.supernet) if self.supernet is not None else None,
+            supernet_tag=self.state.supernet[self.state.phase]["tag"] if self.supernet is not None else None,
             objective=Objective.of(cfg.objective, self.state.teacher),
             measure_latency=True,  # every student's latency is recorded, whatever the objective
         )
@@ -636,7 +636,8 @@ class Search:
         if self.state.phase in ("removal", "shrink"):
             train, cache = self._reward_data()
             if shared:  # the shared weights of the stage the run is in
-                self.supernet = self._supernet(train, cache, self.state.phase, self._stage1_removal())
+                remove = self._stage1_removal() if self.state.phase == "shrink" else ()
+                self.supernet = self._supernet(train, cache, self.state.phase, remove)
             evaluator = self._evaluator(train, cache)
         if self.state.phase == "removal":
             self._stage("removal", evaluator, self._removal_analysis(), {}, 0)
@@ -649,7 +650,7 @@ class Search:
             if shared and "shrink" not in self.state.supernet:  # stage 1 ran in this process
                 # stage 2's own shared weights: stage 1's, trained on over its winner's shrinks
                 self.supernet = self._supernet(train, cache, "shrink", self._stage1_removal())
-                evaluator.supernet_tag = _tag(self.supernet)
+                evaluator.supernet_tag = self.state.supernet["shrink"]["tag"]
             base, base_actions = self._base_for_shrink()
             self._stage(
                 "shrink",
