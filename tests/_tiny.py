@@ -23,6 +23,7 @@ TINY_DATA: dict[str, Any] = dict(
 TINY_BUDGET: dict[str, Any] = dict(
     removal_iterations=2,
     removal_lr=0.003,  # the paper's: the tiny teacher is near chance, a faster policy removes everything
+    reward_accuracy="ratio",  # the paper's A / A_teacher: above-chance rewards refuse a teacher at chance
     shrink_iterations=2,
     rollouts=2,
     reward_mode="kd",

@@ -303,6 +303,7 @@ def test_compress_a_teacher_on_the_device_with_cpu_loaders(tmp_path, monkeypatch
             reward_mode="shared",
             supernet_steps=4,
             supernet_shrink_steps=4,
+            reward_accuracy="ratio",  # an untrained teacher: above-chance rewards would refuse it
         )
     assert devices_of(model) == {FAKE}, "compress moved the user's teacher"
     assert devices_of(res.student) == {CPU}

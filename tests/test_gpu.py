@@ -134,6 +134,7 @@ def test_cuda_teacher_with_cpu_loaders(tmp_path, splits, teacher):
             device="cuda",
             supernet_steps=50,
             supernet_shrink_steps=50,
+            reward_accuracy="ratio",  # an untrained teacher: above-chance rewards would refuse it
         )
     assert seen.cpu_convs == 0
     assert all(d.type == "cuda" for d in devices_of(model)), "compress moved the user's teacher"

@@ -156,6 +156,27 @@ def test_shrink_steps_and_masks(traced):
     assert legal.shape == (len(steps), len(RATIOS)) and legal[:, -1].all()
 
 
+@pytest.mark.parametrize("model", ["resnet18", "mobilenet_v3_small"])
+def test_each_legal_ratio_makes_a_different_student(traced, model):
+    """Ratios that give the same layer are one action: a 3x3 kernel is kept (1.0) or made 1x1 (0.3),
+    never "0.8", which the surgery also turns into 1x1. Every size the grid reaches stays reachable."""
+    from n2n_fx.rewrite import apply_actions
+
+    a = analyze(traced(model))
+    steps = shrink_steps(a.layers)
+    kernels = [s for s in steps if s.variable == "kernel" and a.by_node[s.node].kernel == 3]
+    assert kernels and all([r for r, ok in zip(RATIOS, s.legal, strict=True) if ok] == [0.3, 1.0] for s in kernels)
+    for step in [kernels[0], next(s for s in steps if s.variable == "out")]:
+        sizes = {}
+        for r in RATIOS:  # what the surgery makes of every ratio on the grid
+            rw = apply_actions(a, shrink={step.node: {step.variable: r}}, strict=False)
+            mod = rw.student.get_submodule(a.by_node[step.node].target)
+            sizes[r] = mod.kernel_size if step.variable == "kernel" else getattr(mod, "out_channels", None)
+        legal = [r for r, ok in zip(RATIOS, step.legal, strict=True) if ok]
+        assert len({sizes[r] for r in legal}) == len(legal)  # no two legal ratios give the same layer
+        assert {sizes[r] for r in legal} == set(sizes.values())  # and none is lost
+
+
 @pytest.mark.parametrize(
     "module, shape",
     [

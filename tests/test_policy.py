@@ -318,6 +318,42 @@ def test_load_policy_errors(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["removal", "shrink"])
+def test_policy_saved_before_the_cost_shares_acts_as_before(tmp_path, kind):
+    """A policy saved with 8 feature scalars (before the params/FLOPs shares) loads onto today's rows:
+    the new columns get zero weights, so whatever they hold, it picks the actions it picked."""
+    from n2n_fx.features import FEATURE_DIM, N_SCALARS
+    from n2n_fx.layers import KINDS
+    from n2n_fx.policy import ShrinkPolicy
+
+    old_dim = len(KINDS) + 8
+    torch.manual_seed(0)
+    policy = RemovalPolicy(feature_dim=old_dim) if kind == "removal" else ShrinkPolicy(feature_dim=old_dim)
+    path = tmp_path / "old.pt"
+    save_policy(policy, path)
+    state = torch.load(path, weights_only=True)
+    state["kinds"] = [k.value for k in KINDS]
+    del state["scalars"]  # files from before the count was stored
+    torch.save(state, path)
+    loaded = load_policy(path)
+    assert loaded.config.feature_dim == FEATURE_DIM == old_dim + N_SCALARS - 8
+    x_new = torch.rand(6, FEATURE_DIM)
+    x_old = x_new[:, :old_dim]
+    with torch.no_grad():
+        if kind == "removal":
+            assert torch.allclose(policy.logits(x_old), loaded.logits(x_new), atol=1e-6)
+        else:
+            var = torch.zeros(6, dtype=torch.long)
+            acts = torch.zeros(1, 6, dtype=torch.long)
+            a = policy.evaluate(x_old, var, None, actions=acts)
+            b = loaded.evaluate(x_new, var, None, actions=acts)
+            assert torch.allclose(a.log_probs, b.log_probs, atol=1e-6)
+    state["scalars"] = N_SCALARS + 1  # from a newer version: refused in one line
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="feature scalars"):
+        load_policy(path)
+
+
+@pytest.mark.parametrize("kind", ["removal", "shrink"])
 def test_policy_loads_onto_a_larger_kind_vocabulary(tmp_path, kind):
     """A policy saved before a layer kind existed loads onto today's features and acts as before."""
     from n2n_fx.features import FEATURE_DIM, N_SCALARS
@@ -351,10 +387,10 @@ def test_policy_loads_onto_a_larger_kind_vocabulary(tmp_path, kind):
             b = loaded.evaluate(x_new, var, None, actions=torch.zeros(1, len(codes), dtype=torch.long))
             assert torch.allclose(a.log_probs, b.log_probs, atol=1e-6)
     # files from before the vocabulary was stored: 22 feature columns meant the first 14 kinds
-    first = RemovalPolicy(feature_dim=14 + N_SCALARS)
+    first = RemovalPolicy(feature_dim=14 + 8)  # and 8 scalars
     save_policy(first, path)
     legacy = torch.load(path, weights_only=True)
-    del legacy["kinds"]
+    del legacy["kinds"], legacy["scalars"]
     torch.save(legacy, path)
     assert load_policy(path).config.feature_dim == FEATURE_DIM
     state["kinds"] = [*old_kinds[:-1], "hypernet"]

@@ -49,6 +49,23 @@ def test_reward_is_monotone_and_compression_is_against_the_teacher():
         n2n_reward(0.5, 0.0, 0.5)
 
 
+def test_above_chance_reward_counts_only_what_a_student_knows_beyond_guessing():
+    # ten balanced classes: chance 0.1. A guessing student is worth nothing, however small;
+    # under the paper's ratio it earns 0.1 / 0.9 of the compression term
+    assert n2n_reward(0.1, 0.9, 0.99, chance=0.1) == 0.0
+    assert n2n_reward(0.05, 0.9, 0.99, chance=0.1) == 0.0  # below chance is no worse than chance
+    assert n2n_reward(0.1, 0.9, 0.99) == pytest.approx(0.99 * 1.01 * 0.1 / 0.9)
+    # hand-computed: C = 0.5 -> R_c 0.75; R_a = (0.5 - 0.1) / (0.9 - 0.1) = 0.5
+    assert n2n_reward(0.5, 0.9, 0.5, chance=0.1) == pytest.approx(0.375)
+    assert n2n_reward(0.9, 0.9, 0.5, chance=0.1) == pytest.approx(0.75)  # teacher-level: R = R_c
+    # the ordering can flip: a 2x student at 0.25 loses to a near-guessing 20x one at 0.2 under the
+    # ratio (0.208 < 0.222), and beats it above chance (0.141 > 0.125)
+    assert n2n_reward(0.25, 0.9, 0.5) < n2n_reward(0.2, 0.9, 0.95)
+    assert n2n_reward(0.25, 0.9, 0.5, chance=0.1) > n2n_reward(0.2, 0.9, 0.95, chance=0.1)
+    with pytest.raises(ConfigError, match="not above chance"):
+        n2n_reward(0.5, 0.1, 0.5, chance=0.1)
+
+
 # -- constraints and penalty -----------------------------------------------------------------
 
 
@@ -222,6 +239,19 @@ def test_evaluator_scores_and_caches_by_architecture(setup, monkeypatch):
     assert again.cache_hit and len(calls) == 1 and again.reward == first.reward and again.step == 3
     other = ev(_student(6, 1))
     assert not other.cache_hit and len(calls) == 2
+
+
+def test_evaluator_counts_accuracy_above_the_chance_it_is_given(setup):
+    """The evaluator's reward reads accuracy above ``chance_accuracy``; a chance at or above the
+    teacher's accuracy is refused in one line saying what to do."""
+    paper, above = _evaluator(setup), _evaluator(setup, chance_accuracy=0.1)
+    a, b = paper(_student(4, 1)), above(_student(4, 1))
+    assert a.accuracy == b.accuracy and a.compression == b.compression
+    c = b.compression
+    assert b.reward == pytest.approx(c * (2 - c) * max(0.0, b.accuracy - 0.1) / 0.4)
+    assert a.reward == pytest.approx(c * (2 - c) * a.accuracy / 0.5)
+    with pytest.raises(ConfigError, match="not above chance.*reward-accuracy ratio"):
+        _evaluator(setup, chance_accuracy=0.5)
 
 
 def test_evaluator_degenerate_students(setup):

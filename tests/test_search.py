@@ -91,6 +91,28 @@ def test_run_directory_has_every_file(finished_run):
     assert "Teacher" in result.tables["summary"] and "Student (Stage1)" in result.tables["summary"]
 
 
+def test_report_says_whether_each_policy_learned_and_how_long_it_took(finished_run):
+    """summary.json's first/last-quarter rewards are the history's per-update means; the report
+    and the CLI's text print them with the search time."""
+    d, result = finished_run
+    summary = json.loads((d / "summary.json").read_text())
+    rows = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
+    for stage in ("removal", "shrink"):
+        per_update = {}
+        for r in rows:
+            if r["stage"] == stage:
+                per_update.setdefault(r["iteration"], []).append(r["reward"])
+        means = [sum(v) / len(v) for _, v in sorted(per_update.items())]
+        got = summary["learning"][stage]
+        assert got["updates"] == len(means) == 2 and got["quarter"] == 1
+        assert got["first_quarter_reward"] == pytest.approx(means[0])
+        assert got["last_quarter_reward"] == pytest.approx(means[-1])
+        assert f"{stage} policy: mean reward {means[0]:.3f}" in result.tables["learning"]
+    assert summary["timing"]["search_s"] > 0 and "search and final training" in result.tables["learning"]
+    assert result.tables["learning"].splitlines()[0] in (d / "report.md").read_text()
+    assert result.tables["learning"].splitlines()[0] in (d / "report.txt").read_text()
+
+
 def test_student_loads_back_and_matches_recorded_accuracy(finished_run):
     d, result = finished_run
     student, diff = load_run(d)
@@ -190,6 +212,7 @@ def test_python_api_custom_model(tmp_path):
         rollouts=2,
         reward_steps=2,
         final_epochs=1,
+        reward_accuracy="ratio",  # an untrained teacher: above-chance rewards would refuse it
     )
     assert isinstance(r.student, torch.fx.GraphModule)
     assert r.student(torch.randn(2, 1, 12, 12)).shape == (2, 10)
@@ -281,3 +304,40 @@ def test_students_never_cost_more_flops_than_the_teacher_by_default(tmp_path):
     assert dataclasses.replace(cfg, max_flops_ratio=None).flops_limit(1e6) is None
     with pytest.raises(ConfigError, match="max_flops_ratio"):
         cfg.replace(max_flops_ratio=0.0)
+
+
+def test_removal_policy_decides_passive_layers_only_when_asked(tmp_path, capsys):
+    """By default stage 1 never removes a norm, activation or dropout (``Kind.passive``); with
+    ``remove_passive`` (``--remove-passive``) the policy decides them as the paper's does."""
+    from n2n_fx import find_layers, trace
+
+    cfg = SearchConfig(**{**TINY, "stage": "removal", "removal_iterations": 3})
+    run_compress(cfg, tmp_path / "r", quiet=True)
+    layers = find_layers(trace("vgg_tiny", input_size=(1, 16, 16)))
+    passive = {lay.node for lay in layers if lay.kind.passive and lay.removable}
+    rows = [json.loads(x) for x in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
+    assert passive and rows and not any(set(r["actions"]) & passive for r in rows)
+    assert any(r["actions"] for r in rows)
+    (tmp_path / "tiny.json").write_text(json.dumps({**TINY, "stage": "removal", "removal_iterations": 3}))
+    argv = ["compress", "--config", str(tmp_path / "tiny.json"), "--remove-passive", "--run-dir", str(tmp_path / "p")]
+    assert main([*argv, "--quiet"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "p" / "history.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["remove_passive"] is True
+    assert any(set(r["actions"]) & passive for r in rows)
+
+
+def test_a_teacher_at_chance_is_refused_by_above_chance_rewards(tmp_path, capsys):
+    """Rewards count accuracy above chance (the default): a teacher no better than always guessing the
+    majority class leaves nothing to compress, so the run stops in one line saying what to do; the
+    chance level and the teacher's reward accuracy are recorded either way."""
+    cfg = {**TINY, "stage": "removal", "removal_iterations": 1, "reward_accuracy": "above_chance"}
+    (tmp_path / "tiny.json").write_text(json.dumps(cfg))
+    err = _one_line_error(
+        capsys,
+        ["compress", "--config", str(tmp_path / "tiny.json"), "--run-dir", str(tmp_path / "a"), "--quiet"],
+        "not above chance",
+    )
+    assert "--reward-accuracy ratio" in err
+    run_compress(SearchConfig(**{**cfg, "reward_accuracy": "ratio"}), tmp_path / "b", quiet=True)
+    teacher = json.loads((tmp_path / "b" / "summary.json").read_text())["teacher"]
+    assert teacher["reward_chance"] == 0.0 and teacher["reward_accuracy"] > 0  # the paper's R_a = A / A_teacher

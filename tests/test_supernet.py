@@ -185,6 +185,18 @@ def test_sample_actions_are_legal_and_seeded():
     assert set(a[0]["remove"]) <= legal
 
 
+def test_random_students_leave_passive_layers_unless_asked():
+    """The removal supernet trains the students the removal policy can draw: no passive layer is
+    removed unless ``passive``; with it, some are."""
+    net = Supernet(trace("vgg_tiny", input_size=(1, 16, 16)))
+    passive = {lay.node for lay in net.analysis.layers if lay.kind.passive}
+    rng = random.Random(1)
+    default = [set(sample_actions(net, rng, 0.6, "removal")["remove"]) for _ in range(20)]
+    assert passive and all(not (a & passive) for a in default) and any(default)
+    asked = [set(sample_actions(net, rng, 0.6, "removal", passive=True)["remove"]) for _ in range(20)]
+    assert any(a & passive for a in asked)
+
+
 def test_each_space_draws_the_students_its_stage_searches():
     net = Supernet(trace("vgg_tiny", input_size=(1, 16, 16)))
     rng = random.Random(0)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from n2n_fx.baselines import run_random_search
-from n2n_fx.features import policy_input
+from n2n_fx.features import policy_input, removal_mask
 from n2n_fx.policy import BASELINES, load_policy
 from n2n_fx.reward import REWARD_MODES
 from n2n_fx.search import run_compress
@@ -32,11 +32,13 @@ def search_seconds(run: Path) -> float:
 
 
 def p_remove(run: Path) -> dict[str, float]:
-    """P(remove) per removable conv4 layer of the run's final removal policy."""
+    """P(remove) per conv4 layer the run's final removal policy decides."""
     layers = conv4_analysis().layers
     policy = load_policy(Path(run) / "policies" / "removal.pt")
-    p = policy(policy_input(layers), [lay.removable for lay in layers]).detach()  # (L,)
-    return {lay.node: round(float(q), 3) for lay, q in zip(layers, p, strict=True) if lay.removable}
+    passive = bool(json.loads((Path(run) / "config.json").read_text()).get("remove_passive", False))
+    mask = removal_mask(layers, passive=passive)
+    p = policy(policy_input(layers), mask).detach()  # (L,)
+    return {lay.node: round(float(q), 3) for lay, q, m in zip(layers, p, mask, strict=True) if m}
 
 
 def _tail_mean(values: list[float], share: float) -> float:

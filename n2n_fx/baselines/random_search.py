@@ -1,7 +1,7 @@
 """Random search: the control for the RL search, with the same action spaces and rollout budget.
 
 Stage 1 samples removal masks where every removable layer is removed with probability
-``p_remove`` (0.5: what a fresh removal policy does); stage 2 samples a uniformly random
+``p_remove`` (the run's ``remove_prior``, 0.5 by default: what a fresh removal policy does); stage 2 samples a uniformly random
 legal ratio for every shrink variable of the best stage-1 student. Everything else is the
 N2N main job unchanged: the same surgery, the same ``RewardEvaluator`` (KD on cached
 teacher logits), the same history rows, checkpoints, final CE + λ·KD training and report.
@@ -79,13 +79,13 @@ class RandomSearch(Search):
         >>> state = search.run()   # state.best["removal"], state.best["shrink"]
     """
 
-    def __init__(self, *args: Any, p_remove: float = 0.5, **kwargs: Any) -> None:
-        if not 0.0 < p_remove < 1.0:
+    def __init__(self, *args: Any, p_remove: float | None = None, **kwargs: Any) -> None:
+        if p_remove is not None and not 0.0 < p_remove < 1.0:
             raise ConfigError(f"p_remove={p_remove} must be strictly between 0 and 1")
         super().__init__(*args, **kwargs)
         if self.cfg.removal_policy or self.cfg.shrink_policy:
             raise ConfigError("random search learns no policy; drop removal_policy/shrink_policy")
-        self.p_remove = p_remove
+        self.p_remove = self.cfg.remove_prior if p_remove is None else p_remove  # a fresh policy's rate
 
     def _learner(self, stage: str) -> Learner:
         cfg = self.cfg
@@ -104,7 +104,7 @@ def run_random_search(
     cfg: SearchConfig,
     run_dir: str | Path,
     *,
-    p_remove: float = 0.5,
+    p_remove: float | None = None,
     resume: bool = False,
     quiet: bool = False,
     teacher: torch.nn.Module | None = None,
@@ -124,6 +124,8 @@ def run_random_search(
         if meta.get("method") != "random_search":
             raise ConfigError(f"{run_dir} is not a random-search run; resume it with its command")
         p_remove = float(meta["p_remove"])
+    elif p_remove is None:
+        p_remove = cfg.remove_prior  # what a fresh removal policy draws
     return run_compress(
         cfg,
         run_dir,

@@ -45,6 +45,8 @@ _COMMON = {
 _RANDOM = {
     "stage": str,
     "reward_mode": str,
+    "reward_accuracy": str,
+    "remove_prior": float,
     "supernet_steps": int,
     "supernet_shrink_steps": int,
     "calib_batches": int,
@@ -118,7 +120,8 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     _add_flags(r, _RANDOM)
     r.add_argument("--run-dir", type=Path, default=None, help="default runs/random-<model>-<time>")
     r.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run")
-    r.add_argument("--p-remove", type=float, default=0.5, help="P(remove) per layer (default 0.5)")
+    r.add_argument("--p-remove", type=float, default=None, help="P(remove) per layer (default: remove_prior, 0.5)")
+    r.add_argument("--remove-passive", action="store_true", help="remove norms, activations, dropout too")
     r.add_argument("--max-params", type=_size, default=None, help="constraint, e.g. 20K")
 
     pr = methods.add_parser(
@@ -170,6 +173,8 @@ def _config(args: argparse.Namespace, flags: dict[str, type], ref) -> Any:
     data = load_config_file(args.config) if args.config else {}
     cli = lifted({f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}, flags)
     merged = {**base, **data, **cli}
+    if getattr(args, "remove_passive", False):
+        merged["remove_passive"] = True
     options = data_options_of(args)
     if options:
         merged["dataset_options"] = {**(merged.get("dataset_options") or {}), **options}

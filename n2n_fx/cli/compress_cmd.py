@@ -26,6 +26,7 @@ _FLAGS = {
     "rollouts": int,
     "removal_lr": float,
     "shrink_lr": float,
+    "remove_prior": float,
     "algo": str,
     "reinforce_baseline": str,
     "entropy_coef": float,
@@ -33,6 +34,7 @@ _FLAGS = {
     "shrink_policy": str,
     "reward_mode": str,
     "objective": str,
+    "reward_accuracy": str,
     "supernet_steps": int,
     "supernet_shrink_steps": int,
     "supernet_lr": float,
@@ -89,6 +91,11 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--max-params", type=_size, default=None, help="constraint on student parameters, e.g. 20K")
     p.add_argument("--download", action="store_true", help="let torchvision download the data set")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast for KD training on CUDA (ignored on the CPU)")
+    p.add_argument(
+        "--remove-passive",
+        action="store_true",
+        help="let the removal policy remove norms, activations and dropout too (the paper's action space)",
+    )
     add_data_option_arg(p)
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     p.add_argument(
@@ -121,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
             cli["download"] = True
         if args.amp:
             cli["amp"] = True
+        if args.remove_passive:
+            cli["remove_passive"] = True
         options = data_options_of(args)
         if options:
             cli["dataset_options"] = options
@@ -136,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("stage shrink needs --shrink-iterations > 0")
         result = run_compress(cfg, run_dir, quiet=args.quiet, allow_pickle=args.allow_pickle)
     print(result.tables["summary"])
+    if result.tables.get("learning"):
+        print("\n" + result.tables["learning"])
     teacher = result.run_dir / "teacher.json"
     warning = json.loads(teacher.read_text()).get("warning") if teacher.is_file() else None
     if warning:

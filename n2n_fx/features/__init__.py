@@ -8,6 +8,7 @@ from .features import (
     ShrinkStep,
     policy_input,
     raw_features,
+    removal_mask,
     shrink_input,
     shrink_steps,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ShrinkStep",
     "policy_input",
     "raw_features",
+    "removal_mask",
     "shrink_input",
     "shrink_steps",
 ]

@@ -7,7 +7,7 @@ activations, pools, dropout, multi-head attention, Swin's window attention).
 from . import attention, conv, elementwise, linear, norm, window_attention  # noqa: F401  (registers the specs)
 from .attention import HeadAttention
 from .conv import kernel_after
-from .kind import KINDS, Kind
+from .kind import KINDS, PASSIVE_KINDS, Kind
 from .spec import (
     UNKNOWN_STATELESS,
     UNKNOWN_WEIGHTED,
@@ -25,6 +25,7 @@ __all__ = [
     "KINDS",
     "Kind",
     "LayerSpec",
+    "PASSIVE_KINDS",
     "RebuildContext",
     "Rebuilt",
     "UNKNOWN_STATELESS",

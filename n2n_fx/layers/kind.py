@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Kind", "KINDS"]
+__all__ = ["Kind", "KINDS", "PASSIVE_KINDS"]
 
 
 class Kind(str, enum.Enum):
@@ -34,5 +34,14 @@ class Kind(str, enum.Enum):
     def code(self) -> int:
         return list(Kind).index(self)
 
+    @property
+    def passive(self) -> bool:
+        """Keeps its input's shape and costs (next to) nothing at inference: removing it saves no
+        parameters or FLOPs worth a decision (a norm folds into the conv before it)."""
+        return self in PASSIVE_KINDS
+
 
 KINDS = list(Kind)
+# norms, activations, gates and dropout: the removal search leaves them to the layers around them
+# unless asked (SearchConfig.remove_passive); docs/usage.md says what deciding them cost the policy
+PASSIVE_KINDS = frozenset({Kind.BATCHNORM, Kind.NORM, Kind.RELU, Kind.ACTIVATION, Kind.GATE, Kind.DROPOUT})

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..features.features import FEATURE_DIM
+from ..features.features import FEATURE_DIM, N_SCALARS
 from ..storage import atomic_torch_save
 from .removal import RemovalPolicy, RemovalPolicyConfig
 from .shrink import ShrinkPolicy, ShrinkPolicyConfig
-from .vocabulary import column_map, current_vocabulary, saved_vocabulary, widen_inputs
+from .vocabulary import column_map, current_vocabulary, saved_scalars, saved_vocabulary, widen_inputs
 
 __all__ = ["POLICY_FORMAT", "Policy", "save_policy", "load_policy", "policy_spec", "build_policy"]
 
@@ -54,25 +54,32 @@ def build_policy(spec: dict[str, Any]) -> Policy:
 
 
 def save_policy(policy: Policy, path: str | os.PathLike) -> None:
-    """Write ``policy`` to ``path`` as {format, kind, config, kinds, state_dict}.
+    """Write ``policy`` to ``path`` as {format, kind, config, kinds, scalars, state_dict}.
 
-    ``kinds`` is the layer-kind vocabulary its feature rows use (None for custom rows).
+    ``kinds`` is the layer-kind vocabulary its feature rows use (None for custom rows), ``scalars``
+    the number of feature scalars after the kinds.
 
     Example::
 
         save_policy(policy, "runs/x/removal.pt"); same = load_policy("runs/x/removal.pt")
     """
     kinds = current_vocabulary() if policy.config.feature_dim == FEATURE_DIM else None  # None: custom rows
-    state = {"format": POLICY_FORMAT, **policy_spec(policy), "kinds": kinds, "state_dict": policy.state_dict()}
+    state = {
+        "format": POLICY_FORMAT,
+        **policy_spec(policy),
+        "kinds": kinds,
+        "scalars": N_SCALARS,
+        "state_dict": policy.state_dict(),
+    }
     atomic_torch_save(state, path)  # a kill mid-write leaves the previous file
 
 
 def load_policy(path: str | os.PathLike) -> Policy:
     """Rebuild a policy written by ``save_policy`` (``torch.load(weights_only=True)``).
 
-    A policy saved with fewer layer kinds than this version has loads onto today's features:
-    its input weights move to their kinds' columns and new kinds get zero weights, so it acts
-    as it did on every layer kind it knew (``n2n_fx.policy.vocabulary``).
+    A policy saved with fewer layer kinds or feature scalars than this version has loads onto
+    today's features: its input weights move to their columns and new columns get zero weights,
+    so it acts as it did on every layer kind it knew (``n2n_fx.policy.vocabulary``).
 
     Raises ``CheckpointError`` when the file is missing, corrupt, of another format, or its
     weights do not match its config.
@@ -99,19 +106,21 @@ def load_policy(path: str | os.PathLike) -> Policy:
 
 
 def _onto_current_vocabulary(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The saved spec and weights, widened when the policy knew fewer layer kinds than today."""
+    """The saved spec and weights, widened when the policy knew fewer kinds or scalars than today."""
     weights = state.get("state_dict")
     config = state.get("config")
     if not isinstance(weights, dict) or not isinstance(config, dict) or not isinstance(config.get("feature_dim"), int):
         return state, weights  # build_policy / load_state_dict say what is wrong
     old = saved_vocabulary(state)
     new = current_vocabulary()
-    if old is None or old == new:
+    scalars = saved_scalars(state)
+    if old is None or (old == new and scalars == N_SCALARS):
         return state, weights
-    cols = column_map(old, new)
+    cols = column_map(old, new, scalars)
     if cols.numel() != config["feature_dim"]:
         raise CheckpointError(
-            f"policy rows have {config['feature_dim']} features but {len(old)} saved kinds; re-save it"
+            f"policy rows have {config['feature_dim']} features but {len(old)} saved kinds and {scalars} "
+            "scalars; re-save it"
         )
     policy_cls, _ = _KINDS.get(state.get("kind"), (None, None))
     if policy_cls is None:

@@ -1,10 +1,11 @@
-"""Policies across vocabulary growth: move a saved policy's input weights onto today's kinds.
+"""Policies across vocabulary growth: move a saved policy's input weights onto today's columns.
 
-A policy row starts with a one-hot layer kind over ``Kind`` (``n2n_fx.features``), then a
-fixed number of scalars. When a kind is added, every policy input gets one column wider.
-A checkpoint stores the kind names it was trained on; loading it onto a longer vocabulary
-moves each weight column to its kind's new position and gives each new kind zero weights,
-so the loaded policy computes exactly what the saved one did on every layer it knew.
+A policy row starts with a one-hot layer kind over ``Kind`` (``n2n_fx.features``), then
+``N_SCALARS`` scalars. When a kind or a scalar is added, every policy input gets one column
+wider (kinds and scalars are only ever appended). A checkpoint stores the kind names and the
+number of scalars it was trained on; loading it onto today's rows moves each weight column to
+its new position and gives each new column zero weights, so the loaded policy computes exactly
+what the saved one did on every layer it knew.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..errors import CheckpointError
 from ..features.features import N_SCALARS
 from ..layers import KINDS
 
-__all__ = ["current_vocabulary", "saved_vocabulary", "column_map", "widen_inputs"]
+__all__ = ["current_vocabulary", "saved_vocabulary", "saved_scalars", "column_map", "widen_inputs"]
 
 
 def current_vocabulary() -> list[str]:
@@ -25,6 +26,8 @@ def current_vocabulary() -> list[str]:
 
 # kinds of every policy saved before checkpoints stored their vocabulary (n2n_fx <= 88036c0)
 _FIRST_VOCABULARY = 14
+# scalars of every policy saved before checkpoints stored their count (before the cost shares)
+_FIRST_SCALARS = 8
 
 
 def saved_vocabulary(state: dict) -> list[str] | None:
@@ -36,10 +39,15 @@ def saved_vocabulary(state: dict) -> list[str] | None:
     if "kinds" in state:
         return None if state["kinds"] is None else list(state["kinds"])
     dim = state.get("config", {}).get("feature_dim")
-    return current_vocabulary()[:_FIRST_VOCABULARY] if dim == _FIRST_VOCABULARY + N_SCALARS else None
+    return current_vocabulary()[:_FIRST_VOCABULARY] if dim == _FIRST_VOCABULARY + _FIRST_SCALARS else None
 
 
-def column_map(old: list[str], new: list[str]) -> torch.Tensor:
+def saved_scalars(state: dict) -> int:
+    """How many scalars follow the kind one-hots in a checkpoint's rows."""
+    return int(state.get("scalars", _FIRST_SCALARS))
+
+
+def column_map(old: list[str], new: list[str], old_scalars: int = N_SCALARS) -> torch.Tensor:
     """New column of each old feature column (kind one-hots, then the scalars)."""
     missing = [k for k in old if k not in new]
     if missing:
@@ -48,7 +56,12 @@ def column_map(old: list[str], new: list[str]) -> torch.Tensor:
             "load it with the n2n_fx version that saved it"
         )
     kinds = [new.index(k) for k in old]
-    scalars = [len(new) + j for j in range(N_SCALARS)]
+    if old_scalars > N_SCALARS:
+        raise CheckpointError(
+            f"the policy was trained on {old_scalars} feature scalars, this version has {N_SCALARS}; "
+            "load it with the n2n_fx version that saved it"
+        )
+    scalars = [len(new) + j for j in range(old_scalars)]
     return torch.tensor(kinds + scalars)
 
 

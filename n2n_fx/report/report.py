@@ -145,6 +145,37 @@ def _by_iteration(history: list[dict[str, Any]]) -> dict[str, list[dict[str, flo
     return out
 
 
+def learning(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage, the mean reward of its first and of its last quarter of updates (at least one each):
+    whether the policy learned, in two numbers."""
+    out: dict[str, dict[str, float]] = {}
+    for stage, its in _by_iteration(history).items():
+        q = max(1, len(its) // 4)
+        first, last = its[:q], its[-q:]
+        out[stage] = {
+            "updates": len(its),
+            "quarter": q,
+            "first_quarter_reward": sum(i["reward"] for i in first) / q,
+            "last_quarter_reward": sum(i["reward"] for i in last) / q,
+        }
+    return out
+
+
+def learning_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per stage on how its mean reward moved, and one on the time the search took."""
+    lines = [
+        f"{stage} policy: mean reward {v['first_quarter_reward']:.3f} over its first {v['quarter']} of "
+        f"{v['updates']} updates, {v['last_quarter_reward']:.3f} over its last {v['quarter']}"
+        for stage, v in summary.get("learning", {}).items()
+    ]
+    t = summary.get("timing") or {}
+    if t.get("search_s"):
+        shared = f" (shared weights {t['supernet_s']:.0f} s)" if t.get("supernet_s") else ""
+        teacher = f"; the teacher's training {t['teacher_s']:.0f} s (once, then cached)" if t.get("teacher_s") else ""
+        lines.append(f"search and final training {t['search_s']:.0f} s{shared}{teacher}")
+    return lines
+
+
 def curves(history: list[dict[str, Any]], path: Path) -> str | None:
     """Reward / accuracy / compression vs iteration per stage (paper Figures 3-5) as PNG.
 
@@ -229,7 +260,14 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     summary["rollouts"] = len(history)
     summary["degenerate_rollouts"] = sum(1 for r in history if r.get("degenerate"))
     summary["cache_hits"] = sum(1 for r in history if r.get("cache_hit"))
+    summary["learning"] = learning(history)
+    timing = dict(run.read_json("timing.json")) if run.file("timing.json").is_file() else {}
+    teacher_info = run.read_json("teacher.json") if run.file("teacher.json").is_file() else {}
+    if teacher_info.get("wall_s"):
+        timing["teacher_s"] = float(teacher_info["wall_s"])  # its training, whether this run did it or a cache
+    summary["timing"] = timing
     run.write_json("summary.json", summary)
+    learned = learning_lines(summary)
 
     main = tabulate(summary_rows(summary), headers=SUMMARY_HEADERS, tablefmt="github")
     layers = tabulate(layer_table(teacher, student, diff), headers=LAYER_HEADERS, tablefmt="github")
@@ -256,6 +294,8 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         f"{summary['rollouts']} rollouts ({summary['degenerate_rollouts']} degenerate, {summary['cache_hits']} reward-cache hits). "
         f"Final student: {sc.params:,} parameters, {sc.flops:,} FLOPs per sample.",
         "",
+        *[f"- {line}" for line in learned],
+        "",
         *[f"**Note**: {line} (lower `final_lr`).\n" for line in fallbacks],
         *[f"**Heavier than the teacher**: {line} (see pareto.md).\n" for line in heavy],
         f"Objective: C on {cfg.get('objective', 'params')}. Every evaluated student, accuracy vs params, FLOPs "
@@ -277,8 +317,8 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     txt = "\n".join(
         [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks]
         + [f"heavier than the teacher: {line}" for line in heavy]
-        + ["", diff.table(), ""]
+        + ["", *learned, "", diff.table(), ""]
         + ([] if hint is None else [hint])
     )
     atomic_write_text(run.file("report.txt"), txt)
-    return {"summary": main, "layers": layers, "text": txt}
+    return {"summary": main, "layers": layers, "text": txt, "learning": "\n".join(learned)}

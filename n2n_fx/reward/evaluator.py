@@ -100,7 +100,8 @@ class RewardEvaluator:
 
     ``train_data`` is the (un-augmented) training split the student is distilled on,
     ``val_data`` the validation split its accuracy is read from (never the test split).
-    ``teacher_accuracy`` (validation) and ``teacher_params`` normalise the reward;
+    ``teacher_accuracy`` (validation) and ``teacher_params`` normalise the reward, and
+    ``chance_accuracy`` (0: the paper's formula) is the accuracy its R_a counts from;
     compression is always relative to the original teacher. ``objective``
     (``n2n_fx.reward.objective``) says which quantity the reward's C is taken on (default:
     parameters); the cache holds accuracies and measurements, so it serves every objective.
@@ -141,9 +142,15 @@ class RewardEvaluator:
         supernet_tag: str | None = None,
         objective: Objective | None = None,
         measure_latency: bool = False,
+        chance_accuracy: float = 0.0,
     ) -> None:
         if not 0 < teacher_accuracy <= 1:
             raise ConfigError(f"teacher_accuracy={teacher_accuracy} must be in (0, 1]")
+        if not 0 <= chance_accuracy < teacher_accuracy:
+            raise ConfigError(
+                f"teacher accuracy {teacher_accuracy:.4f} is not above chance ({chance_accuracy:.4f}); "
+                "train a better teacher before compressing it (or score students with --reward-accuracy ratio)"
+            )
         if teacher_params <= 0:
             raise ConfigError(f"teacher_params={teacher_params} must be positive")
         if mode not in REWARD_MODES:
@@ -160,6 +167,7 @@ class RewardEvaluator:
         self.train_data = train_data
         self.val_data = val_data
         self.teacher_accuracy = float(teacher_accuracy)
+        self.chance_accuracy = float(chance_accuracy)  # R_a counts accuracy above this (0: the paper's A / A_t)
         self.teacher_params = int(teacher_params)
         self.input_size = tuple(int(d) for d in input_size)
         self.config = config or DistillConfig()
@@ -320,7 +328,7 @@ class RewardEvaluator:
                 epsilon=None,
             )
         c = self.objective.compression(record.quantities())
-        raw = n2n_reward(record.accuracy, self.teacher_accuracy, c)
+        raw = n2n_reward(record.accuracy, self.teacher_accuracy, c, self.chance_accuracy)
         violations = tuple(self.constraints.violations(record.quantities())) if self.constraints else ()
         reward = self.penalty.apply(raw, not violations, step)
         eps = self.penalty.epsilon(step) if violations and self.penalty.mode == "anneal" else None

@@ -16,14 +16,20 @@ def random_actions(
     p_remove: float = 0.3,
     p_shrink: float = 0.5,
     ratios: tuple[float, ...] = RATIOS,
+    passive: bool = True,
 ) -> tuple[list[str], dict[str, dict[str, float]]]:
     """Remove each removable layer with probability ``p_remove``; shrink each variable of the
     remaining layers with probability ``p_shrink`` by a uniformly drawn legal ratio.
+    ``passive=False`` never removes passive layers (norms, activations, dropout: ``Kind.passive``).
 
     Example:
         >>> remove, shrink = random_actions(analyze(gm), random.Random(0))
     """
-    remove = [lay.node for lay in analysis.layers if lay.removable and rng.random() < p_remove]
+    remove = [
+        lay.node
+        for lay in analysis.layers
+        if lay.removable and (passive or not lay.kind.passive) and rng.random() < p_remove
+    ]
     gone = set(remove)
     shrink: dict[str, dict[str, float]] = {}
     for step in shrink_steps(analysis.layers, ratios):

@@ -17,6 +17,7 @@ __all__ = ["SearchConfig", "STAGES", "load_config_file"]
 
 STAGES = ("removal", "shrink", "both")
 FINAL_LOSSES = ("ce+kl", "ce+l2")  # final training: CE plus a KD term (distill.loss)
+REWARD_ACCURACIES = ("above_chance", "ratio")  # how the reward's R_a reads a student's accuracy
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,18 @@ class SearchConfig:
     teacher_patience: int = 3  # epochs without progress before lr/10, then as many before stopping
     # -- search (paper Algorithm 1) -----------------------------------------------------------
     stage: str = "both"  # "removal", "shrink" or "both"
-    removal_iterations: int = 40  # N1: policy updates of the removal stage
+    removal_iterations: int = 60  # N1: policy updates of the removal stage
     shrink_iterations: int = 30  # N2: policy updates of the shrink stage
     rollouts: int = 5  # m: students sampled per update (paper: 5)
     removal_lr: float = 0.03  # Adam lr of the removal policy (paper: 0.003)
     shrink_lr: float = 0.01  # Adam lr of the shrink policy (paper: 0.01)
+    # P(remove) of a fresh removal policy on each removable layer (the paper's uniform start: 0.5); the
+    # removal supernet trains students drawn at removal rates U(0, min(0.6, 2 * remove_prior)): the
+    # rates a fresh policy draws, and never so many removals that nothing is left to learn
+    remove_prior: float = 0.5
+    # let the removal policy decide passive layers too (norms, activations, gates, dropout), as the
+    # paper's action space does; they cost nothing, so by default they stay (docs/usage.md)
+    remove_passive: bool = False
     shrink_keep_bias: float = 3.0  # fresh shrink policy: logit of ratio r starts at bias * r (mean ratio ~0.75)
     algo: str = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
     baseline_decay: float = 0.9  # EMA decay of the REINFORCE baseline
@@ -59,6 +67,11 @@ class SearchConfig:
     # what the reward's compression C = 1 − student/teacher is taken on: "params" (paper), "flops"
     # (per sample) or "latency" (median batch-1 ms on `device`); all three are recorded for every student
     objective: str = "params"
+    # the reward's accuracy term: "above_chance" ((A − chance) / (A_teacher − chance), chance = the
+    # majority class's share of the validation split: a student that guesses is worth 0) or "ratio"
+    # (the paper's A / A_teacher, under which chance-level students earn 0.1·C(2 − C) on ten classes
+    # and the default run's removal policy learned to remove 18 of 24 layers; docs/usage.md)
+    reward_accuracy: str = "above_chance"
     # optimiser steps (batch 32) training stage 1's shared weights over removals (shared modes)
     supernet_steps: int = 400
     # optimiser steps going on from them over the shrinks of stage 1's winner, before stage 2; None: supernet_steps
@@ -111,6 +124,8 @@ class SearchConfig:
         check_fields(self)  # every field: its annotated type, finite numbers in range (search/fields.py)
         if self.final_loss not in FINAL_LOSSES:
             raise ConfigError(f"final_loss {self.final_loss!r} is not one of {', '.join(FINAL_LOSSES)}")
+        if self.reward_accuracy not in REWARD_ACCURACIES:
+            raise ConfigError(f"reward_accuracy {self.reward_accuracy!r} is not one of {', '.join(REWARD_ACCURACIES)}")
         if self.stage not in STAGES:
             raise ConfigError(f"stage {self.stage!r} is not one of {', '.join(STAGES)}")
         for name in ("removal_iterations", "shrink_iterations", "rollouts", "batch_size"):
@@ -182,6 +197,8 @@ class SearchConfig:
             steps=shrink if space == "shrink" else self.supernet_steps,
             lr=self.supernet_lr,
             random_students=self.supernet_students,
+            max_remove=min(0.6, 2.0 * self.remove_prior),
+            remove_passive=self.remove_passive,
             seed=self.seed,
         )
 

@@ -51,6 +51,7 @@ RANGES: dict[str, Range] = {
     "rollout_threads": Range(1),
     "shrink_keep_bias": Range(),  # a logit slope: any sign
     "baseline_decay": Range(0, 1),
+    "remove_prior": Range(0, 1, open_low=True),
     "max_linear_growth": Range(0, open_low=True),
     "seed": Range(0, 2**32),
 }

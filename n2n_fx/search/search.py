@@ -25,7 +25,7 @@ from torch import fx
 
 from ..distill import DistillConfig, LogitCache, accuracy, distill
 from ..errors import CheckpointError, ConfigError, RunDirError
-from ..features import FEATURE_DIM, RATIOS, policy_input, shrink_input, shrink_steps
+from ..features import FEATURE_DIM, RATIOS, policy_input, removal_mask, shrink_input, shrink_steps
 from ..graph.cost import model_cost
 from ..graph.layers import Analysis, analyze
 from ..policy import (
@@ -43,6 +43,7 @@ from ..reward import Constraints, Objective, Penalty, RewardCache, RewardEvaluat
 from ..rewrite import Rewrite, apply_actions
 from ..storage import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from ..supernet import Supernet, train_supernet
+from ..teacher.quality import majority_accuracy
 from .config import SearchConfig
 from .executors import Job, make_executor
 from .rundir import RunDir, safe_torch_load
@@ -264,6 +265,8 @@ class Search:
             val = self.splits.subset(val=subset).val
             teacher_acc = accuracy(self.device_teacher(), val, device=self.device)
         self.state.teacher["reward_accuracy"] = teacher_acc  # what students' accuracies compare with
+        chance = majority_accuracy(val) if cfg.reward_accuracy == "above_chance" else 0.0
+        self.state.teacher["reward_chance"] = chance  # and the accuracy R_a counts from
         return RewardEvaluator(
             train,
             val,
@@ -280,6 +283,7 @@ class Search:
             supernet_tag=self.state.supernet[self.state.phase]["tag"] if self.supernet is not None else None,
             objective=Objective.of(cfg.objective, self.state.teacher),
             measure_latency=True,  # every student's latency is recorded, whatever the objective
+            chance_accuracy=chance,
         )
 
     def _supernet(self, train, cache: LogitCache, space: str, remove: Sequence[str] = ()) -> Supernet:
@@ -360,7 +364,9 @@ class Search:
             if ac and getattr(policy, "value", None) is None:
                 raise ConfigError(f"{path} has no value head; actor_critic needs one (use --algo reinforce)")
         elif stage == "removal":
-            policy = RemovalPolicy(RemovalPolicyConfig(feature_dim=FEATURE_DIM, value_head=ac))
+            policy = RemovalPolicy(
+                RemovalPolicyConfig(feature_dim=FEATURE_DIM, remove_prior=cfg.remove_prior, value_head=ac)
+            )
         else:
             policy = ShrinkPolicy(
                 ShrinkPolicyConfig(
@@ -400,7 +406,7 @@ class Search:
         if stage == "removal":
             inputs = {
                 "x": policy_input(layers),
-                "removable": torch.tensor([lay.removable for lay in layers]),
+                "removable": removal_mask(layers, passive=cfg.remove_passive),
             }
         else:
             steps = shrink_steps(layers, RATIOS)

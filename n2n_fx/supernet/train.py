@@ -54,6 +54,7 @@ class SupernetConfig:
     batch_size: int = 32  # samples per step (each student sees the same batch)
     random_students: int = 2  # random students per step, besides the full and the narrowest one
     max_remove: float = 0.6  # a random student removes each layer with a rate drawn from U(0, max_remove)
+    remove_passive: bool = False  # random students may remove passive layers (what the removal policy may)
     # a random student is drawn anew with probability 1/arch_reuse, else one drawn before is reused:
     # surgery costs more than a training step of a small student, so each one serves a few steps
     arch_reuse: int = 4
@@ -102,15 +103,21 @@ class SupernetResult:
 
 
 def sample_actions(
-    net: Supernet, rng: random.Random, max_remove: float, space: str = "both", remove: Sequence[str] = ()
+    net: Supernet,
+    rng: random.Random,
+    max_remove: float,
+    space: str = "both",
+    remove: Sequence[str] = (),
+    passive: bool = False,
 ) -> dict[str, Any]:
     """A random student of ``space``: removal at a random rate (``removal``), random shrink ratios
-    on the student of ``remove`` (``shrink``), or the one then the other (``both``)."""
+    on the student of ``remove`` (``shrink``), or the one then the other (``both``). Passive layers
+    (``Kind.passive``) are removed only with ``passive``, as in the search's removal space."""
     if space == "shrink":
         base = sorted(remove)
         _, shrink = random_actions(net.stage1_analysis(base), rng, p_remove=0.0, p_shrink=rng.random())
         return {"remove": base, "shrink": shrink}
-    removed, _ = random_actions(net.analysis, rng, p_remove=rng.uniform(0.0, max_remove), p_shrink=0.0)
+    removed, _ = random_actions(net.analysis, rng, p_remove=rng.uniform(0.0, max_remove), p_shrink=0.0, passive=passive)
     if space == "removal" or not net.arch({"remove": removed}).valid:
         return {"remove": removed}
     _, shrink = random_actions(net.stage1_analysis(removed), rng, p_remove=0.0, p_shrink=rng.random())
@@ -204,7 +211,7 @@ def _steps(
                 if pool and rng.random() >= 1.0 / cfg.arch_reuse:
                     archs.append(use(net.arch(rng.choice(pool))))
                     continue
-                acts = sample_actions(net, rng, cfg.max_remove, space, remove)
+                acts = sample_actions(net, rng, cfg.max_remove, space, remove, cfg.remove_passive)
                 a = net.arch(acts)
                 if a.valid:
                     archs.append(use(a))
