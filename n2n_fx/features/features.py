@@ -116,29 +116,30 @@ def _distinct(ratios: tuple[float, ...], full: int, outcome) -> tuple[bool, ...]
     all kept in 2 % of draws), and random search drew mostly such students. Equivalent actions
     are one action; each legal ratio says what it does."""
     best: dict[int, float] = {}
-    for r in ratios:
+    for r in sorted(ratios):  # ascending: on a tie the later, larger ratio wins
         size = full if r == 1.0 else outcome(r)
         if size is None:
             continue
         true = size / max(1, full)
         cur = best.get(size)
-        if (
-            cur is None
-            or abs(r - true) < abs(cur - true) - 1e-9
-            or (abs(abs(r - true) - abs(cur - true)) <= 1e-9 and r > cur)
-        ):
+        if cur is None or abs(r - true) <= abs(cur - true) + 1e-9:
             best[size] = r
     chosen = set(best.values())
     return tuple(r == 1.0 or r in chosen for r in ratios)
 
 
+def _kept_of(n: int):
+    """``r -> round(r * n)``, the count a ratio keeps of ``n`` (channels, heads); None where that is 0."""
+    return lambda r: round(r * n) or None
+
+
 def _legal_out(lay: Layer, ratios: tuple[float, ...], groups: int) -> tuple[bool, ...]:
     per_group = lay.out // max(1, groups)  # the surgery keeps max(1, round(r * per_group)) per group
-    return _distinct(ratios, per_group, lambda r: round(r * per_group) if round(r * per_group) >= 1 else None)
+    return _distinct(ratios, per_group, _kept_of(per_group))
 
 
 def _legal_heads(lay: Layer, ratios: tuple[float, ...]) -> tuple[bool, ...]:
-    return _distinct(ratios, lay.heads, lambda r: round(r * lay.heads) if round(r * lay.heads) >= 1 else None)
+    return _distinct(ratios, lay.heads, _kept_of(lay.heads))
 
 
 def _legal_kernel(lay: Layer, ratios: tuple[float, ...]) -> tuple[bool, ...]:

@@ -214,11 +214,8 @@ def curves(history: list[dict[str, Any]], path: Path) -> str | None:
     return None
 
 
-def _teacher_lines(run: RunDir) -> list[str]:
-    """How the teacher was trained, and its warning, from teacher.json (runs that trained one)."""
-    if not run.file("teacher.json").is_file():
-        return []
-    m = run.read_json("teacher.json")
+def _teacher_lines(m: dict[str, Any]) -> list[str]:
+    """How the teacher was trained, and its warning, from teacher.json ``m`` (runs that trained one)."""
     lines = []
     if "best_epoch" in m:
         lines.append(
@@ -285,7 +282,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     md = [
         f"# n2n-fx compression report: {cfg.get('model')} on {cfg.get('dataset')}",
         "",
-        *_teacher_lines(run),
+        *_teacher_lines(teacher_info),
         "Accuracy is on the test split after final training (CE + λ·KD); rewards used the validation split. "
         "`*` marks the run's result (the student with the highest search reward): `student.pt`.",
         "",

@@ -37,7 +37,7 @@ from ..distill.trainer import distill
 from ..errors import ConfigError
 from .cache import RewardCache, arch_hash
 from .constraints import Constraints, Penalty
-from .formula import DEGENERATE_REWARD, compression, n2n_reward
+from .formula import DEGENERATE_REWARD, check_chance, compression, n2n_reward
 from .measure import count_flops, count_params, latency_ms, peak_activation_bytes
 from .objective import Objective
 
@@ -146,11 +146,7 @@ class RewardEvaluator:
     ) -> None:
         if not 0 < teacher_accuracy <= 1:
             raise ConfigError(f"teacher_accuracy={teacher_accuracy} must be in (0, 1]")
-        if not 0 <= chance_accuracy < teacher_accuracy:
-            raise ConfigError(
-                f"teacher accuracy {teacher_accuracy:.4f} is not above chance ({chance_accuracy:.4f}); "
-                "train a better teacher before compressing it (or score students with --reward-accuracy ratio)"
-            )
+        check_chance(teacher_accuracy, chance_accuracy)
         if teacher_params <= 0:
             raise ConfigError(f"teacher_params={teacher_params} must be positive")
         if mode not in REWARD_MODES:

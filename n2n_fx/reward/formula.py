@@ -14,7 +14,7 @@ import math
 
 from ..errors import ConfigError
 
-__all__ = ["DEGENERATE_REWARD", "compression", "n2n_reward"]
+__all__ = ["DEGENERATE_REWARD", "check_chance", "compression", "n2n_reward"]
 
 DEGENERATE_REWARD = -1.0  # reward of a degenerate student (appendix 11.2) and the floor of all rewards
 
@@ -31,6 +31,15 @@ def compression(student_params: int, teacher_params: int) -> float:
     if student_params < 0:
         raise ConfigError(f"student_params={student_params} must be >= 0")
     return 1.0 - student_params / teacher_params
+
+
+def check_chance(teacher_accuracy: float, chance: float) -> None:
+    """Refuse a chance level the teacher does not beat: then no student can earn accuracy."""
+    if not 0 <= chance < teacher_accuracy:
+        raise ConfigError(
+            f"teacher accuracy {teacher_accuracy:.4f} is not above chance ({chance:.4f}); "
+            "train a better teacher before compressing it (or score students with --reward-accuracy ratio)"
+        )
 
 
 def n2n_reward(accuracy: float, teacher_accuracy: float, compression_ratio: float, chance: float = 0.0) -> float:
@@ -50,11 +59,7 @@ def n2n_reward(accuracy: float, teacher_accuracy: float, compression_ratio: floa
         >>> round(n2n_reward(0.55, 1.0, 0.5, chance=0.1), 6)  # 0.75 * (0.45 / 0.9)
         0.375
     """
-    if not 0 <= chance < teacher_accuracy:
-        raise ConfigError(
-            f"teacher accuracy {teacher_accuracy:.4f} is not above chance ({chance:.4f}); "
-            "train a better teacher before compressing it (or score students with --reward-accuracy ratio)"
-        )
+    check_chance(teacher_accuracy, chance)
     if not (math.isfinite(accuracy) and math.isfinite(compression_ratio)):
         return DEGENERATE_REWARD
     c = compression_ratio

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ..features.features import RATIOS, shrink_steps
+from ..features.features import RATIOS, removal_mask, shrink_steps
 from ..graph.layers import Analysis
 
 __all__ = ["random_actions"]
@@ -25,11 +25,8 @@ def random_actions(
     Example:
         >>> remove, shrink = random_actions(analyze(gm), random.Random(0))
     """
-    remove = [
-        lay.node
-        for lay in analysis.layers
-        if lay.removable and (passive or not lay.kind.passive) and rng.random() < p_remove
-    ]
+    decides = removal_mask(analysis.layers, passive=passive).tolist()
+    remove = [lay.node for lay, ok in zip(analysis.layers, decides, strict=True) if ok and rng.random() < p_remove]
     gone = set(remove)
     shrink: dict[str, dict[str, float]] = {}
     for step in shrink_steps(analysis.layers, ratios):
