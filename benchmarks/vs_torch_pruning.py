@@ -76,10 +76,23 @@ def match_ratio(teacher: nn.Module, example: torch.Tensor, max_params: int) -> t
     return best
 
 
+def _searched_winner(run_dir: Path, teacher: nn.Module) -> nn.Module:
+    """N2N's winning student with the weights the search gave it (before final training)."""
+    from n2n_fx.search.rundir import safe_torch_load
+    from n2n_fx.search.search import rebuild_student
+
+    ck = safe_torch_load(run_dir / "checkpoint.pt")
+    best = ck["best"][ck["final"]["winner"]]
+    gm = trace(teacher) if not isinstance(teacher, torch.fx.GraphModule) else teacher
+    return rebuild_student(gm, best["actions"], best["state_dict"]).student
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--model", default="conv4")
     ap.add_argument("--reward-mode", default="shared")
+    ap.add_argument("--stage", default=None, help="removal, shrink or both (default: both)")
+    ap.add_argument("--shrink-teacher", action="store_true", help="stage 2 also shrinks the teacher itself")
     ap.add_argument("--removal-iterations", type=int, default=None)
     ap.add_argument("--shrink-iterations", type=int, default=None)
     ap.add_argument("--supernet-steps", type=int, default=None)
@@ -90,6 +103,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", default="")
+    ap.add_argument(
+        "--repeat-final",
+        type=int,
+        default=1,
+        help="train both final students with this many seeds (the run's, then seed+1, ...) and compare means",
+    )
     ap.add_argument("--reuse", action="store_true", help="reuse this command's finished N2N run (its recorded time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,6 +119,8 @@ def main() -> None:
         k: v
         for k, v in dict(
             reward_mode=args.reward_mode,
+            stage=args.stage,
+            shrink_teacher=args.shrink_teacher or None,
             removal_iterations=args.removal_iterations,
             shrink_iterations=args.shrink_iterations,
             supernet_steps=args.supernet_steps,
@@ -111,7 +132,7 @@ def main() -> None:
         ).items()
         if v is not None
     }
-    cfg = mnist_config(args.model, **changes)
+    cfg = mnist_config(args.model, **{"final_students": "winner", **changes})  # a user's run: its result only
     prep = prepare(cfg, log=lambda m: print(m, flush=True))  # the cached teacher both methods start from
     splits, teacher = prep.splits, prep.model.eval()
     teacher_test = accuracy(teacher, splits.test)
@@ -125,7 +146,9 @@ def main() -> None:
             import shutil
 
             shutil.rmtree(run_dir)
+        c0 = time.process_time()
         summary = run_compress(cfg, run_dir, quiet=False).summary
+        (run_dir / "cpu_s.json").write_text(json.dumps({"process_s": time.process_time() - c0}))
     timing = json.loads((run_dir / "timing.json").read_text())
     n2n_s = timing["search_s"]  # supernet + search + final training
     final = summary["stage2" if summary.get("winner") == "stage2" else "stage1"]
@@ -134,19 +157,26 @@ def main() -> None:
         "params": final["params"],
         "flops": final["flops"],
         "wall_s": n2n_s,
+        # CPU seconds of the whole run_compress call (teacher logits, supernets, search, final training):
+        # unlike wall time, not inflated by other jobs on the machine
+        "cpu_s": json.loads((run_dir / "cpu_s.json").read_text())["process_s"]
+        if (run_dir / "cpu_s.json").is_file()
+        else None,
         "supernet_s": timing.get("supernet_s", 0.0),
         "run_dir": str(run_dir),
     }
 
     # -- Torch-Pruning at the matching ratio + the same final training -----------------------------
     example = torch.zeros(1, *splits.input_size)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ratio, pruned = match_ratio(teacher, example, n2n["params"])
     prune_s = time.perf_counter() - t0
+    pruned_untrained = copy.deepcopy(pruned)
     torch.manual_seed(cfg.seed)
     t1 = time.perf_counter()
     r = distill(pruned, splits.train, final_distill_config(cfg, "cpu"), teacher=teacher, val_data=splits.val)
     finetune_s = time.perf_counter() - t1
+    tp_cpu_s = time.process_time() - c0
     cost = model_cost(trace(pruned, input_size=splits.input_size)) if r.ok else None
     tp_row = {
         "ratio": ratio,
@@ -156,8 +186,20 @@ def main() -> None:
         "prune_s": prune_s,
         "finetune_s": finetune_s,
         "wall_s": prune_s + finetune_s,
+        "cpu_s": tp_cpu_s,
     }
     t_params = model_cost(trace(teacher, input_size=splits.input_size)).params
+    if args.repeat_final > 1:  # final training is noisy: both students again on other seeds
+        n2n_student = _searched_winner(run_dir, teacher)
+        for extra in range(1, args.repeat_final):
+            fcfg = cfg.replace(seed=cfg.seed + extra)
+            for row, start in ((n2n, n2n_student), (tp_row, pruned_untrained)):
+                model = copy.deepcopy(start)
+                torch.manual_seed(fcfg.seed)
+                distill(model, splits.train, final_distill_config(fcfg, "cpu"), teacher=teacher, val_data=splits.val)
+                row.setdefault("repeats", [row["test_accuracy"]]).append(accuracy(model, splits.test))
+        for row in (n2n, tp_row):
+            row["mean_test_accuracy"] = sum(row["repeats"]) / len(row["repeats"])
     out = {
         "model": args.model,
         "seed": args.seed,
@@ -173,6 +215,7 @@ def main() -> None:
             "drop_pts": 100 * (teacher_test - tp_row["test_accuracy"]),
         },
         "time_ratio": n2n["wall_s"] / tp_row["wall_s"],
+        "cpu_time_ratio": n2n["cpu_s"] / tp_row["cpu_s"] if n2n["cpu_s"] else None,
         "config": cfg.to_dict(),
         "command": "python -m benchmarks.vs_torch_pruning "
         + " ".join(
@@ -191,7 +234,13 @@ def main() -> None:
             f"{name:14s} test {o['test_accuracy']:.4f} ({o['drop_pts']:+.2f} pts drop) "
             f"{o['params']:>9,} params = {o['compression_x']:.1f}x  {o['wall_s']:.0f} s"
         )
-    print(f"time ratio N2N / Torch-Pruning: {out['time_ratio']:.1f}x; wrote {path}")
+    if args.repeat_final > 1:
+        for name in ("n2n", "torch_pruning"):
+            o = out[name]
+            accs = ", ".join(f"{a:.4f}" for a in o["repeats"])
+            print(f"{name:14s} final training on {len(o['repeats'])} seeds: {accs}; mean {o['mean_test_accuracy']:.4f}")
+    cpu = f" (CPU time {out['cpu_time_ratio']:.1f}x)" if out["cpu_time_ratio"] else ""
+    print(f"time ratio N2N / Torch-Pruning: {out['time_ratio']:.1f}x{cpu}; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,22 @@ def test_run_directory_has_every_file(finished_run):
         } <= set(r)
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["rollouts"] == 2 and cfg["seed"] == 0
-    assert "Teacher" in result.tables["summary"] and "Student (Stage1)" in result.tables["summary"]
+    table = result.tables["summary"]
+    winner = "Student (Stage1+Stage2) *" if result.summary["winner"] == "stage2" else "Student (Stage1) *"
+    assert "Teacher" in table and winner in table
+    assert table.count("Student (") == 1, "by default only the run's result gets the final training"
+    other = "student_stage1.pt" if result.summary["winner"] == "stage2" else "student_stage2.pt"
+    assert not (d / other).exists()
+
+
+def test_final_training_of_both_stage_bests_on_request(tmp_path):
+    """final_students="both": each stage's best is trained and reported (the paper's Table 1 rows)."""
+    res = run_compress(SearchConfig(**{**TINY, "final_students": "both"}), tmp_path / "r", quiet=True)
+    assert "Student (Stage1)" in res.tables["summary"] and "Student (Stage1+Stage2)" in res.tables["summary"]
+    assert {"stage1", "stage2"} <= set(res.summary)
+    assert (tmp_path / "r" / "student_stage1.pt").is_file() and (tmp_path / "r" / "student_stage2.pt").is_file()
+    with pytest.raises(ConfigError, match="final_students 'all' is not one of winner, both"):
+        SearchConfig(**{**TINY, "final_students": "all"})
 
 
 def test_report_says_whether_each_policy_learned_and_how_long_it_took(finished_run):

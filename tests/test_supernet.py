@@ -303,7 +303,8 @@ def test_shared_search_same_seed_same_history(tmp_path):
     b = run_compress(SearchConfig(**SHARED), tmp_path / "b", quiet=True)
     assert _key(_rows(tmp_path / "a")) == _key(_rows(tmp_path / "b"))
     assert (tmp_path / "a" / "supernet.pt").is_file() and (tmp_path / "a" / "supernet_shrink.pt").is_file()
-    assert a.summary["stage2"]["params"] == b.summary["stage2"]["params"]
+    assert a.summary["winner"] == b.summary["winner"]
+    assert a.summary[a.summary["winner"]]["params"] == b.summary[b.summary["winner"]]["params"]
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["reward_mode"] == "shared"
     timing = json.loads((tmp_path / "a" / "timing.json").read_text())
@@ -312,18 +313,53 @@ def test_shared_search_same_seed_same_history(tmp_path):
     assert timing["supernet_s"] == pytest.approx(record["removal"]["wall_s"] + record["shrink"]["wall_s"])
 
 
-@pytest.mark.parametrize("stage", ["removal", "shrink"])
+@pytest.mark.parametrize("mode", ["shared", "kd"])
+def test_stage2_also_shrinks_the_teacher_and_keeps_the_better_student(tmp_path, mode):
+    """shrink_teacher: a second shrink stage on the teacher's full depth, its own policy and shared
+    weights; the stage-2 student is the best-rewarded of both shrink stages."""
+    cfg = SearchConfig(**{**SHARED, "reward_mode": mode, "shrink_teacher": True, "final_students": "both"})
+    res = run_compress(cfg, tmp_path / "r", quiet=True)
+    rows = _rows(tmp_path / "r")
+    removal = {n for r in rows if r["stage"] == "removal" for n in r["actions"]}
+    teacher_rows = [r for r in rows if r["stage"] == "shrink_teacher"]
+    assert len(teacher_rows) == cfg.shrink_iterations * cfg.rollouts
+    assert [r["step"] for r in teacher_rows][0] == cfg.removal_iterations + cfg.shrink_iterations
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    assert ck["best"]["removal"]["actions"]["remove"], "the tiny run's stage-1 winner removes something"
+    assert (tmp_path / "r" / "policies" / "shrink_teacher.pt").is_file()
+    if mode == "shared":
+        assert set(ck["supernet"]) == {"removal", "shrink", "shrink_teacher"}
+        assert ck["supernet"]["shrink_teacher"]["remove"] == []
+    # the teacher's shrinks name layers stage 1's winner had removed: it is the full depth
+    assert removal & {n for r in teacher_rows for n in r["actions"]}
+    ok = [r for r in rows if r["stage"] != "removal" and not r["degenerate"] and not r["violations"]]
+    best = max(ok, key=lambda r: r["reward"])
+    assert res.summary["stage2"]["params"] == best["params"]
+    stage2 = torch.load(tmp_path / "r" / "student_stage2.pt", weights_only=False)
+    assert (stage2["actions"]["remove"] == []) == (best["stage"] == "shrink_teacher")
+
+
+def test_shrink_teacher_is_skipped_when_stage1_removed_nothing(tmp_path):
+    cfg = SearchConfig(**{**SHARED, "stage": "shrink", "removal_iterations": 0, "shrink_teacher": True})
+    run_compress(cfg, tmp_path / "r", quiet=True)
+    assert {r["stage"] for r in _rows(tmp_path / "r")} == {"shrink"}
+
+
+@pytest.mark.parametrize("stage", ["removal", "shrink", "shrink_teacher"])
 def test_shared_search_resume_after_kill_does_not_retrain_supernet(tmp_path, stage):
     """Killed in stage 1 (its supernet saved) or stage 2 (both saved): the resumed run loads them."""
     run_dir = tmp_path / "killed"
     cfg = {**SHARED, "removal_iterations": 4, "shrink_iterations": 3, "supernet_steps": 8}
+    if stage == "shrink_teacher":
+        cfg["shrink_teacher"] = True
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     args = [sys.executable, "-m", "n2n_fx", "compress", "--run-dir", str(run_dir), "--quiet"]
     args += ["--config", str(tmp_path / "cfg.json")]
     proc = subprocess.Popen(args, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL)
     hist = run_dir / "history.jsonl"
     kill_when(proc, lambda: hist.is_file() and f'"stage": "{stage}"' in hist.read_text(), f"its {stage} stage", 300)
-    saved = [run_dir / "supernet.pt"] + ([run_dir / "supernet_shrink.pt"] if stage == "shrink" else [])
+    saved = [run_dir / "supernet.pt"] + ([run_dir / "supernet_shrink.pt"] if stage != "removal" else [])
+    saved += [run_dir / "supernet_shrink_teacher.pt"] if stage == "shrink_teacher" else []
     assert all(sn.is_file() for sn in saved)
     stamps = [(sn.stat().st_mtime_ns, sn.read_bytes()) for sn in saved]
     assert main(["compress", "--resume", str(run_dir), "--quiet"]) == 0

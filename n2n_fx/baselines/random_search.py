@@ -32,7 +32,7 @@ from ..policy import (
 )
 from ..search import CompressionResult, RunDir, SearchConfig
 from ..search.api import run_compress
-from ..search.search import Search
+from ..search.search import STAGE_ORDER, Search
 
 __all__ = ["RandomLearner", "RandomSearch", "run_random_search", "BASELINE_FILE"]
 
@@ -56,10 +56,10 @@ class RandomLearner(Learner):
     def __init__(self, stage: str, config: LearnerConfig, p_remove: float = 0.5) -> None:
         if stage == "removal":
             policy = RemovalPolicy(RemovalPolicyConfig(feature_dim=FEATURE_DIM, remove_prior=p_remove, init_scale=0.0))
-        elif stage == "shrink":
+        elif stage in ("shrink", "shrink_teacher"):
             policy = ShrinkPolicy(ShrinkPolicyConfig(feature_dim=FEATURE_DIM, ratios=RATIOS, init_scale=0.0))
         else:
-            raise ConfigError(f"stage {stage!r} must be removal or shrink")
+            raise ConfigError(f"stage {stage!r} must be removal, shrink or shrink_teacher")
         super().__init__(policy, config)
 
     def update(self, actions: Rollout | torch.Tensor, rewards: Any, **inputs: Any) -> UpdateStats:
@@ -89,7 +89,7 @@ class RandomSearch(Search):
 
     def _learner(self, stage: str) -> Learner:
         cfg = self.cfg
-        seed = cfg.seed * 7919 + (1 if stage == "removal" else 2)  # as Search: same first draws
+        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage)  # as Search: same first draws
         learner = RandomLearner(
             stage,
             LearnerConfig(lr=1e-3, rollouts=cfg.rollouts, seed=seed),

@@ -16,6 +16,7 @@ from .fields import check_fields
 __all__ = ["SearchConfig", "STAGES", "load_config_file"]
 
 STAGES = ("removal", "shrink", "both")
+FINAL_STUDENTS = ("winner", "both")  # which stage bests get the final training
 FINAL_LOSSES = ("ce+kl", "ce+l2")  # final training: CE plus a KD term (distill.loss)
 REWARD_ACCURACIES = ("above_chance", "ratio")  # how the reward's R_a reads a student's accuracy
 
@@ -49,6 +50,10 @@ class SearchConfig:
     # let the removal policy decide passive layers too (norms, activations, gates, dropout), as the
     # paper's action space does; they cost nothing, so by default they stay (docs/usage.md)
     remove_passive: bool = False
+    # stage 2 also shrinks the teacher itself (full depth, its own shared weights and policy, as many
+    # updates as the shrink of stage 1's winner); the better-rewarded of the two is the stage-2 student.
+    # Stage 1 may remove layers a uniformly narrowed full-depth student keeps to its profit (docs/usage.md)
+    shrink_teacher: bool = False
     shrink_keep_bias: float = 3.0  # fresh shrink policy: logit of ratio r starts at bias * r (mean ratio ~0.75)
     algo: str = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
     baseline_decay: float = 0.9  # EMA decay of the REINFORCE baseline
@@ -103,6 +108,9 @@ class SearchConfig:
     penalty: str = "anneal"  # "anneal" (ε_t(R+1)−1), "hard" (−1) or "none"
     penalty_schedule: str = "linear"  # how ε_t decays: "linear" or "exponential"
     # -- final training (CE + λ·KD) ---------------------------------------------------------------
+    # who gets it: "winner" (the run's result: the best-rewarded student of either stage) or "both" (each
+    # stage's best, the two rows of the paper's Table 1: twice the final training time)
+    final_students: str = "winner"
     final_epochs: int = 10  # epochs of final training of the best students (cosine lr decay, best val epoch kept)
     # the KD term: "ce+kl" (T=4 soft targets) or "ce+l2" (the paper's logit L2). conv4 on the built-in
     # data, an 8x student, 10 cosine epochs from 3e-3: test acc 97.5 % with ce+kl, 96.9 % with ce+l2
@@ -124,6 +132,8 @@ class SearchConfig:
         check_fields(self)  # every field: its annotated type, finite numbers in range (search/fields.py)
         if self.final_loss not in FINAL_LOSSES:
             raise ConfigError(f"final_loss {self.final_loss!r} is not one of {', '.join(FINAL_LOSSES)}")
+        if self.final_students not in FINAL_STUDENTS:
+            raise ConfigError(f"final_students {self.final_students!r} is not one of {', '.join(FINAL_STUDENTS)}")
         if self.reward_accuracy not in REWARD_ACCURACIES:
             raise ConfigError(f"reward_accuracy {self.reward_accuracy!r} is not one of {', '.join(REWARD_ACCURACIES)}")
         if self.stage not in STAGES:

@@ -52,7 +52,14 @@ __all__ = ["Search", "StageBest", "rebuild_student", "final_distill_config", "CK
 
 CKPT_FORMAT = "n2n_fx.search-checkpoint/1"
 SUPERNET_FORMAT = "n2n_fx.supernet/2"
-SUPERNET_FILES = {"removal": "supernet.pt", "shrink": "supernet_shrink.pt"}  # shared weights per stage
+# the search's stages in order: removal, shrink of stage 1's winner, shrink of the teacher itself
+# (``shrink_teacher``: stage 2 over the full depth too; its best competes for the stage-2 student)
+STAGE_ORDER = ("removal", "shrink", "shrink_teacher")
+SUPERNET_FILES = {  # shared weights per stage
+    "removal": "supernet.pt",
+    "shrink": "supernet_shrink.pt",
+    "shrink_teacher": "supernet_shrink_teacher.pt",
+}
 
 
 def _tag(net: Supernet) -> str:
@@ -60,7 +67,12 @@ def _tag(net: Supernet) -> str:
     return hashlib.sha1(net.flat.detach().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-PHASES = ("removal", "shrink", "final", "done")
+PHASES = (*STAGE_ORDER, "final", "done")
+
+
+def _best_key(stage: str) -> str:
+    """Which best a stage competes for: stage 1's, or stage 2's (both shrink stages)."""
+    return "removal" if stage == "removal" else "shrink"
 
 
 @dataclass
@@ -257,7 +269,7 @@ class Search:
             max_flops=cfg.flops_limit(self.teacher_cost.flops),
             max_latency_ms=cfg.max_latency_ms,
         )
-        horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations)
+        horizon = max(1, cfg.removal_iterations + cfg.shrink_iterations * (1 + cfg.shrink_teacher))
         penalty = Penalty(cfg.penalty, cfg.penalty_schedule, horizon=horizon)
         val, teacher_acc = self.splits.val, self.state.teacher["val_accuracy"]
         subset = cfg.resolved_reward_val_subset()
@@ -296,8 +308,9 @@ class Search:
         path = self.run_dir.file(SUPERNET_FILES[space])
         record = self.state.supernet.get(space)
         net = None
-        if space == "shrink" and record is None and "removal" in self.state.supernet:  # go on from stage 1's
-            net = self.supernet if self.supernet is not None else self._supernet(train, cache, "removal")
+        if space != "removal" and record is None and "removal" in self.state.supernet:  # go on from stage 1's
+            keep = space == "shrink" and self.supernet is not None  # stage 1's, still in memory
+            net = self.supernet if keep else self._supernet(train, cache, "removal")
         if net is None:
             net = Supernet(self.teacher, max_linear_growth=self.cfg.max_linear_growth)
         if record and path.is_file():
@@ -311,7 +324,7 @@ class Search:
                 )
             self.log(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
             return net
-        scfg = self.cfg.supernet_config(space)
+        scfg = self.cfg.supernet_config("removal" if space == "removal" else "shrink")
         what = "removals" if space == "removal" else f"shrinks of the {'stage-1 winner' if remove else 'teacher'}"
         self.log(
             f"supernet: training shared weights over {what} ({scfg.steps} steps, {2 + scfg.random_students} students a step)"
@@ -322,7 +335,7 @@ class Search:
             train,
             cache,
             scfg,
-            space=space,
+            space="removal" if space == "removal" else "shrink",
             remove=remove,
             device=self.device,
             on_step=lambda *_: bar.update(1),
@@ -350,15 +363,23 @@ class Search:
         cache.discard_where(lambda e: int(e.get("step", 0)) >= now)
         return cache
 
+    def _offset(self, stage: str) -> int:
+        """The global step of ``stage``'s first iteration (the stages that run before it, counted)."""
+        cfg = self.cfg
+        if stage == "removal":
+            return 0
+        offset = cfg.removal_iterations if cfg.stage == "both" else 0
+        return offset + (cfg.shrink_iterations if stage == "shrink_teacher" else 0)
+
     def _global_step(self) -> int:
-        offset = self.cfg.removal_iterations if self.state.phase == "shrink" and self.cfg.stage == "both" else 0
-        return offset + self.state.iteration if self.state.phase in ("removal", "shrink") else 1 << 30
+        phase = self.state.phase
+        return self._offset(phase) + self.state.iteration if phase in STAGE_ORDER else 1 << 30
 
     def _learner(self, stage: str) -> Learner:
         cfg = self.cfg
         ac = cfg.algo == "actor_critic"
         path = cfg.removal_policy if stage == "removal" else cfg.shrink_policy
-        torch.manual_seed(cfg.seed * 7919 + (11 if stage == "removal" else 12))  # policy init
+        torch.manual_seed(cfg.seed * 7919 + 11 + STAGE_ORDER.index(stage))  # policy init
         if path:
             policy = load_policy(path)
             if ac and getattr(policy, "value", None) is None:
@@ -374,7 +395,7 @@ class Search:
                 )
             )
         lr = cfg.removal_lr if stage == "removal" else cfg.shrink_lr
-        seed = cfg.seed * 7919 + (1 if stage == "removal" else 2)
+        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage)
         learner = Learner(
             policy,
             LearnerConfig(
@@ -398,9 +419,9 @@ class Search:
         evaluator: RewardEvaluator,
         analysis: Analysis,
         base_actions: dict[str, Any],
-        offset: int,
     ) -> None:
         cfg = self.cfg
+        offset = self._offset(stage)
         n_iter = cfg.removal_iterations if stage == "removal" else cfg.shrink_iterations
         layers = analysis.layers
         if stage == "removal":
@@ -466,7 +487,7 @@ class Search:
                     "wall_s": rec.wall_s,
                 }
                 self.run_dir.append_history(row)
-                best = self.state.best.get(stage)
+                best = self.state.best.get(_best_key(stage))
                 trained = jobs[k].trained  # None: trained in place, in this process
                 if (
                     rw.valid
@@ -477,7 +498,7 @@ class Search:
                 ):
                     sd = trained if trained is not None else jobs[k].student.state_dict()
                     sd = {kk: v.detach().cpu().clone() for kk, v in sd.items()}
-                    self.state.best[stage] = StageBest(rec.reward, rec.to_dict(), acts, sd)
+                    self.state.best[_best_key(stage)] = StageBest(rec.reward, rec.to_dict(), acts, sd)
             stats = learner.update(ro, rewards, **inputs)
             if stats.skipped:
                 self.log(f"{stage} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
@@ -486,7 +507,7 @@ class Search:
             evaluator.cache.save(self.run_dir.file("reward_cache.json"))
             save_policy(learner.policy, self.run_dir.file(f"policies/{stage}.pt"))
             self.save_checkpoint()  # last: it commits the iteration
-            b = self.state.best.get(stage)
+            b = self.state.best.get(_best_key(stage))
             self.log(
                 f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
                 + (f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})" if b else "")
@@ -507,7 +528,7 @@ class Search:
         rw = apply_actions(
             analysis,
             remove=acts["remove"] if stage == "removal" else (),
-            shrink=acts.get("shrink") if stage == "shrink" else None,
+            shrink=acts.get("shrink") if stage != "removal" else None,
             strict=False,
             max_linear_growth=self.cfg.max_linear_growth,
         )
@@ -518,10 +539,15 @@ class Search:
         best1 = self.state.best.get("removal")
         return sorted(best1.actions["remove"]) if best1 is not None else []
 
-    def _base_for_shrink(self) -> tuple[Analysis, dict[str, Any]]:
-        """The layers stage 2 shrinks (the best stage-1 student's) and the actions that made it."""
-        best1 = self.state.best.get("removal")
-        remove = self._stage1_removal()
+    def _shrink_teacher(self) -> bool:
+        """Whether stage 2 also shrinks the teacher itself: asked for, and stage 1's winner removed something."""
+        return self.cfg.shrink_teacher and bool(self._stage1_removal())
+
+    def _base_for_shrink(self, stage: str = "shrink") -> tuple[Analysis, dict[str, Any]]:
+        """The layers a shrink stage shrinks and the actions that made them: the best stage-1
+        student's (``shrink``), or the teacher's own (``shrink_teacher``)."""
+        best1 = self.state.best.get("removal") if stage == "shrink" else None
+        remove = self._stage1_removal() if stage == "shrink" else []
         if self.supernet is not None:
             return self.supernet.stage1_analysis(remove), {"remove": remove}
         if best1 is None:
@@ -536,9 +562,12 @@ class Search:
         on validation than the search reported; the log says which epoch was kept."""
         cfg = self.cfg
         dcfg = final_distill_config(cfg, self.device)
+        b1, b2 = self.state.best.get("removal"), self.state.best.get("shrink")
+        # the run's result is the best-rewarded student (stage 1 when stage 2 found nothing better)
+        winner = "shrink" if b2 is not None and (b1 is None or b2.reward >= b1.reward) else "removal"
         for stage in ("removal", "shrink"):
             best = self.state.best.get(stage)
-            if best is None or stage in self.state.final:
+            if best is None or stage in self.state.final or (cfg.final_students == "winner" and stage != winner):
                 continue
             r = rebuild_student(self.teacher, best.actions, best.state_dict, cfg.max_linear_growth)
             student = r.student
@@ -601,10 +630,7 @@ class Search:
                 "file": f"{name}.pt",
             }
             self.save_checkpoint()
-        b1, b2 = self.state.best.get("removal"), self.state.best.get("shrink")
-        winner = "shrink" if b2 is not None and (b1 is None or b2.reward >= b1.reward) else "removal"
         self.state.final["winner"] = winner
-        # the run's result is the best-rewarded student (stage 1 when stage 2 found nothing better)
         name = "student_stage1" if winner == "removal" else "student_stage2"
         for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
             src = self.run_dir.file(f"{name}{ext}")
@@ -639,33 +665,32 @@ class Search:
             self.save_checkpoint()
         evaluator = None
         shared = cfg.reward_mode != "kd"
-        if self.state.phase in ("removal", "shrink"):
+        if self.state.phase in STAGE_ORDER:
             train, cache = self._reward_data()
             if shared:  # the shared weights of the stage the run is in
                 remove = self._stage1_removal() if self.state.phase == "shrink" else ()
                 self.supernet = self._supernet(train, cache, self.state.phase, remove)
             evaluator = self._evaluator(train, cache)
         if self.state.phase == "removal":
-            self._stage("removal", evaluator, self._removal_analysis(), {}, 0)
+            self._stage("removal", evaluator, self._removal_analysis(), {})
             self.state.phase, self.state.iteration = (
                 ("shrink" if cfg.stage == "both" else "final"),
                 0,
             )
             self.save_checkpoint()
-        if self.state.phase == "shrink":
-            if shared and "shrink" not in self.state.supernet:  # stage 1 ran in this process
-                # stage 2's own shared weights: stage 1's, trained on over its winner's shrinks
-                self.supernet = self._supernet(train, cache, "shrink", self._stage1_removal())
-                evaluator.supernet_tag = self.state.supernet["shrink"]["tag"]
-            base, base_actions = self._base_for_shrink()
-            self._stage(
-                "shrink",
-                evaluator,
-                base,
-                base_actions,
-                cfg.removal_iterations if cfg.stage == "both" else 0,
-            )
-            self.state.phase, self.state.iteration = "final", 0
+        for stage, after in (("shrink", "shrink_teacher"), ("shrink_teacher", "final")):
+            if self.state.phase != stage:
+                continue
+            if shared and stage not in self.state.supernet:  # the stage before ran in this process
+                # the stage's own shared weights: stage 1's, trained on over the shrinks of its base
+                remove = self._stage1_removal() if stage == "shrink" else ()
+                self.supernet = self._supernet(train, cache, stage, remove)
+                evaluator.supernet_tag = self.state.supernet[stage]["tag"]
+            base, base_actions = self._base_for_shrink(stage)
+            self._stage(stage, evaluator, base, base_actions)
+            if after == "shrink_teacher" and not self._shrink_teacher():
+                after = "final"
+            self.state.phase, self.state.iteration = after, 0
             self.save_checkpoint()
         self.executor.close()  # rollouts done: stop local workers / Ray actors
         if self.state.phase == "final":
