@@ -23,9 +23,9 @@ from n2n_fx.distill import accuracy, distill
 from n2n_fx.distill.calibrate import recalibrate_bn
 from n2n_fx.report.pareto import student_points
 from n2n_fx.reward import OBJECTIVES, Objective, n2n_reward
+from n2n_fx.rundir import RunDir, safe_torch_load
 from n2n_fx.search import SearchConfig
-from n2n_fx.search.api import _load_teacher_file
-from n2n_fx.search.rundir import RunDir, safe_torch_load
+from n2n_fx.search.api import load_teacher_file
 from n2n_fx.search.search import final_distill_config
 from n2n_fx.search.teacher_setup import load_data
 from n2n_fx.supernet import Supernet
@@ -88,7 +88,7 @@ def main() -> None:
             raise SystemExit(
                 "--final needs a run with a shared reward mode (its supernet.pt holds the students' weights)"
             )
-        model, _ = _load_teacher_file(run, allow_pickle=False)
+        model, _ = load_teacher_file(run, allow_pickle=False)
         splits = load_data(cfg)
         gm = trace(model, input_size=splits.input_size).eval()
         net = Supernet(gm, max_linear_growth=cfg.max_linear_growth)

@@ -26,7 +26,8 @@ from n2n_fx.data import load_splits, loaders
 from n2n_fx.distill import DistillConfig, LogitCache, accuracy, distill, predict_logits
 from n2n_fx.reward import RewardCache, RewardEvaluator
 from n2n_fx.search import SearchConfig, compress, run_compress
-from n2n_fx.search.executors import Job, ParallelExecutor, SequentialExecutor, _evaluator_payload, _Trainer
+from n2n_fx.search.executors import Job, ParallelExecutor, SequentialExecutor
+from n2n_fx.search.executors.worker import Trainer, evaluator_payload
 from n2n_fx.supernet import Supernet, SupernetConfig, train_supernet
 from n2n_fx.supernet.train import sample_actions
 from n2n_fx.teacher.train import PRESETS, train_teacher
@@ -203,7 +204,7 @@ class _InProcess(ParallelExecutor):
     """The parallel executors' path (packets, a worker's evaluator copy, merge) in this process."""
 
     def _train(self, evaluator, tasks):
-        worker = _Trainer(_evaluator_payload(evaluator), None, 1)
+        worker = Trainer(evaluator_payload(evaluator), None, 1)
         return {i: worker.run(task) for i, task in tasks.items()}
 
 

@@ -162,7 +162,7 @@ def test_a_python_api_run_is_usable_from_the_command_line(tmp_path, capsys):
 def test_a_pickle_of_a_class_that_is_gone_is_not_called_corrupt(tmp_path, monkeypatch):
     import types
 
-    from n2n_fx.search.rundir import safe_torch_load
+    from n2n_fx.rundir import safe_torch_load
 
     mod = types.ModuleType("gone_user_module")
 

@@ -27,8 +27,8 @@ from n2n_fx.reward import (
     count_params,
     latency_ms,
 )
+from n2n_fx.rundir import RunDir
 from n2n_fx.search import SearchConfig, run_compress
-from n2n_fx.search.rundir import RunDir
 from n2n_fx.storage import atomic_torch_save
 
 # -- the reward per objective --------------------------------------------------------------------

@@ -12,8 +12,8 @@ from PIL import Image
 from n2n_fx.cli import main
 from n2n_fx.data import data_fingerprint, get_dataset, load_splits
 from n2n_fx.errors import CheckpointError, ConfigError, DataError
+from n2n_fx.rundir import safe_torch_load
 from n2n_fx.search import SearchConfig
-from n2n_fx.search.rundir import safe_torch_load
 from n2n_fx.search.teacher_setup import prepare
 from n2n_fx.teacher.quality import majority_accuracy, teacher_warning
 from n2n_fx.teacher.train import TeacherPreset, data_identity, save_teacher, train_teacher

@@ -32,9 +32,9 @@ from n2n_fx.cli import main
 from n2n_fx.data import load_splits
 from n2n_fx.errors import ConfigError
 from n2n_fx.policy import Learner, LearnerConfig, RemovalPolicy, RemovalPolicyConfig, ShrinkPolicy, ShrinkPolicyConfig
+from n2n_fx.rundir import RunLock
 from n2n_fx.search import SearchConfig, compress, run_compress
 from n2n_fx.search.fields import DEFAULT_RANGE, LR_RANGE, RANGES
-from n2n_fx.search.lock import RunLock
 
 TINY = tiny()
 ROOT = Path(__file__).resolve().parents[1]
@@ -415,7 +415,7 @@ def test_a_second_process_is_refused_and_a_dead_holder_is_taken_over(tmp_path, r
         [
             sys.executable,
             "-c",
-            "import sys, time; from n2n_fx.search.lock import RunLock; RunLock(sys.argv[1]).acquire(); print('ok', flush=True); time.sleep(120)",
+            "import sys, time; from n2n_fx.rundir import RunLock; RunLock(sys.argv[1]).acquire(); print('ok', flush=True); time.sleep(120)",
             str(d),
         ],
         env=env,

@@ -25,13 +25,12 @@ from .pruning import (
     PruneResult,
     PruneStep,
     Reference,
-    prunable_spaces,
     prune,
     stop_reason,
-    taylor_scores,
 )
 from .random_search import RandomLearner, RandomSearch, run_random_search
 from .reference import RunReference, load_reference
+from .taylor import prunable_spaces, taylor_scores
 
 __all__ = [
     "ARCHITECTURES",

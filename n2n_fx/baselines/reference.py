@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import RunDirError
 from ..search import RunDir, SearchConfig
-from ..search.api import _load_teacher_file
+from ..search.api import load_teacher_file
 
 __all__ = ["RunReference", "load_reference"]
 
@@ -52,7 +52,7 @@ def load_reference(run_dir: str | Path, *, allow_pickle: bool = False) -> RunRef
     if not student:
         raise RunDirError(f"{run.path}/summary.json names no trained student")
     cfg = SearchConfig.from_dict(run.read_json("config.json"))
-    teacher, _ = _load_teacher_file(run, allow_pickle)
+    teacher, _ = load_teacher_file(run, allow_pickle)
     t = summary["teacher"]
     val = student.get("val_accuracy")
     return RunReference(

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DatasetInfo", "ImageDataset"]
+from ..errors import ConfigError
+
+__all__ = ["DatasetInfo", "ImageDataset", "no_options"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +108,9 @@ class ImageDataset(Dataset):
     def __repr__(self) -> str:
         name = self.info.name if self.info else "images"
         return f"ImageDataset({name}, n={len(self)}, transform={self.transform!r})"
+
+
+def no_options(name: str, options: dict) -> None:
+    """Raise ``ConfigError`` if data set ``name`` was given options it does not take."""
+    if options:
+        raise ConfigError(f"data set {name!r} takes no options {sorted(options)}; remove them")

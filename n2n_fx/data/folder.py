@@ -4,7 +4,8 @@ A folder is either a *class folder* (``ROOT/<class>/<image>``) or a *split root*
 ``train/`` class folder and optionally ``val/`` and ``test/`` ones (``--train-dir`` etc. give
 them one by one). Images keep their own size and channels unless told otherwise: grey
 images stay grey, 28-pixel images stay 28 pixels. Small folders of same-size images are
-decoded once into a uint8 tensor, so training reads them as fast as MNIST.
+decoded once into a uint8 tensor, so training reads them as fast as MNIST. ``load_imagefolder``
+is the ``imagefolder`` data set (``registry`` registers it): split folders, cached scans, pixel statistics.
 
 Example:
     >>> folder = scan_folder("my_digits")  # doctest: +SKIP
@@ -18,12 +19,23 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from .dataset import DatasetInfo, no_options
 
-__all__ = ["ImageFolderScan", "scan_folder", "split_dirs", "decode_images", "files_hash", "SPLIT_NAMES"]
+__all__ = [
+    "ImageFolderScan",
+    "scan_folder",
+    "split_dirs",
+    "decode_images",
+    "files_hash",
+    "SPLIT_NAMES",
+    "IMAGEFOLDER_OPTIONS",
+    "load_imagefolder",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # folder names that mean "a split", never "a class" (lower case)
@@ -169,3 +181,127 @@ def files_hash(scan: ImageFolderScan) -> str:
         h.update(f"{scan.classes[t]}/{f.relative_to(scan.root)}\0".encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+# -- the imagefolder data set: its options, split folders, cached scans and decoded pixels ---------------
+
+IMAGEFOLDER_OPTIONS = {
+    "train_dir": "class folder of the training images (--train-dir; or imagefolder:ROOT holding train/)",
+    "val_dir": "class folder of the validation images (--val-dir; default: ROOT/val, else carved from train)",
+    "test_dir": "class folder of the test images (--test-dir; default: ROOT/test, else carved from train)",
+    "image_size": "side of the square model input (default: the images' own, median shorter side when sizes "
+    "vary, at most 224)",
+    "channels": "1 (grey) or 3 (colour) (default: 1 when every image is grey, else 3)",
+}
+
+
+def load_imagefolder(split: str, options: dict) -> tuple[Any, torch.Tensor, DatasetInfo]:
+    """The ``imagefolder`` data set's split: (images or a torchvision ImageFolder, targets, info)."""
+    dirs = _folder_dirs(options)
+    size_opt, channels_opt = options.pop("image_size", None), options.pop("channels", None)
+    no_options("imagefolder", options)
+    if channels_opt is not None and str(channels_opt) not in ("1", "3"):
+        raise ConfigError(f"imagefolder option channels={channels_opt!r} must be 1 (grey) or 3 (colour)")
+    train = _scan(dirs["train"], "training folder")
+    want = "train" if split == "all" else split
+    if want not in dirs:
+        raise DataError(f"{dirs['train'].parent} has no {want} folder; load_splits carves {want} from train")
+    scan = train if want == "train" else _scan(dirs[want], f"{want} folder")
+    if scan.classes != train.classes:
+        extra = sorted(set(scan.classes) ^ set(train.classes))
+        raise DataError(
+            f"{scan.root} and {train.root} have different class folders ({', '.join(extra[:5])}); "
+            "give every split the same class sub-folders"
+        )
+    channels = int(channels_opt) if channels_opt is not None else train.channels
+    own = min(train.size) if train.size else min(train.short_side, 224)
+    size = int(size_opt) if size_opt is not None else own
+    if size <= 0:
+        raise ConfigError(f"imagefolder option image_size={size} must be positive")
+    images = _decoded(scan, channels)
+    mean, std = _folder_norm(train, channels)
+    info = DatasetInfo(
+        f"imagefolder:{dirs['train'] if 'root' not in dirs else dirs['root']}",
+        len(train.classes),
+        channels,
+        size,
+        mean=mean,
+        std=std,
+        augment="none",
+        resize=train.size is None or train.size != (size, size),
+        has_test="test" in dirs,
+        has_val="val" in dirs,
+        classes=train.classes,
+    )
+    if images is not None:
+        return images, torch.tensor(scan.targets), info
+    import torchvision.datasets as tvd
+
+    ds = tvd.ImageFolder(str(scan.root), allow_empty=True)
+    if [str(p) for p, _ in ds.samples] != [str(f) for f in scan.files]:
+        ds.samples = [(str(f), t) for f, t in zip(scan.files, scan.targets, strict=True)]
+    return ds, torch.tensor(scan.targets), info
+
+
+def _folder_dirs(options: dict) -> dict[str, Path]:
+    """Split name -> class folder, from imagefolder:PATH and/or train_dir / val_dir / test_dir."""
+    path = options.pop("path", None)
+    given = {k: options.pop(f"{k}_dir") for k in ("train", "val", "test") if options.get(f"{k}_dir") is not None}
+    for k in ("train", "val", "test"):
+        options.pop(f"{k}_dir", None)
+    dirs: dict[str, Path] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_dir():
+            raise DataError(f"image folder {p} does not exist; give imagefolder:PATH with one sub-folder per class")
+        found = split_dirs(p)
+        if "train" in found:
+            dirs = {k: v for k, v in found.items() if k != "all"}
+            dirs["root"] = p
+        elif found:
+            raise DataError(
+                f"{p} holds split folders ({', '.join(sorted(v.name for v in found.values()))}) but no train/; "
+                "rename the training folder to train/ or pass --train-dir DIR"
+            )
+        else:
+            dirs = {"train": p}
+    dirs.update({k: Path(v) for k, v in given.items()})
+    if "train" not in dirs:
+        raise ConfigError("imagefolder needs training images: write imagefolder:PATH or pass --train-dir DIR")
+    return dirs
+
+
+_FOLDER_CACHE: dict[tuple, Any] = {}  # (folder, file stats, channels) -> scan / decoded images
+
+
+def _stat_key(folder: Path) -> tuple:
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def _scan(folder: Path, what: str):
+    key = (
+        "scan",
+        str(folder.resolve()) if folder.exists() else str(folder),
+        _stat_key(folder) if folder.is_dir() else (),
+    )
+    if key not in _FOLDER_CACHE:
+        if len(_FOLDER_CACHE) > 16:
+            _FOLDER_CACHE.clear()
+        _FOLDER_CACHE[key] = scan_folder(folder, what)
+    return _FOLDER_CACHE[key]
+
+
+def _decoded(scan, channels: int) -> torch.Tensor | None:
+    key = ("pixels", str(scan.root.resolve()), _stat_key(scan.root), channels)
+    if key not in _FOLDER_CACHE:
+        _FOLDER_CACHE[key] = decode_images(scan, channels)
+    return _FOLDER_CACHE[key]
+
+
+def _folder_norm(train, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean / std of the training folder's pixels (decoded) or a neutral 0.5 / 0.25 (varying sizes)."""
+    images = _decoded(train, channels)
+    if images is None:
+        return (0.5,) * channels, (0.25,) * channels
+    pixels = images.float().div_(255.0)  # (N, C, H, W)
+    return tuple(float(m) for m in pixels.mean((0, 2, 3))), tuple(max(float(v), 1e-3) for v in pixels.std((0, 2, 3)))

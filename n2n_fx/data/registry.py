@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError
-from .dataset import DatasetInfo, ImageDataset
+from .dataset import DatasetInfo, ImageDataset, no_options
+from .folder import IMAGEFOLDER_OPTIONS, load_imagefolder
 from .idx import load_mnist_split
 from .synthetic import SyntheticConfig, make_synthetic
 from .transforms import build_transform
@@ -85,11 +86,6 @@ def dataset_names() -> list[str]:
         True
     """
     return sorted(_LOADERS)
-
-
-def _no_options(name: str, options: dict) -> None:
-    if options:
-        raise ConfigError(f"data set {name!r} takes no options {sorted(options)}; remove them")
 
 
 def _first_line(e: BaseException) -> str:
@@ -168,7 +164,7 @@ def _mnist_info(name: str, **kw) -> DatasetInfo:
 
 @_register("mnist", "MNIST 60k/10k from IDX files under root (or MNIST/raw/); --download fetches them")
 def _mnist(root, download, split, options):
-    _no_options("mnist", options)
+    no_options("mnist", options)
     try:
         images, labels = load_mnist_split(root, split)
     except DataError:
@@ -184,7 +180,7 @@ def _mnist(root, download, split, options):
     "MNIST's official 10k test files only; load_splits carves train/val/test (7000/1000/2000)",
 )
 def _mnist10k(root, download, split, options):
-    _no_options("mnist10k", options)
+    no_options("mnist10k", options)
     try:
         images, labels = load_mnist_split(root, "test")
     except DataError:
@@ -198,7 +194,7 @@ def _mnist10k(root, download, split, options):
 
 def _cifar(name: str, cls_name: str, folder: str, classes: int):
     def load(root, download, split, options):
-        _no_options(name, options)
+        no_options(name, options)
         ds = _torchvision(name, cls_name, root, download, folder, train=split == "train")
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
         info = DatasetInfo(name, classes, 3, 32, **_HALF_MEAN, augment="crop_flip")
@@ -217,7 +213,7 @@ _register("cifar100", "CIFAR-100 (torchvision; root holds cifar-100-python/)", a
 
 @_register("svhn", "SVHN train/test (torchvision; root holds train_32x32.mat, test_32x32.mat)")
 def _svhn(root, download, split, options):
-    _no_options("svhn", options)
+    no_options("svhn", options)
     ds = _torchvision("svhn", "SVHN", root, download, f"{split}_32x32.mat", split=split)
     info = DatasetInfo("svhn", 10, 3, 32, **_HALF_MEAN)
     return torch.from_numpy(ds.data), torch.as_tensor(ds.labels), info
@@ -231,7 +227,7 @@ def _svhn(root, download, split, options):
 )
 def _caltech256(root, download, split, options):
     size = int(options.pop("image_size", 224))
-    _no_options("caltech256", options)
+    no_options("caltech256", options)
     ds = _torchvision("caltech256", "Caltech256", root, download, "caltech256/256_ObjectCategories")
     targets = torch.as_tensor(ds.y)
     num_classes = int(targets.max()) + 1 if len(targets) else 0
@@ -248,136 +244,13 @@ def _caltech256(root, download, split, options):
     return ds, targets, info
 
 
-IMAGEFOLDER_OPTIONS = {
-    "train_dir": "class folder of the training images (--train-dir; or imagefolder:ROOT holding train/)",
-    "val_dir": "class folder of the validation images (--val-dir; default: ROOT/val, else carved from train)",
-    "test_dir": "class folder of the test images (--test-dir; default: ROOT/test, else carved from train)",
-    "image_size": "side of the square model input (default: the images' own, median shorter side when sizes "
-    "vary, at most 224)",
-    "channels": "1 (grey) or 3 (colour) (default: 1 when every image is grey, else 3)",
-}
-
-
 @_register(
     "imagefolder",
     "imagefolder:PATH: PATH/<class>/<image>, or PATH/train/ (+ val/, test/) each holding class folders",
     options=IMAGEFOLDER_OPTIONS,
 )
 def _imagefolder(root, download, split, options):
-    dirs = _folder_dirs(options)
-    size_opt, channels_opt = options.pop("image_size", None), options.pop("channels", None)
-    _no_options("imagefolder", options)
-    if channels_opt is not None and str(channels_opt) not in ("1", "3"):
-        raise ConfigError(f"imagefolder option channels={channels_opt!r} must be 1 (grey) or 3 (colour)")
-    train = _scan(dirs["train"], "training folder")
-    want = "train" if split == "all" else split
-    if want not in dirs:
-        raise DataError(f"{dirs['train'].parent} has no {want} folder; load_splits carves {want} from train")
-    scan = train if want == "train" else _scan(dirs[want], f"{want} folder")
-    if scan.classes != train.classes:
-        extra = sorted(set(scan.classes) ^ set(train.classes))
-        raise DataError(
-            f"{scan.root} and {train.root} have different class folders ({', '.join(extra[:5])}); "
-            "give every split the same class sub-folders"
-        )
-    channels = int(channels_opt) if channels_opt is not None else train.channels
-    own = min(train.size) if train.size else min(train.short_side, 224)
-    size = int(size_opt) if size_opt is not None else own
-    if size <= 0:
-        raise ConfigError(f"imagefolder option image_size={size} must be positive")
-    images = _decoded(scan, channels)
-    mean, std = _folder_norm(train, channels)
-    info = DatasetInfo(
-        f"imagefolder:{dirs['train'] if 'root' not in dirs else dirs['root']}",
-        len(train.classes),
-        channels,
-        size,
-        mean=mean,
-        std=std,
-        augment="none",
-        resize=train.size is None or train.size != (size, size),
-        has_test="test" in dirs,
-        has_val="val" in dirs,
-        classes=train.classes,
-    )
-    if images is not None:
-        return images, torch.tensor(scan.targets), info
-    import torchvision.datasets as tvd
-
-    ds = tvd.ImageFolder(str(scan.root), allow_empty=True)
-    if [str(p) for p, _ in ds.samples] != [str(f) for f in scan.files]:
-        ds.samples = [(str(f), t) for f, t in zip(scan.files, scan.targets, strict=True)]
-    return ds, torch.tensor(scan.targets), info
-
-
-def _folder_dirs(options: dict) -> dict[str, Path]:
-    """Split name -> class folder, from imagefolder:PATH and/or train_dir / val_dir / test_dir."""
-    from .folder import split_dirs
-
-    path = options.pop("path", None)
-    given = {k: options.pop(f"{k}_dir") for k in ("train", "val", "test") if options.get(f"{k}_dir") is not None}
-    for k in ("train", "val", "test"):
-        options.pop(f"{k}_dir", None)
-    dirs: dict[str, Path] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_dir():
-            raise DataError(f"image folder {p} does not exist; give imagefolder:PATH with one sub-folder per class")
-        found = split_dirs(p)
-        if "train" in found:
-            dirs = {k: v for k, v in found.items() if k != "all"}
-            dirs["root"] = p
-        elif found:
-            raise DataError(
-                f"{p} holds split folders ({', '.join(sorted(v.name for v in found.values()))}) but no train/; "
-                "rename the training folder to train/ or pass --train-dir DIR"
-            )
-        else:
-            dirs = {"train": p}
-    dirs.update({k: Path(v) for k, v in given.items()})
-    if "train" not in dirs:
-        raise ConfigError("imagefolder needs training images: write imagefolder:PATH or pass --train-dir DIR")
-    return dirs
-
-
-_FOLDER_CACHE: dict[tuple, Any] = {}  # (folder, file stats, channels) -> scan / decoded images
-
-
-def _stat_key(folder: Path) -> tuple:
-    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file())
-
-
-def _scan(folder: Path, what: str):
-    from .folder import scan_folder
-
-    key = (
-        "scan",
-        str(folder.resolve()) if folder.exists() else str(folder),
-        _stat_key(folder) if folder.is_dir() else (),
-    )
-    if key not in _FOLDER_CACHE:
-        if len(_FOLDER_CACHE) > 16:
-            _FOLDER_CACHE.clear()
-        _FOLDER_CACHE[key] = scan_folder(folder, what)
-    return _FOLDER_CACHE[key]
-
-
-def _decoded(scan, channels: int) -> torch.Tensor | None:
-    from .folder import decode_images
-
-    key = ("pixels", str(scan.root.resolve()), _stat_key(scan.root), channels)
-    if key not in _FOLDER_CACHE:
-        _FOLDER_CACHE[key] = decode_images(scan, channels)
-    return _FOLDER_CACHE[key]
-
-
-def _folder_norm(train, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean / std of the training folder's pixels (decoded) or a neutral 0.5 / 0.25 (varying sizes)."""
-    images = _decoded(train, channels)
-    if images is None:
-        return (0.5,) * channels, (0.25,) * channels
-    pixels = images.float().div_(255.0)  # (N, C, H, W)
-    return tuple(float(m) for m in pixels.mean((0, 2, 3))), tuple(max(float(v), 1e-3) for v in pixels.std((0, 2, 3)))
+    return load_imagefolder(split, options)
 
 
 def split_transform(info: DatasetInfo, train: bool) -> Callable[[Any], torch.Tensor]:

@@ -18,6 +18,7 @@ from .kinds import module_at
 
 __all__ = [
     "META_KEY",
+    "INPUT_SIZE_KEY",
     "run_meta",
     "meta_like",
     "meta_value",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 META_KEY = "n2n_val"  # node.meta key holding the node's output on the meta device
+INPUT_SIZE_KEY = "n2n_input_size"  # placeholder node.meta key: example input shape (C, H, W), set by tracing
 
 
 def meta_like(t: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..features.features import FEATURE_DIM
 
 __all__ = ["Rollout", "resolve_feature_dim", "as_generator"]
 
@@ -62,12 +63,6 @@ class Rollout:
 def resolve_feature_dim(feature_dim: int | None) -> int:
     """``feature_dim`` itself, or ``n2n_fx.features.FEATURE_DIM`` when it is None."""
     if feature_dim is None:
-        try:
-            from ..features import FEATURE_DIM
-        except ImportError:
-            raise ConfigError(
-                "n2n_fx.features.FEATURE_DIM is not available; pass feature_dim=F to the policy config"
-            ) from None
         feature_dim = int(FEATURE_DIM)
     if int(feature_dim) <= 0:
         raise ConfigError(f"feature_dim={feature_dim} must be a positive int (width of a layer row)")

@@ -27,7 +27,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..errors import RunDirError
-from ..search.rundir import RunDir, safe_torch_load
+from ..rundir import RunDir, safe_torch_load
 from ..storage import atomic_write_text
 
 __all__ = ["COSTS", "pareto_front", "student_points", "heavier_than_teacher", "ParetoReport", "write_pareto"]

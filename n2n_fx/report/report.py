@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
-from torch import fx
+from torch import fx, nn
 
 from ..graph.cost import model_cost
 from ..graph.layers import analyze
 from ..reward.measure import latency_ms
 from ..rewrite import Diff
-from ..search.rundir import RunDir
+from ..rundir import RunDir, safe_torch_load
 from ..storage import atomic_write_text
 from .pareto import heavier_than_teacher, write_pareto
 
@@ -227,11 +228,18 @@ def _teacher_lines(m: dict[str, Any]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
-def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> dict[str, str]:
-    """Write summary.json, report.md, report.txt (and curves.png) for the run's ``student``; return the tables."""
-    from ..search.rundir import safe_torch_load
-    from ..search.search import rebuild_student
+def write_report(
+    run: RunDir,
+    teacher: fx.GraphModule,
+    student: fx.GraphModule,
+    diff: Diff,
+    stage_students: Mapping[str, nn.Module],
+) -> dict[str, str]:
+    """Write summary.json, report.md, report.txt (and curves.png) for the run's ``student``; return the tables.
 
+    ``stage_students``: the final student of each stage the run saved (``"removal"``,
+    ``"shrink"``), whose latency the summary measures; the search rebuilds them.
+    """
     ck = safe_torch_load(run.file("checkpoint.pt"))
     ck_final = ck.get("final", {})
     t = dict(ck["teacher"])
@@ -246,11 +254,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         if not f or not run.file(fname).is_file():
             continue
         summary[key] = dict(f)
-        if stage == (ck_final.get("winner") or "removal"):
-            m = student  # the run's result is in hand: no rebuild
-        else:
-            c = safe_torch_load(run.file(fname))
-            m = rebuild_student(teacher, c["actions"], c["state_dict"]).student
+        m = stage_students[stage]
         summary[key]["latency_ms"] = latency_ms(m, size, repeats=10) if size else math.nan
     summary["winner"] = "stage2" if ck_final.get("winner") == "shrink" else "stage1"
     history = run.history()

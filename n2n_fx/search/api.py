@@ -16,19 +16,23 @@ import torch
 from torch import fx, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.dataset import DatasetInfo
+from ..data.splits import DataSplits
 from ..errors import CheckpointError, ConfigError, DiskError, N2NError, RunDirError
+from ..graph.shapes import node_shape
+from ..report import write_report
 from ..rewrite import Diff
+from ..rundir import SEARCH_OUTPUTS, PickledFileError, RunDir, safe_torch_load
 from ..storage import atomic_write_bytes, torch_bytes
 from ..teacher.fxfile import graph_from_state, graph_to_state
 from ..teacher.trace import trace
 from ..teacher.train import teacher_spec
 from ..teacher.zoo import build_model
 from .config import SearchConfig
-from .rundir import SEARCH_OUTPUTS, PickledFileError, RunDir, safe_torch_load
 from .search import Search, rebuild_student
 from .teacher_setup import load_data, prepare
 
-__all__ = ["CompressionResult", "compress", "run_compress", "load_run"]
+__all__ = ["CompressionResult", "compress", "run_compress", "load_run", "load_teacher_file"]
 
 
 @dataclass
@@ -67,7 +71,11 @@ def _teacher_bytes(teacher: nn.Module, spec: dict[str, Any] | None, metrics: dic
         ) from None
 
 
-def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict[str, Any] | None]:
+def load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The run's teacher (eval mode) from teacher.pt, and its spec (None for a user's own model).
+
+    A pickled teacher (a custom model that could not be stored as data) loads only with
+    ``allow_pickle``; otherwise ``PickledFileError`` says how to allow it."""
     path = run.file("teacher.pt")
     hint = "pass --allow-pickle (allow_pickle=True) if you trust this run: its teacher is a custom model"
     try:
@@ -90,11 +98,24 @@ def _load_teacher_file(run: RunDir, allow_pickle: bool) -> tuple[nn.Module, dict
         raise CheckpointError(f"{path} does not match its spec ({str(e).splitlines()[0][:120]})") from None
 
 
-def _finish(run: RunDir, search: Search, teacher_gm: fx.GraphModule) -> CompressionResult:
-    from ..report.report import write_report
+def _stage_students(run: RunDir, teacher_gm: fx.GraphModule, student: fx.GraphModule) -> dict[str, nn.Module]:
+    """The final student of each stage the run saved: the run's result is in hand, the other is rebuilt."""
+    final = safe_torch_load(run.file("checkpoint.pt")).get("final", {})
+    out: dict[str, nn.Module] = {}
+    for stage, fname in (("removal", "student_stage1.pt"), ("shrink", "student_stage2.pt")):
+        if not final.get(stage) or not run.file(fname).is_file():
+            continue
+        if stage == (final.get("winner") or "removal"):
+            out[stage] = student
+        else:
+            c = safe_torch_load(run.file(fname))
+            out[stage] = rebuild_student(teacher_gm, c["actions"], c["state_dict"]).student
+    return out
 
+
+def _finish(run: RunDir, search: Search, teacher_gm: fx.GraphModule) -> CompressionResult:
     student, diff = load_run(run.path, allow_pickle=True, teacher_gm=teacher_gm)
-    tables = write_report(run, teacher_gm, student, diff)
+    tables = write_report(run, teacher_gm, student, diff, _stage_students(run, teacher_gm, student))
     summary = json.loads(run.file("summary.json").read_text())
     return CompressionResult(student, diff, run.history(), summary, run.path, tables)
 
@@ -133,7 +154,7 @@ def run_compress(
                 model, spec, splits, metrics = inputs(cfg)
                 _write_inputs(run, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)
             else:
-                model, spec = _load_teacher_file(run, allow_pickle)
+                model, spec = load_teacher_file(run, allow_pickle)
                 splits = load_data(cfg)
             gm = trace(model, input_size=splits.input_size).eval()
         except BaseException:  # any exit, Ctrl-C included, releases the lock first; re-raised
@@ -261,8 +282,6 @@ def compress(
         >>> result = compress(my_cnn, train_set, val_set, removal_iterations=10, max_params=1e5)
         >>> result.student, result.summary["student"]["compression"]
     """
-    from ..data.splits import DataSplits
-
     train, val = _as_dataset(train_data), _as_dataset(val_data)
     test = _as_dataset(test_data) if test_data is not None else val
     x0, _ = train[0]
@@ -297,9 +316,6 @@ def compress(
 
 def _custom_info(teacher: fx.GraphModule, x0: torch.Tensor):
     """The data set's description from one sample and the (CPU, eval-mode) traced teacher."""
-    from ..data.dataset import DatasetInfo
-    from ..graph.shapes import node_shape
-
     out = node_shape(next(n for n in reversed(teacher.graph.nodes) if n.op == "output"))  # from tracing
     if out is None:  # not one tensor: run the CPU copy once
         with torch.no_grad():
@@ -323,7 +339,7 @@ def load_run(
     if not isinstance(ck, dict) or ck.get("format") != "n2n_fx.student/1":
         raise CheckpointError(f"{path} is not an n2n_fx student file")
     if teacher_gm is None:
-        teacher, _ = _load_teacher_file(run, allow_pickle)
+        teacher, _ = load_teacher_file(run, allow_pickle)
         size = tuple(run.read_json("data.json")["input_size"])
         teacher_gm = trace(teacher, input_size=size).eval()
     cfg = SearchConfig.from_dict(run.read_json("config.json"))

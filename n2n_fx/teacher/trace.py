@@ -9,13 +9,11 @@ import torch
 from torch import fx, nn
 
 from ..errors import ConfigError, TraceError
-from ..graph.shapes import run_meta
+from ..graph.shapes import INPUT_SIZE_KEY, run_meta
 from ..layers import registered_specs
 from .zoo import build_model
 
 __all__ = ["trace", "parse_input_size", "example_input_of", "input_size_of", "INPUT_SIZE_KEY"]
-
-INPUT_SIZE_KEY = "n2n_input_size"  # placeholder node.meta key: example input shape (C, H, W)
 
 
 class _Tracer(fx.Tracer):

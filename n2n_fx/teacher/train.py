@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.fingerprint import data_fingerprint
 from ..data.loaders import make_loader
 from ..data.splits import DataSplits
 from ..distill.evaluate import accuracy
@@ -269,8 +270,6 @@ def save_teacher(
 
 def data_identity(splits: DataSplits) -> dict[str, Any]:
     """What a teacher checkpoint records about its data: name, fingerprint, seed, input size."""
-    from ..data.fingerprint import data_fingerprint
-
     return {
         "dataset": splits.info.name,
         "fingerprint": data_fingerprint(splits),
