@@ -78,7 +78,7 @@ def match_ratio(teacher: nn.Module, example: torch.Tensor, max_params: int) -> t
 
 def _searched_winner(run_dir: Path, teacher: nn.Module) -> nn.Module:
     """N2N's winning student with the weights the search gave it (before final training)."""
-    from n2n_fx.search.rundir import safe_torch_load
+    from n2n_fx.rundir import safe_torch_load
     from n2n_fx.search.search import rebuild_student
 
     ck = safe_torch_load(run_dir / "checkpoint.pt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..search.rundir import RunDir
+from ..rundir import RunDir
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:

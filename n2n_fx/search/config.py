@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..policy.learner import LearnerConfig
+from ..reward import REWARD_MODES, Constraints, Penalty
+from ..reward.objective import OBJECTIVES
+from ..supernet.train import SupernetConfig
+from .executors import EXECUTORS
 from .fields import check_fields
 
 __all__ = ["SearchConfig", "STAGES", "load_config_file"]
@@ -141,14 +146,10 @@ class SearchConfig:
         for name in ("removal_iterations", "shrink_iterations", "rollouts", "batch_size"):
             if getattr(self, name) < (0 if "iterations" in name else 1):
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
-        from ..reward import REWARD_MODES
-
         if self.reward_mode not in REWARD_MODES:
             raise ConfigError(f"reward_mode {self.reward_mode!r} must be one of {', '.join(REWARD_MODES)}")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches={self.calib_batches} must be at least 1")
-        from ..reward.objective import OBJECTIVES
-
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective {self.objective!r} must be one of {', '.join(OBJECTIVES)}")
         self.supernet_config()  # checks the supernet settings
@@ -160,20 +161,14 @@ class SearchConfig:
             raise ConfigError("give reward_steps > 0 or reward_epochs >= 1")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device {self.device!r} must be auto, cpu or cuda")
-        from ..policy.learner import LearnerConfig
-
         try:  # the learner checks its baseline itself
             LearnerConfig(baseline=self.reinforce_baseline, rollouts=self.rollouts)
         except ConfigError as e:
             raise ConfigError(f"reinforce_baseline: {e}") from None
         if self.algo not in ("reinforce", "actor_critic"):
             raise ConfigError(f"algo {self.algo!r} must be reinforce or actor_critic")
-        from .executors import EXECUTORS
-
         if self.executor not in EXECUTORS:
             raise ConfigError(f"unknown executor {self.executor!r}; use one of {', '.join(sorted(EXECUTORS))}")
-        from ..reward import Constraints, Penalty
-
         Constraints.from_limits(
             max_params=self.max_params, max_flops=self.max_flops, max_latency_ms=self.max_latency_ms
         )
@@ -200,8 +195,6 @@ class SearchConfig:
 
     def supernet_config(self, space: str = "removal"):
         """How this run trains the shared weights of ``space`` (``n2n_fx.supernet.SupernetConfig``)."""
-        from ..supernet.train import SupernetConfig
-
         shrink = self.supernet_steps if self.supernet_shrink_steps is None else self.supernet_shrink_steps
         return SupernetConfig(
             steps=shrink if space == "shrink" else self.supernet_steps,

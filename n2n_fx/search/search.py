@@ -46,7 +46,7 @@ from ..supernet import Supernet, train_supernet
 from ..teacher.quality import majority_accuracy
 from .config import SearchConfig
 from .executors import Job, make_executor
-from .rundir import RunDir, safe_torch_load
+from ..rundir import RunDir, safe_torch_load
 
 __all__ = ["Search", "StageBest", "rebuild_student", "final_distill_config", "CKPT_FORMAT"]
 
