@@ -76,14 +76,14 @@ def match_ratio(teacher: nn.Module, example: torch.Tensor, max_params: int) -> t
     return best
 
 
-def _searched_winner(run_dir: Path, teacher: nn.Module) -> nn.Module:
+def _searched_winner(run_dir: Path, teacher: nn.Module, input_size: tuple[int, ...]) -> nn.Module:
     """N2N's winning student with the weights the search gave it (before final training)."""
     from n2n_fx.rundir import safe_torch_load
     from n2n_fx.search.search import rebuild_student
 
     ck = safe_torch_load(run_dir / "checkpoint.pt")
     best = ck["best"][ck["final"]["winner"]]
-    gm = trace(teacher) if not isinstance(teacher, torch.fx.GraphModule) else teacher
+    gm = teacher if isinstance(teacher, torch.fx.GraphModule) else trace(teacher, input_size=input_size)
     return rebuild_student(gm, best["actions"], best["state_dict"]).student
 
 
@@ -190,7 +190,7 @@ def main() -> None:
     }
     t_params = model_cost(trace(teacher, input_size=splits.input_size)).params
     if args.repeat_final > 1:  # final training is noisy: both students again on other seeds
-        n2n_student = _searched_winner(run_dir, teacher)
+        n2n_student = _searched_winner(run_dir, teacher, splits.input_size)
         for extra in range(1, args.repeat_final):
             fcfg = cfg.replace(seed=cfg.seed + extra)
             for row, start in ((n2n, n2n_student), (tp_row, pruned_untrained)):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent / "n2n_fx"
 
 # The import order (docs/architecture.md): a package may import only packages listed before
@@ -51,11 +49,6 @@ LATE_IMPORTS_ALLOWED = {
 }
 
 MAX_LINES = 400
-# Modules still over MAX_LINES, each with who splits it; the test fails for any other module
-# over the limit, and for an entry here once its module is under the limit (remove it then).
-LONG_MODULES_ALLOWED = {
-    "search/search.py": "the lead splits it (Stage protocol, final training apart; issue 16)",
-}
 
 
 def _modules() -> list[Path]:
@@ -144,16 +137,8 @@ def _line_counts() -> dict[str, int]:
 
 
 def test_no_module_over_the_line_limit():
-    counts = _line_counts()
-    over = {m: n for m, n in counts.items() if n > MAX_LINES and m not in LONG_MODULES_ALLOWED}
+    over = {m: n for m, n in _line_counts().items() if n > MAX_LINES}
     assert not over, f"split these modules along their concepts (at most {MAX_LINES} lines): {over}"
-
-
-@pytest.mark.parametrize("module", sorted(LONG_MODULES_ALLOWED))
-def test_long_module_allowance_is_still_needed(module):
-    counts = _line_counts()
-    assert module in counts, f"{module} no longer exists: remove it from LONG_MODULES_ALLOWED"
-    assert counts[module] > MAX_LINES, f"{module} has {counts[module]} lines now: remove it from LONG_MODULES_ALLOWED"
 
 
 def test_the_import_reader_sees_late_and_relative_imports(tmp_path):

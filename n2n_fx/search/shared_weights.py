@@ -1,0 +1,85 @@
+"""The shared weights a stage scores its students with (shared reward modes): trained once per
+stage and run, saved in the run directory, loaded (and checked) on resume."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from ..distill import LogitCache
+from ..errors import CheckpointError
+from ..rundir import safe_torch_load
+from ..storage import atomic_torch_save
+from ..supernet import Supernet, train_supernet
+
+__all__ = ["SUPERNET_FILES", "SUPERNET_FORMAT", "SharedWeights"]
+
+SUPERNET_FORMAT = "n2n_fx.supernet/2"
+SUPERNET_FILES = {  # shared weights per stage
+    "removal": "supernet.pt",
+    "shrink": "supernet_shrink.pt",
+    "shrink_teacher": "supernet_shrink_teacher.pt",
+}
+
+
+def _tag(net: Supernet) -> str:
+    """A short hash of the shared weights: rewards cached for one supernet never serve another."""
+    return hashlib.sha1(net.flat.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+class SharedWeights:
+    """``Search``'s supernet per stage (a mixin: it reads the search's config, state and run directory)."""
+
+    def _supernet(self, train, cache: LogitCache, space: str, remove: Sequence[str] = ()) -> Supernet:
+        """The shared weights stage ``space`` scores its students with: loaded from the run
+        directory, or trained once and saved there (``SUPERNET_FILES``).
+
+        Stage 1's are trained from the teacher over removals; stage 2's go on from stage 1's over
+        the shrinks of stage 1's winner ``remove`` (from the teacher when stage 1 did not run).
+        Training time is part of the search time (``state.supernet[space]["wall_s"]``)."""
+        path = self.run_dir.file(SUPERNET_FILES[space])
+        record = self.state.supernet.get(space)
+        net = None
+        if space != "removal" and record is None and "removal" in self.state.supernet:  # go on from stage 1's
+            keep = space == "shrink" and self.supernet is not None  # stage 1's, still in memory
+            net = self.supernet if keep else self._supernet(train, cache, "removal")
+        if net is None:
+            net = Supernet(self.teacher, max_linear_growth=self.cfg.max_linear_growth)
+        if record and path.is_file():
+            saved = safe_torch_load(path)
+            if not isinstance(saved, dict) or saved.get("format") != SUPERNET_FORMAT:
+                raise CheckpointError(f"{path} is not a supernet checkpoint of this version; delete the run")
+            net.load_flat(saved["flat"])
+            if _tag(net) != record.get("tag"):
+                raise CheckpointError(
+                    f"{path} does not hold the weights this run trained; delete the run and start again"
+                )
+            self.log(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
+            return net
+        scfg = self.cfg.supernet_config("removal" if space == "removal" else "shrink")
+        what = "removals" if space == "removal" else f"shrinks of the {'stage-1 winner' if remove else 'teacher'}"
+        self.log(
+            f"supernet: training shared weights over {what} ({scfg.steps} steps, {2 + scfg.random_students} students a step)"
+        )
+        bar = self._bar(scfg.steps, f"supernet {space} (steps)")
+        res = train_supernet(
+            net,
+            train,
+            cache,
+            scfg,
+            space="removal" if space == "removal" else "shrink",
+            remove=remove,
+            device=self.device,
+            on_step=lambda *_: bar.update(1),
+        )
+        bar.close()
+        atomic_torch_save({"format": SUPERNET_FORMAT, "flat": net.flat.detach().cpu()}, path)
+        self.state.supernet[space] = {**res.to_dict(), "tag": _tag(net), "remove": sorted(remove)}
+        self.save_checkpoint()
+        self.log(
+            f"supernet ({space}): {res.steps} steps in {res.wall_s:.0f} s, "
+            f"KD loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}"
+            if res.losses
+            else f"supernet ({space}): no training steps"
+        )
+        return net

@@ -1,0 +1,226 @@
+"""The search's stage loop (paper Algorithm 1): per iteration m rollouts from the stage's policy,
+their students and rewards, one policy update, the stage's best, an atomic checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+from ..errors import ConfigError
+from ..features import FEATURE_DIM, RATIOS, policy_input, removal_mask, shrink_input, shrink_steps
+from ..graph.layers import Analysis, analyze
+from ..policy import (
+    REMOVE,
+    Learner,
+    LearnerConfig,
+    RemovalPolicy,
+    RemovalPolicyConfig,
+    ShrinkPolicy,
+    ShrinkPolicyConfig,
+    load_policy,
+    save_policy,
+)
+from ..reward import RewardEvaluator
+from ..rewrite import Rewrite, apply_actions
+from .executors import Job
+from .final import rebuild_student
+from .state import STAGE_ORDER, StageBest, best_key
+
+__all__ = ["StageLoop"]
+
+
+class StageLoop:
+    """``Search``'s stages (a mixin: it reads the search's config, state, executor and supernet)."""
+
+    def _offset(self, stage: str) -> int:
+        """The global step of ``stage``'s first iteration (the stages that run before it, counted)."""
+        cfg = self.cfg
+        if stage == "removal":
+            return 0
+        offset = cfg.removal_iterations if cfg.stage == "both" else 0
+        return offset + (cfg.shrink_iterations if stage == "shrink_teacher" else 0)
+
+    def _global_step(self) -> int:
+        phase = self.state.phase
+        return self._offset(phase) + self.state.iteration if phase in STAGE_ORDER else 1 << 30
+
+    def _learner(self, stage: str) -> Learner:
+        cfg = self.cfg
+        ac = cfg.algo == "actor_critic"
+        path = cfg.removal_policy if stage == "removal" else cfg.shrink_policy
+        torch.manual_seed(cfg.seed * 7919 + 11 + STAGE_ORDER.index(stage))  # policy init
+        if path:
+            policy = load_policy(path)
+            if ac and getattr(policy, "value", None) is None:
+                raise ConfigError(f"{path} has no value head; actor_critic needs one (use --algo reinforce)")
+        elif stage == "removal":
+            policy = RemovalPolicy(
+                RemovalPolicyConfig(feature_dim=FEATURE_DIM, remove_prior=cfg.remove_prior, value_head=ac)
+            )
+        else:
+            policy = ShrinkPolicy(
+                ShrinkPolicyConfig(
+                    feature_dim=FEATURE_DIM, ratios=RATIOS, keep_bias=cfg.shrink_keep_bias, value_head=ac
+                )
+            )
+        lr = cfg.removal_lr if stage == "removal" else cfg.shrink_lr
+        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage)
+        learner = Learner(
+            policy,
+            LearnerConfig(
+                algo=cfg.algo,
+                lr=lr,
+                rollouts=cfg.rollouts,
+                baseline_decay=cfg.baseline_decay,
+                baseline=cfg.reinforce_baseline,
+                entropy_coef=cfg.entropy_coef,
+                seed=seed,
+            ),
+        )
+        if stage in self.state.learners:
+            learner.load_state_dict(self.state.learners[stage])
+        return learner
+
+    def _stage(
+        self,
+        stage: str,
+        evaluator: RewardEvaluator,
+        analysis: Analysis,
+        base_actions: dict[str, Any],
+    ) -> None:
+        cfg = self.cfg
+        offset = self._offset(stage)
+        n_iter = cfg.removal_iterations if stage == "removal" else cfg.shrink_iterations
+        layers = analysis.layers
+        if stage == "removal":
+            inputs = {
+                "x": policy_input(layers),
+                "removable": removal_mask(layers, passive=cfg.remove_passive),
+            }
+        else:
+            steps = shrink_steps(layers, RATIOS)
+            if not steps:
+                self.log("shrink: nothing left to shrink")
+                return
+            x, var, legal = shrink_input(layers, steps)
+            inputs = {"x": x, "variable": var, "legal": legal}
+        learner = self._learner(stage)
+        m = self.cfg.rollouts
+        bar = self._bar(n_iter * m, f"stage {stage} (students)", self.state.iteration * m)
+        while self.state.iteration < n_iter:
+            it = self.state.iteration
+            ro = learner.sample(**inputs)
+            jobs, rewrites, all_acts = [], [], []
+            for k in range(ro.actions.shape[0]):
+                a = ro.actions[k]
+                if stage == "removal":
+                    acts = {"remove": [layers[i].node for i in range(len(layers)) if int(a[i]) == REMOVE]}
+                else:
+                    shr: dict[str, dict[str, float]] = {}
+                    for st, ai in zip(steps, a.tolist(), strict=True):
+                        shr.setdefault(st.node, {})[st.variable] = RATIOS[ai]
+                    acts = {**base_actions, "shrink": shr}
+                rw, student = self._student(analysis, acts, stage)
+                step = offset + it
+                seed = cfg.seed * 1_000_003 + step * 101 + k
+                jobs.append(Job(student if student is not None else f"{rw.degenerate}", step, seed))
+                rewrites.append(rw)
+                all_acts.append(acts)
+            start = bar.n
+            self.executor.on_done = lambda: bar.update(1)
+            records = self.executor.evaluate(evaluator, jobs)
+            bar.update(max(0, start + len(jobs) - bar.n))  # executors that do not report per student
+            rewards = []
+            for k, (rw, acts, rec) in enumerate(zip(rewrites, all_acts, records, strict=True)):
+                rewards.append(rec.reward)
+                row = {
+                    "stage": stage,
+                    "iteration": it,
+                    "rollout": k,
+                    "step": offset + it,
+                    "actions": acts.get("remove") if stage == "removal" else acts["shrink"],
+                    "params": rec.params,
+                    "flops": rec.flops,
+                    "accuracy": rec.accuracy,
+                    "latency_ms": rec.latency_ms,
+                    "compression": rec.compression,
+                    "objective_compression": rec.objective_compression,  # C of the reward (objective)
+                    "arch": rec.arch,
+                    "reward": rec.reward,
+                    "raw_reward": rec.raw_reward,
+                    "degenerate": rec.degenerate,
+                    "violations": list(rec.violations),
+                    "cache_hit": rec.cache_hit,
+                    "surgery_s": rw.seconds,
+                    "wall_s": rec.wall_s,
+                }
+                self.run_dir.append_history(row)
+                best = self.state.best.get(best_key(stage))
+                trained = jobs[k].trained  # None: trained in place, in this process
+                if (
+                    rw.valid
+                    and not rec.is_degenerate
+                    and not rec.violations
+                    and (best is None or rec.reward > best.reward)
+                    and not rec.cache_hit
+                ):
+                    sd = trained if trained is not None else jobs[k].student.state_dict()
+                    sd = {kk: v.detach().cpu().clone() for kk, v in sd.items()}
+                    self.state.best[best_key(stage)] = StageBest(rec.reward, rec.to_dict(), acts, sd)
+            stats = learner.update(ro, rewards, **inputs)
+            if stats.skipped:
+                self.log(f"{stage} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
+            self.state.iteration = it + 1
+            self.state.learners[stage] = learner.state_dict()
+            evaluator.cache.save(self.run_dir.file("reward_cache.json"))
+            save_policy(learner.policy, self.run_dir.file(f"policies/{stage}.pt"))
+            self.save_checkpoint()  # last: it commits the iteration
+            b = self.state.best.get(best_key(stage))
+            self.log(
+                f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
+                + (f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})" if b else "")
+            )
+        bar.close()
+
+    def _removal_analysis(self) -> Analysis:
+        return self.supernet.analysis if self.supernet is not None else analyze(self.teacher)
+
+    def _student(self, analysis: Analysis, acts: dict[str, Any], stage: str) -> tuple[Rewrite, fx.GraphModule | None]:
+        """The rewrite of one rollout and the student to score (None when degenerate).
+
+        ``kd`` mode: the surgery on the stage's base (the teacher, or the best stage-1 student
+        with its trained weights). Shared modes: the supernet's student, shared weights."""
+        if self.supernet is not None:
+            arch = self.supernet.arch(acts)
+            return arch.rewrite, (self.supernet.extract(arch) if arch.valid else None)
+        rw = apply_actions(
+            analysis,
+            remove=acts["remove"] if stage == "removal" else (),
+            shrink=acts.get("shrink") if stage != "removal" else None,
+            strict=False,
+            max_linear_growth=self.cfg.max_linear_growth,
+        )
+        return rw, (rw.student if rw.valid else None)
+
+    def _stage1_removal(self) -> list[str]:
+        """The layers stage 1's best student removed (none when stage 1 did not run)."""
+        best1 = self.state.best.get("removal")
+        return sorted(best1.actions["remove"]) if best1 is not None else []
+
+    def _shrink_teacher(self) -> bool:
+        """Whether stage 2 also shrinks the teacher itself: asked for, and stage 1's winner removed something."""
+        return self.cfg.shrink_teacher and bool(self._stage1_removal())
+
+    def _base_for_shrink(self, stage: str = "shrink") -> tuple[Analysis, dict[str, Any]]:
+        """The layers a shrink stage shrinks and the actions that made them: the best stage-1
+        student's (``shrink``), or the teacher's own (``shrink_teacher``)."""
+        best1 = self.state.best.get("removal") if stage == "shrink" else None
+        remove = self._stage1_removal() if stage == "shrink" else []
+        if self.supernet is not None:
+            return self.supernet.stage1_analysis(remove), {"remove": remove}
+        if best1 is None:
+            return analyze(self.teacher), {"remove": []}
+        r = rebuild_student(self.teacher, best1.actions, best1.state_dict, self.cfg.max_linear_growth)
+        return analyze(r.student.eval()), {"remove": remove}
