@@ -136,10 +136,12 @@ _CHOICE_FIELDS = {"stage", "algo", "reinforce_baseline", "penalty", "penalty_sch
 
 def _bad_values(name: str, typ, rng: random.Random) -> list:
     """Values of the wrong type or out of range for a SearchConfig field."""
-    args = typing.get_args(typ)
+    args = typing.get_args(typ) if typing.get_origin(typ) is not typing.Literal else ()
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), typ) if args else typ
     base = typing.get_origin(base) or base
+    choices = base is typing.Literal  # one of its values: a string, and not any string
+    base = str if choices else base
     wrong_types = {
         int: ["3", 1.5, True, [1], {"a": 1}],
         float: ["0.1", True, [0.5], {"x": 1}, float("nan"), float("inf")],
@@ -154,7 +156,7 @@ def _bad_values(name: str, typ, rng: random.Random) -> list:
             bad.append(r.low if r.open_low else r.low - rng.choice([1, 7, 1000]))
         if r.high is not None:
             bad.append(r.high)
-    if name in _CHOICE_FIELDS:
+    if name in _CHOICE_FIELDS or choices:
         bad.append("no-such-" + name)
     return bad
 

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
 from ..errors import N2NError
 
 __all__ = ["main", "SUBCOMMANDS"]
@@ -21,6 +22,7 @@ SUBCOMMANDS = {
     "export": "export_cmd",
     "baseline": "baseline_cmd",
     "datasets": "datasets_cmd",
+    "models": "models_cmd",
 }
 
 
@@ -36,6 +38,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
         prog="n2n-fx",
         description="Compress neural networks by learned graph surgery (N2N on torch.fx).",
     )
+    parser.add_argument("--version", action="version", version=f"n2n-fx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners = {}
     for name, mod_name in SUBCOMMANDS.items():

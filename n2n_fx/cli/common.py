@@ -16,6 +16,8 @@ __all__ = [
     "add_model_args",
     "load_model_arg",
     "add_data_option_arg",
+    "add_split_dir_args",
+    "split_dirs_of",
     "parse_data_options",
     "positive_int",
     "count_or_fraction",
@@ -98,6 +100,11 @@ def add_data_option_arg(p: argparse.ArgumentParser) -> None:
         help="data-set option, e.g. augment=crop, image_size=32, val_size=0.1 (repeatable; `n2n-fx datasets` "
         "lists each data set's)",
     )
+    add_split_dir_args(p)
+
+
+def add_split_dir_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--train-dir/--val-dir/--test-dir``: image folders, read as data-set options (``split_dirs_of``)."""
     for split in ("train", "val", "test"):
         p.add_argument(
             f"--{split}-dir",
@@ -109,12 +116,13 @@ def add_data_option_arg(p: argparse.ArgumentParser) -> None:
 
 def data_options_of(args: argparse.Namespace) -> dict[str, Any]:
     """``--data-option`` items plus ``--train-dir/--val-dir/--test-dir`` as data-set options."""
-    out = parse_data_options(args.data_option)
-    for split in ("train", "val", "test"):
-        folder = getattr(args, f"{split}_dir", None)
-        if folder is not None:
-            out[f"{split}_dir"] = str(folder)
-    return out
+    return {**parse_data_options(args.data_option), **split_dirs_of(args)}
+
+
+def split_dirs_of(args: argparse.Namespace) -> dict[str, str]:
+    """``--train-dir/--val-dir/--test-dir`` as data-set options (``train_dir`` ...)."""
+    folders = {split: getattr(args, f"{split}_dir", None) for split in ("train", "val", "test")}
+    return {f"{split}_dir": str(folder) for split, folder in folders.items() if folder is not None}
 
 
 def dataset_of(dataset: str | None, options: dict[str, Any]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 __all__ = ["add_parser", "run"]
@@ -15,6 +16,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         description="List the data sets n2n-fx reads, their options and the split / augmentation options all take.",
     )
     p.add_argument("name", nargs="?", default=None, help="show only this data set")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="table (default) or JSON on stdout")
     return p
 
 
@@ -24,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     about = dataset_help()
     names = [args.name.partition(":")[0]] if args.name else list(about)
+    if args.format == "json":
+        sets = {name: {"about": about[name], "options": dataset_options_help(name)} for name in names}
+        print(json.dumps({"datasets": sets, "split_options": SPLIT_OPTIONS, "augmentations": AUGMENTATIONS}, indent=1))
+        return 0
     lines = []
     for name in names:
         options = dataset_options_help(name)  # ConfigError names the known ones

@@ -18,6 +18,12 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
         help="every evaluated student (accuracy vs params, FLOPs, latency) with its Pareto fronts: write "
         "pareto.md/.csv/.json/.png into the run directory (also of a run in progress) and print pareto.md",
     )
+    p.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text (default) or JSON on stdout: the run's summary.json (with --pareto: pareto.json)",
+    )
     return p
 
 
@@ -27,13 +33,20 @@ def run(args: argparse.Namespace) -> int:
         from ..report.pareto import write_pareto
 
         report = write_pareto(run)
+        if args.format == "json":
+            print(run.file("pareto.json").read_text())
+            return 0
         print(report.markdown)
         print(
             f"written: {', '.join(str(run.file(n)) for n in ('pareto.md', 'pareto.csv', 'pareto.json'))}"
             + ("" if report.plot_hint else f", {run.file('pareto.png')}")
         )
         return 0
-    name = "report.md" if args.markdown else "report.txt"
+    if args.format == "json" and args.markdown:
+        from ..errors import ConfigError
+
+        raise ConfigError("--markdown and --format json ask for two outputs; give one")
+    name = "summary.json" if args.format == "json" else "report.md" if args.markdown else "report.txt"
     path = run.file(name)
     if not path.is_file():
         from ..errors import RunDirError

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
 from ..errors import ConfigError
-from ..rewrite import apply_actions, to_dot
+from ..rewrite import Rewrite, apply_actions, to_dot
 from .common import add_model_args, load_model_arg, write_output
 
 
@@ -31,6 +33,12 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--dot", type=Path, default=None, help="write the student graph as Graphviz DOT here")
     p.add_argument("--code", action="store_true", help="print the student's generated forward()")
+    p.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table (default) or one JSON object on stdout: diff, costs, compression, degenerate (and code)",
+    )
     return p
 
 
@@ -51,6 +59,11 @@ def parse_shrink(items: list[str]) -> dict[str, dict[str, float]]:
 def run(args: argparse.Namespace) -> int:
     gm = load_model_arg(args)
     r = apply_actions(gm, remove=args.remove, shrink=parse_shrink(args.shrink))
+    if args.dot and r.degenerate is None:
+        write_output(args.dot, to_dot(r.student, r.diff, gm))
+    if args.format == "json":
+        print(json.dumps(_as_json(args, r), indent=1))
+        return 0 if r.degenerate is None else 1
     print(r.diff.table())
     if r.degenerate is not None:
         print(f"\ndegenerate student: {r.degenerate}")
@@ -66,6 +79,24 @@ def run(args: argparse.Namespace) -> int:
     if args.code:
         print(r.student.code)
     if args.dot:
-        write_output(args.dot, to_dot(r.student, r.diff, gm))
         print(f"wrote {args.dot}")
     return 0
+
+
+def _as_json(args: argparse.Namespace, r: Rewrite) -> dict[str, Any]:
+    """What the table output says, as one JSON object (the student's costs: None when it was not built)."""
+    t, s = r.teacher_cost, r.student_cost
+    out: dict[str, Any] = {
+        "model": args.model,
+        "diff": json.loads(r.diff.to_json()),
+        "degenerate": r.degenerate,
+        "teacher": {"params": t.params, "flops": t.flops},
+        "student": {"params": s.params, "flops": s.flops} if s is not None else None,
+        "compression": t.params / max(1, s.params) if s is not None else None,
+        "seconds": r.seconds,
+    }
+    if args.code and r.degenerate is None:
+        out["code"] = r.student.code
+    if args.dot and r.degenerate is None:
+        out["dot"] = str(args.dot)
+    return out

@@ -29,6 +29,7 @@ from ..teacher.trace import trace
 from ..teacher.train import teacher_spec
 from ..teacher.zoo import build_model
 from .config import SearchConfig
+from .resume import resumed_config
 from .search import Search, rebuild_student
 from .teacher_setup import load_data, prepare
 
@@ -130,8 +131,13 @@ def run_compress(
     search_cls: Callable[..., Search] = Search,
     teacher: nn.Module | None = None,
     extra_files: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> CompressionResult:
     """Run (or resume) the full compression described by ``cfg`` in ``run_dir``.
+
+    A resume runs the config the run recorded (``cfg`` is not read); ``changes`` are settings
+    asked for on top of it: equal ones pass, raised budgets are applied and recorded, others
+    raise ``ConfigError`` (search/resume.py).
 
     Baselines reuse the whole job: ``search_cls`` builds the search (e.g. random search's
     learners), ``teacher`` replaces the teacher ``cfg`` would load (e.g. an N2N run's own),
@@ -149,7 +155,10 @@ def run_compress(
     if resume:
         run = RunDir.open(run_dir).lock()
         try:
-            cfg = SearchConfig.from_dict(run.config())
+            cfg, extended = resumed_config(run, changes or {})
+            if extended:  # recorded, so that a later resume keeps them
+                run.write_json("config.json", cfg.to_dict())
+                say(f"resume: extended {', '.join(extended)}")
             if run.missing_inputs():  # killed while it was being created: make them again
                 model, spec, splits, metrics = inputs(cfg)
                 _write_inputs(run, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)

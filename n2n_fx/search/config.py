@@ -8,22 +8,30 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..errors import ConfigError
 from ..policy.learner import LearnerConfig
-from ..reward import REWARD_MODES, Constraints, Penalty
-from ..reward.objective import OBJECTIVES
+from ..reward import Constraints, Penalty
 from ..supernet.train import SupernetConfig
-from .executors import EXECUTORS
 from .fields import check_fields
 
 __all__ = ["SearchConfig", "STAGES", "load_config_file"]
 
-STAGES = ("removal", "shrink", "both")
-FINAL_STUDENTS = ("winner", "both")  # which stage bests get the final training
-FINAL_LOSSES = ("ce+kl", "ce+l2")  # final training: CE plus a KD term (distill.loss)
-REWARD_ACCURACIES = ("above_chance", "ratio")  # how the reward's R_a reads a student's accuracy
+# the choices of the string-valued fields (check_fields and the CLI's `choices` read them from the annotations;
+# the registry-backed ones must name what their registry holds: tests/test_cli.py checks that)
+Stage = Literal["removal", "shrink", "both"]
+FinalLoss = Literal["ce+kl", "ce+l2"]  # final training: CE plus a KD term (distill.loss)
+RewardAccuracy = Literal["above_chance", "ratio"]  # how the reward's R_a reads a student's accuracy
+Algo = Literal["reinforce", "actor_critic"]  # policy.learner
+Baseline = Literal["ema", "batch"]  # policy.learner.BASELINES
+RewardMode = Literal["kd", "shared", "shared+kd"]  # reward.REWARD_MODES
+ObjectiveName = Literal["params", "flops", "latency"]  # reward.OBJECTIVES
+PenaltyMode = Literal["anneal", "hard", "none"]  # reward.PENALTY_MODES
+PenaltySchedule = Literal["linear", "exponential"]  # reward.SCHEDULES
+ExecutorName = Literal["sequential", "local", "ray"]  # search.executors.EXECUTORS
+FinalStudents = Literal["winner", "both"]  # which stage bests get the final training
+STAGES = get_args(Stage)
 
 
 @dataclass(frozen=True)
@@ -35,14 +43,16 @@ class SearchConfig:
     dataset: str = "synthetic"  # data set name (see n2n_fx.data.dataset_names())
     data_root: str | None = None  # where data sets live (None: the default data root)
     download: bool = False  # let torchvision download a missing data set
-    dataset_options: dict[str, Any] | None = None  # data set options (None: its defaults; synthetic: 2400 samples)
+    # data set options, e.g. augment=crop, image_size=32, val_size=0.1 (`n2n-fx datasets` lists each data set's;
+    # None: its defaults; synthetic: 2400 samples)
+    dataset_options: dict[str, Any] | None = None
     teacher_checkpoint: str | None = None  # trained teacher (n2n-fx train-teacher); None: train one, cached
     # teacher trained on the fly: at most this many epochs, stopped when validation accuracy
     # plateaus (teacher_patience) and the best epoch kept (4 fixed epochs gave a 71% teacher, issue 19)
     teacher_epochs: int = 30
     teacher_patience: int = 3  # epochs without progress before lr/10, then as many before stopping
     # -- search (paper Algorithm 1) -----------------------------------------------------------
-    stage: str = "both"  # "removal", "shrink" or "both"
+    stage: Stage = "both"  # "removal", "shrink" or "both"
     removal_iterations: int = 60  # N1: policy updates of the removal stage
     shrink_iterations: int = 30  # N2: policy updates of the shrink stage
     rollouts: int = 5  # m: students sampled per update (paper: 5)
@@ -60,11 +70,11 @@ class SearchConfig:
     # Stage 1 may remove layers a uniformly narrowed full-depth student keeps to its profit (docs/usage.md)
     shrink_teacher: bool = False
     shrink_keep_bias: float = 3.0  # fresh shrink policy: logit of ratio r starts at bias * r (mean ratio ~0.75)
-    algo: str = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
+    algo: Algo = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
     baseline_decay: float = 0.9  # EMA decay of the REINFORCE baseline
     # REINFORCE baseline: "ema" (paper: moving average of mean rewards) or "batch" (leave-one-out
     # mean of the other rollouts of the update; not consistently better, docs/results.md)
-    reinforce_baseline: str = "ema"
+    reinforce_baseline: Baseline = "ema"
     entropy_coef: float = 0.0  # entropy bonus weight
     removal_policy: str | None = None  # pre-trained removal policy to start from (transfer)
     shrink_policy: str | None = None  # pre-trained shrink policy to start from (transfer)
@@ -73,15 +83,15 @@ class SearchConfig:
     # how a student's accuracy is read: "kd" (paper: inherited teacher weights, reward_steps of KD),
     # "shared" (weights of a supernet trained once per run, batch norms recalibrated, no training),
     # "shared+kd" (shared weights, then reward_steps of KD)
-    reward_mode: str = "shared"
+    reward_mode: RewardMode = "shared"
     # what the reward's compression C = 1 − student/teacher is taken on: "params" (paper), "flops"
     # (per sample) or "latency" (median batch-1 ms on `device`); all three are recorded for every student
-    objective: str = "params"
+    objective: ObjectiveName = "params"
     # the reward's accuracy term: "above_chance" ((A − chance) / (A_teacher − chance), chance = the
     # majority class's share of the validation split: a student that guesses is worth 0) or "ratio"
     # (the paper's A / A_teacher, under which chance-level students earn 0.1·C(2 − C) on ten classes
     # and the default run's removal policy learned to remove 18 of 24 layers; docs/usage.md)
-    reward_accuracy: str = "above_chance"
+    reward_accuracy: RewardAccuracy = "above_chance"
     # optimiser steps (batch 32) training stage 1's shared weights over removals (shared modes)
     supernet_steps: int = 400
     # optimiser steps going on from them over the shrinks of stage 1's winner, before stage 2; None: supernet_steps
@@ -110,20 +120,20 @@ class SearchConfig:
     # costs more compute than its teacher (removing a pooling layer or a stride can raise FLOPs 2-4x)
     max_flops_ratio: float | None = 1.0
     max_latency_ms: float | None = None  # student CPU latency (batch 1, median) <= this
-    penalty: str = "anneal"  # "anneal" (ε_t(R+1)−1), "hard" (−1) or "none"
-    penalty_schedule: str = "linear"  # how ε_t decays: "linear" or "exponential"
+    penalty: PenaltyMode = "anneal"  # "anneal" (ε_t(R+1)−1), "hard" (−1) or "none"
+    penalty_schedule: PenaltySchedule = "linear"  # how ε_t decays: "linear" or "exponential"
     # -- final training (CE + λ·KD) ---------------------------------------------------------------
     # who gets it: "winner" (the run's result: the best-rewarded student of either stage) or "both" (each
     # stage's best, the two rows of the paper's Table 1: twice the final training time)
-    final_students: str = "winner"
+    final_students: FinalStudents = "winner"
     final_epochs: int = 10  # epochs of final training of the best students (cosine lr decay, best val epoch kept)
     # the KD term: "ce+kl" (T=4 soft targets) or "ce+l2" (the paper's logit L2). conv4 on the built-in
     # data, an 8x student, 10 cosine epochs from 3e-3: test acc 97.5 % with ce+kl, 96.9 % with ce+l2
-    final_loss: str = "ce+kl"
+    final_loss: FinalLoss = "ce+kl"
     final_lambda: float = 1.0  # λ of CE + λ·KD
     final_lr: float = 3e-3  # Adam lr of the final training (cosine-annealed to 0)
     # -- run ---------------------------------------------------------------------------------------
-    executor: str = "sequential"  # who trains the m students of an iteration: sequential, local, ray
+    executor: ExecutorName = "sequential"  # who trains the m students of an iteration: sequential, local, ray
     workers: int = 2  # local worker processes / Ray actors (0: one per core, or per GPU on CUDA)
     ray_address: str | None = None  # Ray cluster address for the ray executor (None: start a local Ray)
     # torch threads that train each student, in every executor (None: sequential keeps torch's
@@ -134,24 +144,13 @@ class SearchConfig:
     amp: bool = False  # bfloat16 autocast for KD training on CUDA
 
     def __post_init__(self) -> None:
-        check_fields(self)  # every field: its annotated type, finite numbers in range (search/fields.py)
-        if self.final_loss not in FINAL_LOSSES:
-            raise ConfigError(f"final_loss {self.final_loss!r} is not one of {', '.join(FINAL_LOSSES)}")
-        if self.final_students not in FINAL_STUDENTS:
-            raise ConfigError(f"final_students {self.final_students!r} is not one of {', '.join(FINAL_STUDENTS)}")
-        if self.reward_accuracy not in REWARD_ACCURACIES:
-            raise ConfigError(f"reward_accuracy {self.reward_accuracy!r} is not one of {', '.join(REWARD_ACCURACIES)}")
-        if self.stage not in STAGES:
-            raise ConfigError(f"stage {self.stage!r} is not one of {', '.join(STAGES)}")
+        # every field: its annotated type (a Literal: one of its values), finite numbers in range (search/fields.py)
+        check_fields(self)
         for name in ("removal_iterations", "shrink_iterations", "rollouts", "batch_size"):
             if getattr(self, name) < (0 if "iterations" in name else 1):
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
-        if self.reward_mode not in REWARD_MODES:
-            raise ConfigError(f"reward_mode {self.reward_mode!r} must be one of {', '.join(REWARD_MODES)}")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches={self.calib_batches} must be at least 1")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective {self.objective!r} must be one of {', '.join(OBJECTIVES)}")
         self.supernet_config()  # checks the supernet settings
         if self.teacher_epochs < 1 or self.teacher_patience < 0:
             raise ConfigError("teacher_epochs must be >= 1 and teacher_patience >= 0")
@@ -165,10 +164,6 @@ class SearchConfig:
             LearnerConfig(baseline=self.reinforce_baseline, rollouts=self.rollouts)
         except ConfigError as e:
             raise ConfigError(f"reinforce_baseline: {e}") from None
-        if self.algo not in ("reinforce", "actor_critic"):
-            raise ConfigError(f"algo {self.algo!r} must be reinforce or actor_critic")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"unknown executor {self.executor!r}; use one of {', '.join(sorted(EXECUTORS))}")
         Constraints.from_limits(
             max_params=self.max_params, max_flops=self.max_flops, max_latency_ms=self.max_latency_ms
         )
@@ -230,18 +225,14 @@ class SearchConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (Python 3.11+) or JSON config file into a dict of SearchConfig fields."""
+    """Read a TOML or JSON config file into a dict of SearchConfig fields."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     text = p.read_text()
     try:
         if p.suffix == ".toml":
-            if sys.version_info < (3, 11):
-                raise ConfigError("TOML config files need Python 3.11+; use a .json file")
-            import tomllib
-
-            data = tomllib.loads(text)
+            data = _toml().loads(text)
         else:
             data = json.loads(text)
     except (ValueError, TypeError) as e:
@@ -249,3 +240,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p} must hold a table of settings")
     return data
+
+
+def _toml():
+    """The TOML reader: the standard library's from Python 3.11, the ``tomli`` backport (a dependency) before."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli
+
+    return tomli

@@ -1,10 +1,10 @@
 """Check every field of a config dataclass against its annotated type and a range, in one line.
 
 The checks come from the dataclass itself: each field's annotation gives its type (``int``,
-``float``, ``str``, ``bool``, ``dict``, ``X | None``), and ``RANGES`` gives the allowed values
-of numbers (``DEFAULT_RANGE`` for fields it does not name, ``LR_RANGE`` for ``*_lr``). A new
-field is thus checked as soon as it is declared. Values come from TOML/JSON files, so ``"3"``
-is not an int and ``1.5`` is not an int either; an int is a valid float (and stays an int:
+``float``, ``str``, ``bool``, ``dict``, ``Literal[...]``: one of its values, ``X | None``), and
+``RANGES`` gives the allowed values of numbers (``DEFAULT_RANGE`` for fields it does not name,
+``LR_RANGE`` for ``*_lr``). A new field is thus checked as soon as it is declared. Values come
+from TOML/JSON files, so ``"3"`` is not an int and ``1.5`` is not an int either; an int is a valid float (and stays an int:
 ``reward_subset`` tells a count from a fraction by it).
 
 Example:
@@ -86,6 +86,11 @@ def _typed(name: str, value: Any, typ: Any) -> Any:
         raise ConfigError(f"{name} must be {what}, not {_shown(value)}")
     if typ is Any:
         return value
+    if typing.get_origin(typ) is typing.Literal:
+        choices = typing.get_args(typ)
+        if not any(value == c and type(value) is type(c) for c in choices):
+            raise ConfigError(f"unknown {name} {value!r}; use one of {', '.join(map(str, choices))}")
+        return value
     origin = typing.get_origin(typ) or typ
     if origin is bool:
         ok = isinstance(value, bool)
@@ -112,6 +117,8 @@ _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a s
 def _describe(typ: Any) -> str:
     if typ is type(None):
         return "unset (null)"
+    if typing.get_origin(typ) is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(typ)))
     origin = typing.get_origin(typ) or typ
     return _NAMES.get(origin, getattr(origin, "__name__", str(typ)))
 

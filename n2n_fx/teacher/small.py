@@ -82,14 +82,17 @@ class VGGSmall(nn.Module):
 
 @register_model("conv4")
 def conv4(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """The paper's small MNIST teacher: four conv-BN-ReLU layers, two max-pools, a two-layer classifier."""
     return Conv4(num_classes, in_channels)
 
 
 @register_model("vgg13_small")
 def vgg13_small(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """VGG-13 for 28x28 / 32x32 images (the paper's MNIST teacher): ten conv-BN-ReLU layers, a 512-wide head."""
     return VGGSmall(vgg_cfg["vgg13_small"], num_classes, in_channels, hidden=512)
 
 
 @register_model("vgg_tiny")
 def vgg_tiny(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """Six conv-BN-ReLU layers, two max-pools, a 64-wide head: the default teacher of few-minute CPU runs."""
     return VGGSmall(vgg_cfg["vgg_tiny"], num_classes, in_channels, hidden=64)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["build_model", "classification_models", "adapt_in_channels", "register_model"]
+__all__ = ["build_model", "classification_models", "local_models", "model_help", "adapt_in_channels", "register_model"]
 
 _LOCAL: dict[str, Callable[..., nn.Module]] = {}
 
@@ -39,6 +39,13 @@ def local_models() -> list[str]:
     from . import small  # noqa: F401  (registers the models)
 
     return sorted(_LOCAL)
+
+
+def model_help() -> dict[str, str]:
+    """Model name -> one line: the project's models (their factory's docstring), then torchvision's classifiers."""
+    local_models()  # registers the project's models
+    about = {name: (fn.__doc__ or "project model").strip().splitlines()[0] for name, fn in sorted(_LOCAL.items())}
+    return about | {name: "torchvision classifier (random init)" for name in classification_models()}
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
