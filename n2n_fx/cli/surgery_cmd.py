@@ -89,7 +89,7 @@ def _as_json(args: argparse.Namespace, r: Rewrite) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": args.model,
         "diff": json.loads(r.diff.to_json()),
-        "degenerate": r.degenerate,
+        "degenerate": None if r.degenerate is None else str(r.degenerate),  # why no valid student was made
         "teacher": {"params": t.params, "flops": t.flops},
         "student": {"params": s.params, "flops": s.flops} if s is not None else None,
         "compression": t.params / max(1, s.params) if s is not None else None,

@@ -49,11 +49,10 @@ def resumed_config(run: RunDir, asked: dict[str, Any]) -> tuple[SearchConfig, li
             continue
         why = _refusal(name, value, old, recorded.stage, phase, trained)
         if why:
-            allowed = ", ".join(EXTENSIONS)
-            raise ConfigError(
-                f"--{name.replace('_', '-')} {_shown(value)} conflicts with the run's recorded {name}={_shown(old)}: "
-                f"{why} (a resume keeps the run's settings; it can only raise {allowed} before they are spent)"
+            conflict = (
+                f"--{name.replace('_', '-')} {_shown(value)} conflicts with the run's recorded {name}={_shown(old)}"
             )
+            raise ConfigError(f"{conflict}: {why}")
         changes[name] = value
     notes = [f"{name} {getattr(recorded, name)} -> {value}" for name, value in changes.items()]
     return recorded.replace(**changes), notes
@@ -62,14 +61,17 @@ def resumed_config(run: RunDir, asked: dict[str, Any]) -> tuple[SearchConfig, li
 def _refusal(name: str, value: Any, old: Any, stage: str, phase: str | None, trained: bool) -> str | None:
     """Why ``name`` cannot go from ``old`` to ``value`` on this resume, or None when it can."""
     if name not in EXTENSIONS:
-        return "it cannot change on a resume"
+        return (
+            f"a resume keeps the run's settings (drop the flag, or start a new run); only {', '.join(EXTENSIONS)} "
+            "can be raised"
+        )
     stages, phases = EXTENSIONS[name]
     if value < old:
-        return "it can only be raised"
+        return "a resume can only raise it"
     if stage not in stages:
         return f"stage {stage} does not use it"
     if phase is not None and (phase not in phases or (name == "final_epochs" and trained)):
-        return "that part of the run is over" if phase != "done" else "the run has finished"
+        return "the run has finished" if phase == "done" else "that part of the run is over"
     return None
 
 
