@@ -109,6 +109,7 @@ def test_a_field_added_later_gets_its_flag_without_a_cli_edit():
         # with a two-line comment
         new_knob: Literal["a", "b"] = "a"
         new_count: int | None = None  # how many of something (None: all)
+        new_sizes: tuple[int, ...] = (1, 2)  # sizes to try
 
     p = argparse.ArgumentParser()
     add_config_args(p, Later)
@@ -117,8 +118,11 @@ def test_a_field_added_later_gets_its_flag_without_a_cli_edit():
     assert by_dest["new_knob"].help.startswith("a knob added after the CLI was written, with a two-line comment")
     assert by_dest["new_count"].help.startswith("how many of something (None: all)")
     assert by_dest["reward_lr"].help.startswith("Adam lr of the reward-time KD")  # from the base class
-    args = p.parse_args(["--new-knob", "b", "--new-count", "none", "--max-flops-ratio", "2"])
-    assert given_config(args, Later) == {"new_knob": "b", "new_count": None, "max_flops_ratio": 2.0}
+    assert by_dest["new_sizes"].help == "sizes to try (default: (1, 2))"
+    args = p.parse_args(["--new-knob", "b", "--new-count", "none", "--max-flops-ratio", "2", "--new-sizes", "3", "4"])
+    given = given_config(args, Later)
+    assert given == {"new_knob": "b", "new_count": None, "max_flops_ratio": 2.0, "new_sizes": (3, 4)}
+    assert Later(**given).new_sizes == (3, 4)  # and the config takes them
     with pytest.raises(SystemExit):
         p.parse_args(["--new-knob", "c"])
 
@@ -330,11 +334,12 @@ def test_resume_raises_the_iterations_as_if_asked_from_the_start(tmp_path, capsy
     with pytest.raises(KeyboardInterrupt):
         run_compress(SearchConfig(**cfg), tmp_path / "cut", quiet=True, search_cls=StopAfterFirstIteration)
     argv = ["compress", "--resume", str(tmp_path / "cut"), "--removal-iterations", "3", "--final-epochs", "2"]
-    assert main(argv) == 0
+    assert main([*argv, "--data-root", str(tmp_path / "data"), "--seed", "0"]) == 0  # a data root may move
     err = capsys.readouterr().err
-    assert "resume: extended removal_iterations 2 -> 3, final_epochs 1 -> 2" in err
+    assert "resume: extended removal_iterations 2 -> 3, extended final_epochs 1 -> 2, changed data_root none ->" in err
     recorded = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert recorded["removal_iterations"] == 3 and recorded["final_epochs"] == 2  # a later resume keeps them
+    assert recorded["data_root"] == str(tmp_path / "data")
     run_compress(SearchConfig(**{**cfg, "removal_iterations": 3, "final_epochs": 2}), tmp_path / "whole", quiet=True)
     assert _rows(tmp_path / "cut") == _rows(tmp_path / "whole")
     assert max(r["iteration"] for r in _rows(tmp_path / "cut")) == 2

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..search import SearchConfig, load_config_file, run_compress
-from ..search.resume import EXTENSIONS
+from ..search.resume import EXTENSIONS, RELOCATABLE
 from .common import add_split_dir_args, count_or_fraction, dataset_of, split_dirs_of
 from .config_args import add_config_args, given_config
 
@@ -60,7 +60,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
         default=None,
         metavar="RUN_DIR",
         help="continue an interrupted run with its recorded settings; a flag that differs from them is refused, "
-        f"but {', '.join(EXTENSIONS)} can be raised before they are spent",
+        f"but {', '.join(EXTENSIONS)} can be raised before they are spent and {', '.join(RELOCATABLE)} changed",
     )
     run.add_argument(
         "--print-config",

@@ -3,8 +3,9 @@
 A field ``reward_lr: float | None = None  # Adam lr of ...`` becomes ``--reward-lr X`` in the
 argument group of the ``# -- section --`` header it sits under, with the comments on and just
 above its line as help. ``Literal[...]`` fields take ``choices``, ``bool`` fields ``--x/--no-x``,
-``X | None`` fields also the word ``none``, ``dict`` fields repeatable ``KEY=VALUE`` items. A
-field added to the dataclass gets its flag with no edit here.
+``X | None`` fields also the word ``none``, ``dict`` fields repeatable ``KEY=VALUE`` items,
+``list``/``tuple`` fields one or more values. A field added to the dataclass gets its flag with
+no edit here.
 
 Example:
     >>> from n2n_fx.search import SearchConfig
@@ -35,6 +36,9 @@ from .common import parse_data_options
 __all__ = ["FieldDoc", "field_docs", "flag_of", "add_config_args", "given_config"]
 
 _SECTION = re.compile(r"#\s*--\s*(.*?)\s*-*\s*$")  # "# -- search (paper Algorithm 1) -------"
+
+
+_READ: dict[Any, Callable[[str], Any]] = {int: int, float: float}  # how a field's text is read (else: as text)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ def add_config_args(
         doc = docs[f.name]
         if doc.section not in groups:
             groups[doc.section] = parser.add_argument_group(doc.section) if doc.section else parser
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        default = None if default is dataclasses.MISSING else default
         text = f"{doc.help} (default: {'none' if default is None else default})".replace("%", "%%")
         kwargs = _argument(hints[f.name], types_.get(f.name))
         groups[doc.section].add_argument(
@@ -122,20 +127,25 @@ def add_config_args(
 
 def given_config(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The fields of ``cls`` given as flags, as config values (``KEY=VALUE`` items made a dict)."""
+    hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
         if hasattr(args, f.name):
-            value = getattr(args, f.name)
-            out[f.name] = parse_data_options(value) if isinstance(value, list) else value
+            value, kind = getattr(args, f.name), _base(hints[f.name])[1]
+            out[f.name] = parse_data_options(value) if kind is dict else tuple(value) if kind is tuple else value
     return out
+
+
+def _base(typ: Any) -> tuple[Any, Any, bool]:
+    """``X | None`` -> (X, X's origin type, True); ``X`` -> (X, origin, False)."""
+    options = typing.get_args(typ) if typing.get_origin(typ) in (typing.Union, types.UnionType) else (typ,)
+    base = next(o for o in options if o is not type(None))
+    return base, typing.get_origin(base) or base, type(None) in options
 
 
 def _argument(typ: Any, override: Callable[[str], Any] | None) -> dict[str, Any]:
     """argparse keywords for a field annotated ``typ``."""
-    options = typing.get_args(typ) if typing.get_origin(typ) in (typing.Union, types.UnionType) else (typ,)
-    optional = type(None) in options
-    base = next(o for o in options if o is not type(None))
-    origin = typing.get_origin(base) or base
+    base, origin, optional = _base(typ)
     if origin is typing.Literal:
         choices = typing.get_args(base)
         return {"type": _or_none(type(choices[0]), optional), "choices": [*choices, *([None] if optional else [])]}
@@ -143,7 +153,10 @@ def _argument(typ: Any, override: Callable[[str], Any] | None) -> dict[str, Any]
         return {"action": argparse.BooleanOptionalAction}
     if origin is dict:
         return {"action": "append", "metavar": "KEY=VALUE"}
-    read = override or {int: int, float: float}.get(origin, str)
+    if origin in (list, tuple):  # --x A B C
+        item = next(iter(typing.get_args(base)), str)
+        return {"nargs": "+", "type": _named(override or _READ.get(item, str)), "metavar": item.__name__.upper()}
+    read = override or _READ.get(origin, str)
     return {"type": _or_none(read, optional), "metavar": origin.__name__.upper() + ("|none" if optional else "")}
 
 

@@ -136,8 +136,8 @@ def run_compress(
     """Run (or resume) the full compression described by ``cfg`` in ``run_dir``.
 
     A resume runs the config the run recorded (``cfg`` is not read); ``changes`` are settings
-    asked for on top of it: equal ones pass, raised budgets are applied and recorded, others
-    raise ``ConfigError`` (search/resume.py).
+    asked for on top of it: equal ones pass, raised budgets and a new data root or executor
+    are applied and recorded, others raise ``ConfigError`` (search/resume.py).
 
     Baselines reuse the whole job: ``search_cls`` builds the search (e.g. random search's
     learners), ``teacher`` replaces the teacher ``cfg`` would load (e.g. an N2N run's own),
@@ -155,10 +155,10 @@ def run_compress(
     if resume:
         run = RunDir.open(run_dir).lock()
         try:
-            cfg, extended = resumed_config(run, changes or {})
-            if extended:  # recorded, so that a later resume keeps them
+            cfg, changed = resumed_config(run, changes or {})
+            if changed:  # recorded, so that a later resume keeps them
                 run.write_json("config.json", cfg.to_dict())
-                say(f"resume: extended {', '.join(extended)}")
+                say(f"resume: {', '.join(changed)}")
             if run.missing_inputs():  # killed while it was being created: make them again
                 model, spec, splits, metrics = inputs(cfg)
                 _write_inputs(run, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)

@@ -39,8 +39,8 @@ class SearchConfig:
     """Everything a run depends on. Defaults give a complete few-minute CPU run on synthetic data."""
 
     # -- teacher and data ---------------------------------------------------------------------
-    model: str = "vgg_tiny"  # teacher architecture (project model or torchvision classifier)
-    dataset: str = "synthetic"  # data set name (see n2n_fx.data.dataset_names())
+    model: str = "vgg_tiny"  # teacher architecture: a project model or torchvision classifier (`n2n-fx models`)
+    dataset: str = "synthetic"  # data set name (`n2n-fx datasets`; n2n_fx.data.dataset_names())
     data_root: str | None = None  # where data sets live (None: the default data root)
     download: bool = False  # let torchvision download a missing data set
     # data set options, e.g. augment=crop, image_size=32, val_size=0.1 (`n2n-fx datasets` lists each data set's;

@@ -2,15 +2,16 @@
 
 A resumed run continues the search its config describes; a setting that differs from the
 recorded one would make its history a mix of two runs, so it is refused (``ConfigError``, one
-line naming the flag and the recorded value). ``EXTENSIONS`` lists the exceptions: budgets
-that can be raised while the part of the run they size has not finished. Raising the
-iterations also stretches the constraint penalty's annealing horizon (N1 + N2) for the
-iterations still to come.
+line naming the flag and the recorded value). Two kinds of change pass, and are recorded:
+``EXTENSIONS``, budgets raised while the part of the run they size has not finished (raising
+the iterations also stretches the constraint penalty's annealing horizon, N1 + N2, for the
+iterations still to come), and ``RELOCATABLE``, where the run finds its data and trains its
+students, which a resume on another machine may need to change.
 
-Example:
-    >>> cfg, notes = resumed_config(RunDir.open("runs/r"), {"removal_iterations": 80})
-    >>> notes
-    ['removal_iterations 60 -> 80']
+Example, a run stopped in its removal stage::
+
+    cfg, notes = resumed_config(RunDir.open("runs/r"), {"removal_iterations": 80})
+    notes  # ['removal_iterations 60 -> 80']; with {"reward_lr": 0.5}: ConfigError
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .config import SearchConfig
 from ..rundir import RunDir, safe_torch_load
 from .search import CKPT_FORMAT
 
-__all__ = ["EXTENSIONS", "resumed_config"]
+__all__ = ["EXTENSIONS", "RELOCATABLE", "resumed_config"]
 
 # field -> (the stages of `stage` that run it, the checkpoint phases in which raising it still takes effect)
 EXTENSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -31,6 +32,8 @@ EXTENSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "shrink_iterations": (("shrink", "both"), ("removal", "shrink")),
     "final_epochs": (("removal", "shrink", "both"), ("removal", "shrink", "final")),
 }
+# where the data is read from and who trains the students: not what the run computes
+RELOCATABLE = ("data_root", "download", "executor", "workers", "ray_address")
 
 
 def resumed_config(run: RunDir, asked: dict[str, Any]) -> tuple[SearchConfig, list[str]]:
@@ -38,7 +41,8 @@ def resumed_config(run: RunDir, asked: dict[str, Any]) -> tuple[SearchConfig, li
 
     ``asked`` maps SearchConfig fields to values (flags, a config file); values equal to the
     recorded ones are fine, raised ``EXTENSIONS`` are applied while their part of the run is
-    ahead, anything else raises ``ConfigError``."""
+    ahead, ``RELOCATABLE`` ones are applied, anything else raises ``ConfigError``. The notes
+    say what changed (``"extended removal_iterations 60 -> 80"``)."""
     recorded = SearchConfig.from_dict(run.config())
     SearchConfig.from_dict({**recorded.to_dict(), **asked})  # unknown keys and bad values: their own errors
     phase, trained = _progress(run)
@@ -54,12 +58,17 @@ def resumed_config(run: RunDir, asked: dict[str, Any]) -> tuple[SearchConfig, li
             )
             raise ConfigError(f"{conflict}: {why}")
         changes[name] = value
-    notes = [f"{name} {getattr(recorded, name)} -> {value}" for name, value in changes.items()]
+    notes = [
+        f"{'extended' if name in EXTENSIONS else 'changed'} {name} {_shown(getattr(recorded, name))} -> {_shown(value)}"
+        for name, value in changes.items()
+    ]
     return recorded.replace(**changes), notes
 
 
 def _refusal(name: str, value: Any, old: Any, stage: str, phase: str | None, trained: bool) -> str | None:
     """Why ``name`` cannot go from ``old`` to ``value`` on this resume, or None when it can."""
+    if name in RELOCATABLE:
+        return None
     if name not in EXTENSIONS:
         return (
             f"a resume keeps the run's settings (drop the flag, or start a new run); only {', '.join(EXTENSIONS)} "
