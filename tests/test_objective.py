@@ -290,4 +290,4 @@ def test_search_with_flops_objective_records_every_quantity(tmp_path, monkeypatc
     cached = json.loads((d / "reward_cache.json").read_text())["entries"]
     assert all(e["latency_ms"] is not None for e in cached.values() if e["degenerate"] is None)
     assert main(["compress", "--objective", "speed", "--run-dir", str(tmp_path / "bad")]) == 2
-    assert "objective 'speed'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert "--objective: invalid choice: 'speed'" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -298,7 +298,9 @@ def test_reinforce_baseline_reaches_the_learner(tmp_path, capsys):
     ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
     assert ck["learners"]["removal"]["config"]["baseline"] == "batch"
     _one_line_error(
-        capsys, ["compress", "--reinforce-baseline", "mean", "--run-dir", str(tmp_path / "x")], "reinforce_baseline"
+        capsys,
+        ["compress", "--reinforce-baseline", "mean", "--run-dir", str(tmp_path / "x")],
+        "--reinforce-baseline: invalid choice: 'mean'",
     )
 
 
