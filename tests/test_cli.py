@@ -86,6 +86,19 @@ def test_every_searchconfig_field_has_a_flag_whose_help_is_its_comment():
     assert [g.title for g in parser._action_groups if g.title in SECTIONS] == SECTIONS
 
 
+def test_baseline_flags_carry_the_config_comments_too():
+    sub = next(a for a in _parser()[0]._actions if isinstance(a, argparse._SubParsersAction))
+    methods = next(a for a in sub.choices["baseline"]._actions if isinstance(a, argparse._SubParsersAction))
+    docs = field_docs(SearchConfig)
+    for method in ("random", "prune", "handmade"):
+        fields = [a for a in methods.choices[method]._actions if a.dest in docs]
+        assert {"model", "dataset", "seed", "device"} <= {a.dest for a in fields}, method
+        for action in fields:
+            assert action.help.replace("%%", "%").startswith(docs[action.dest].help), (method, action.dest)
+    stage = next(a for a in methods.choices["random"]._actions if a.dest == "stage")
+    assert stage.choices == ["removal", "shrink", "both"]
+
+
 def test_compress_help_shows_comments_choices_and_groups(capsys):
     assert main(["compress", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines

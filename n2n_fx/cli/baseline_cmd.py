@@ -25,44 +25,36 @@ from typing import Any
 from ..baselines.pruning import PruneConfig
 from ..errors import ConfigError
 from ..search import SearchConfig
-from .common import add_data_option_arg, count_or_fraction, data_options_of, dataset_of, lifted, ratio_or_none
-from .compress_cmd import _size
+from .common import add_data_option_arg, data_options_of, dataset_of
+from .compress_cmd import READERS, _size
+from .config_args import add_config_args, given_config
 
 __all__ = ["add_parser", "run"]
 
-# CLI flag -> SearchConfig field, shared by every method
-_COMMON = {
-    "model": str,
-    "dataset": str,
-    "data_root": str,
-    "teacher_checkpoint": str,
-    "teacher_epochs": int,
-    "batch_size": int,
-    "seed": int,
-    "device": str,
-}
+# SearchConfig fields that are flags of every method (help and choices from the config, cli/config_args.py)
+_COMMON = ("model", "dataset", "data_root", "teacher_checkpoint", "teacher_epochs", "batch_size", "seed", "device")
 # extra SearchConfig fields of `baseline random` (the search budget, as `n2n-fx compress`)
-_RANDOM = {
-    "stage": str,
-    "reward_mode": str,
-    "reward_accuracy": str,
-    "remove_prior": float,
-    "supernet_steps": int,
-    "supernet_shrink_steps": int,
-    "calib_batches": int,
-    "max_flops_ratio": ratio_or_none,
-    "removal_iterations": int,
-    "shrink_iterations": int,
-    "rollouts": int,
-    "reward_steps": int,
-    "reward_epochs": int,
-    "reward_subset": count_or_fraction,
-    "reward_val_subset": count_or_fraction,
-    "final_epochs": int,
-    "final_lambda": float,
-    "final_loss": str,
-    "final_lr": float,
-}
+_RANDOM = (
+    "stage",
+    "reward_mode",
+    "reward_accuracy",
+    "remove_prior",
+    "supernet_steps",
+    "supernet_shrink_steps",
+    "calib_batches",
+    "max_flops_ratio",
+    "removal_iterations",
+    "shrink_iterations",
+    "rollouts",
+    "reward_steps",
+    "reward_epochs",
+    "reward_subset",
+    "reward_val_subset",
+    "final_epochs",
+    "final_lambda",
+    "final_loss",
+    "final_lr",
+)
 
 # PruneConfig fields of `baseline prune`, as flags: (field, type, help)
 _PRUNE = (
@@ -75,15 +67,8 @@ _PRUNE = (
 )
 
 
-def _add_flags(p: argparse.ArgumentParser, flags: dict[str, type]) -> None:
-    defaults = SearchConfig()
-    for flag, typ in flags.items():
-        p.add_argument(
-            "--" + flag.replace("_", "-"),
-            type=typ,
-            default=None,
-            help=f"(default: {getattr(defaults, flag)})",
-        )
+def _add_flags(p: argparse.ArgumentParser, flags: tuple[str, ...]) -> None:
+    add_config_args(p, SearchConfig, types_=READERS, only=flags)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -98,7 +83,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     add_data_option_arg(p)
     p.add_argument("--quiet", action="store_true", help="print only the result table")
     p.add_argument("--allow-pickle", action="store_true", help="allow a --ref-run whose teacher is pickled")
-    _add_flags(p, _COMMON)
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -117,7 +101,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         "ratios on the best stage-1 student; KD rewards, history and report as `compress`.",
     )
     _add_common(r)
-    _add_flags(r, _RANDOM)
+    _add_flags(r, _COMMON + _RANDOM)
     r.add_argument("--run-dir", type=Path, default=None, help="default runs/random-<model>-<time>")
     r.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run")
     r.add_argument("--p-remove", type=float, default=None, help="P(remove) per layer (default: remove_prior, 0.5)")
@@ -131,6 +115,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         "more than --tolerance below the reference or params fall below the reference's.",
     )
     _add_common(pr)
+    _add_flags(pr, _COMMON)
     pr.add_argument("--ref-accuracy", type=float, default=None, help="reference val accuracy")
     pr.add_argument("--ref-params", type=_size, default=None, help="reference params, e.g. 20K")
     pr.add_argument("--tolerance", type=float, default=0.01, help="accuracy drop allowed (0.01)")
@@ -148,6 +133,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
         "reference student's params, else teacher/10), trained from scratch with CE + λ·KD.",
     )
     _add_common(h)
+    _add_flags(h, _COMMON)
     h.add_argument("--arch", nargs="+", default=["vgg_small", "fitnet"], help="vgg_small and/or fitnet")
     h.add_argument("--target-params", type=_size, default=None, help="e.g. 20K or 1M")
     h.add_argument("--width", type=float, default=None, help="width multiplier instead of target")
@@ -166,12 +152,12 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 # -- shared setup -------------------------------------------------------------------------------
 
 
-def _config(args: argparse.Namespace, flags: dict[str, type], ref) -> Any:
+def _config(args: argparse.Namespace, ref) -> Any:
     from ..search import load_config_file
 
     base = ref.config.to_dict() if ref is not None else {}
     data = load_config_file(args.config) if args.config else {}
-    cli = lifted({f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}, flags)
+    cli = given_config(args, SearchConfig)
     merged = {**base, **data, **cli}
     if getattr(args, "remove_passive", False):
         merged["remove_passive"] = True
@@ -184,13 +170,13 @@ def _config(args: argparse.Namespace, flags: dict[str, type], ref) -> Any:
     return SearchConfig.from_dict(merged)
 
 
-def _setup(args: argparse.Namespace, flags: dict[str, type]):
+def _setup(args: argparse.Namespace):
     """(config, reference or None, teacher module, data splits)."""
     from ..baselines.reference import load_reference
     from ..search.teacher_setup import load_data, prepare
 
     ref = load_reference(args.ref_run, allow_pickle=args.allow_pickle) if args.ref_run else None
-    cfg = _config(args, flags, ref)
+    cfg = _config(args, ref)
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     if ref is not None:
         return cfg, ref, ref.teacher.eval(), load_data(cfg)
@@ -254,7 +240,7 @@ def _run_random(args: argparse.Namespace) -> int:
         from ..baselines.reference import load_reference
 
         ref = load_reference(args.ref_run, allow_pickle=args.allow_pickle) if args.ref_run else None
-        cfg = _config(args, {**_COMMON, **_RANDOM}, ref)
+        cfg = _config(args, ref)
         if args.max_params is not None:
             cfg = cfg.replace(max_params=args.max_params)
         run_dir = args.run_dir or Path("runs") / (f"random-{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -286,7 +272,7 @@ def _run_prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeats {args.repeats} must be >= 1")
     if args.ref_params is not None and args.ref_accuracy is None and args.ref_run is None:
         raise ConfigError("--ref-params needs --ref-accuracy (or --ref-run)")
-    cfg, ref, teacher, splits = _setup(args, _COMMON)
+    cfg, ref, teacher, splits = _setup(args)
     gm = trace(teacher, input_size=splits.input_size).eval()
     reference = None
     if args.ref_accuracy is not None or ref is not None:
@@ -336,7 +322,7 @@ def _run_handmade(args: argparse.Namespace) -> int:
 
     if args.width is not None and not args.width > 0:
         raise ConfigError(f"--width {args.width} must be positive")
-    cfg, ref, teacher, splits = _setup(args, _COMMON)
+    cfg, ref, teacher, splits = _setup(args)
     teacher_params = count_model_params(teacher)
     target = args.target_params
     if target is None and args.width is None:

@@ -38,22 +38,6 @@ def positive_int(text: str) -> int:
     return n
 
 
-def ratio_or_none(text: str) -> float | str:
-    """argparse type of a limit that can be lifted: ``2``, ``0.5`` -> float; ``none`` stays the word
-    (``lifted`` turns it into None once flags are merged)."""
-    if text.strip().lower() == "none":
-        return "none"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
-
-
-def lifted(values: dict[str, Any], types: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with the word "none" made None in the flags whose type is ``ratio_or_none``."""
-    return {k: (None if types.get(k) is ratio_or_none and v == "none" else v) for k, v in values.items()}
-
-
 def count_or_fraction(text: str) -> int | float:
     """argparse type of a subset size: ``300`` is a count (int), ``0.25`` a fraction (float)."""
     try:

@@ -30,7 +30,7 @@ def _size(text: str) -> float:
 
 
 # how the text of some fields is read (the others: by their annotation)
-_READERS = {
+READERS = {
     "max_params": _size,
     "max_flops": _size,
     "reward_subset": count_or_fraction,
@@ -74,7 +74,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
         help="allow loading a run whose teacher is a pickled custom model",
     )
     add_split_dir_args(run)
-    add_config_args(p, SearchConfig, types_=_READERS, aliases=_ALIASES)
+    add_config_args(p, SearchConfig, types_=READERS, aliases=_ALIASES)
     return p
 
 

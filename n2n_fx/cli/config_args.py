@@ -27,7 +27,7 @@ import textwrap
 import tokenize
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,8 +102,10 @@ def add_config_args(
     *,
     types_: dict[str, Callable[[str], Any]] | None = None,
     aliases: dict[str, list[str]] | None = None,
+    only: Collection[str] | None = None,
 ) -> None:
-    """Add one flag per field of ``cls`` to ``parser``, in an argument group per section.
+    """Add one flag per field of ``cls`` (``only``: of these fields) to ``parser``, in an argument
+    group per section.
 
     ``types_`` overrides how a field's text is read (e.g. ``20K`` for a parameter count);
     ``aliases`` adds more option strings to a field's flag. Flags nobody gives stay out of
@@ -113,13 +115,15 @@ def add_config_args(
     docs = field_docs(cls)
     groups: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
         doc = docs[f.name]
         if doc.section not in groups:
             groups[doc.section] = parser.add_argument_group(doc.section) if doc.section else parser
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         default = None if default is dataclasses.MISSING else default
         text = f"{doc.help} (default: {'none' if default is None else default})".replace("%", "%%")
-        kwargs = _argument(hints[f.name], types_.get(f.name))
+        kwargs = _argument(f.name, hints[f.name], types_.get(f.name))
         groups[doc.section].add_argument(
             flag_of(f.name), *aliases.get(f.name, ()), dest=f.name, default=argparse.SUPPRESS, help=text, **kwargs
         )
@@ -143,8 +147,8 @@ def _base(typ: Any) -> tuple[Any, Any, bool]:
     return base, typing.get_origin(base) or base, type(None) in options
 
 
-def _argument(typ: Any, override: Callable[[str], Any] | None) -> dict[str, Any]:
-    """argparse keywords for a field annotated ``typ``."""
+def _argument(name: str, typ: Any, override: Callable[[str], Any] | None) -> dict[str, Any]:
+    """argparse keywords for the field ``name`` annotated ``typ``."""
     base, origin, optional = _base(typ)
     if origin is typing.Literal:
         choices = typing.get_args(base)
@@ -157,7 +161,8 @@ def _argument(typ: Any, override: Callable[[str], Any] | None) -> dict[str, Any]
         item = next(iter(typing.get_args(base)), str)
         return {"nargs": "+", "type": _named(override or _READ.get(item, str)), "metavar": item.__name__.upper()}
     read = override or _READ.get(origin, str)
-    return {"type": _or_none(read, optional), "metavar": origin.__name__.upper() + ("|none" if optional else "")}
+    metavar = name.upper() if origin is str else origin.__name__.upper()  # --model MODEL, --seed INT
+    return {"type": _or_none(read, optional), "metavar": metavar + ("|none" if optional else "")}
 
 
 def _or_none(read: Callable[[str], Any], optional: bool) -> Callable[[str], Any]:
