@@ -375,3 +375,15 @@ def test_toml_config_files_on_every_supported_python(tmp_path, monkeypatch):
     path.write_text("stage = \n")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_config_file(path)
+
+
+def test_a_resumed_random_search_follows_the_same_rules(tmp_path, capsys):
+    from n2n_fx.baselines.random_search import run_random_search
+
+    d = tmp_path / "random"
+    run_random_search(SearchConfig(**tiny(stage="removal")), d, quiet=True)
+    resume = ["baseline", "random", "--resume", str(d)]
+    _one_line_error(capsys, [*resume, "--seed", "5"], "--seed 5 conflicts with the run's recorded seed=0")
+    _one_line_error(capsys, [*resume, "--p-remove", "0.3"], "--p-remove with --resume")
+    _one_line_error(capsys, [*resume, "--final-epochs", "3"], "the run has finished")
+    assert main([*resume, "--seed", "0", "--quiet"]) == 0  # the recorded value: no conflict

@@ -108,12 +108,14 @@ def run_random_search(
     resume: bool = False,
     quiet: bool = False,
     teacher: torch.nn.Module | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> CompressionResult:
     """Random search over ``run_dir``: the N2N main job with the policies replaced by sampling.
 
     The run directory has the layout of ``n2n-fx compress`` (history.jsonl in the same row
     format, report.md, student*.pt) plus ``baseline.json``; ``n2n-fx report`` reads it.
-    ``teacher`` (optional) replaces the teacher ``cfg`` would load, e.g. an N2N run's own.
+    ``teacher`` (optional) replaces the teacher ``cfg`` would load, e.g. an N2N run's own;
+    ``changes`` are the settings a resume asks for (``run_compress``).
 
     Example:
         >>> res = run_random_search(SearchConfig(removal_iterations=6, rollouts=5), "runs/rand")
@@ -134,4 +136,5 @@ def run_random_search(
         search_cls=functools.partial(RandomSearch, p_remove=p_remove),
         teacher=teacher,
         extra_files={BASELINE_FILE: {"method": "random_search", "p_remove": p_remove}},
+        changes=changes,
     )

@@ -43,6 +43,8 @@ _RANDOM = (
     "supernet_shrink_steps",
     "calib_batches",
     "max_flops_ratio",
+    "max_params",
+    "remove_passive",
     "removal_iterations",
     "shrink_iterations",
     "rollouts",
@@ -105,8 +107,6 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     r.add_argument("--run-dir", type=Path, default=None, help="default runs/random-<model>-<time>")
     r.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run")
     r.add_argument("--p-remove", type=float, default=None, help="P(remove) per layer (default: remove_prior, 0.5)")
-    r.add_argument("--remove-passive", action="store_true", help="remove norms, activations, dropout too")
-    r.add_argument("--max-params", type=_size, default=None, help="constraint, e.g. 20K")
 
     pr = methods.add_parser(
         "prune",
@@ -153,21 +153,23 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, ref) -> Any:
+    return SearchConfig.from_dict(_settings(args, ref.config.to_dict() if ref is not None else {}))
+
+
+def _settings(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """``base`` settings, then the ``--config`` file's, then the flags given."""
     from ..search import load_config_file
 
-    base = ref.config.to_dict() if ref is not None else {}
     data = load_config_file(args.config) if args.config else {}
     cli = given_config(args, SearchConfig)
     merged = {**base, **data, **cli}
-    if getattr(args, "remove_passive", False):
-        merged["remove_passive"] = True
     options = data_options_of(args)
     if options:
         merged["dataset_options"] = {**(merged.get("dataset_options") or {}), **options}
         dataset = dataset_of(merged.get("dataset"), options)
         if dataset is not None:
             merged["dataset"] = dataset
-    return SearchConfig.from_dict(merged)
+    return merged
 
 
 def _setup(args: argparse.Namespace):
@@ -234,15 +236,17 @@ def _run_random(args: argparse.Namespace) -> int:
     from ..baselines.random_search import run_random_search
 
     if args.resume:
-        res = run_random_search(SearchConfig(), args.resume, resume=True, quiet=args.quiet)
+        for flag, value in (("--ref-run", args.ref_run), ("--p-remove", args.p_remove)):
+            if value is not None:
+                raise ConfigError(f"{flag} with --resume: a resumed random search keeps the one it was started with")
+        changes = _settings(args, {})  # refused where they differ from the run's, but for raised budgets
+        res = run_random_search(SearchConfig(), args.resume, resume=True, quiet=args.quiet, changes=changes)
         ref = None
     else:
         from ..baselines.reference import load_reference
 
         ref = load_reference(args.ref_run, allow_pickle=args.allow_pickle) if args.ref_run else None
         cfg = _config(args, ref)
-        if args.max_params is not None:
-            cfg = cfg.replace(max_params=args.max_params)
         run_dir = args.run_dir or Path("runs") / (f"random-{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
         res = run_random_search(
             cfg,
