@@ -22,9 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..baselines.pruning import PruneConfig
+from ..baselines.handmade import build_handmade, count_model_params, train_handmade
+from ..baselines.pruning import PruneConfig, Reference, prune
+from ..baselines.random_search import run_random_search
+from ..baselines.reference import load_reference
+from ..distill import DistillConfig, accuracy
 from ..errors import ConfigError
-from ..search import SearchConfig
+from ..search import SearchConfig, load_config_file
+from ..search.teacher_setup import load_data, prepare
+from ..storage import atomic_torch_save, atomic_write_text
+from ..teacher.trace import trace
 from .common import add_data_option_arg, data_options_of, dataset_of
 from .compress_cmd import READERS, _size
 from .config_args import add_config_args, given_config
@@ -158,8 +165,6 @@ def _config(args: argparse.Namespace, ref) -> Any:
 
 def _settings(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
     """``base`` settings, then the ``--config`` file's, then the flags given."""
-    from ..search import load_config_file
-
     data = load_config_file(args.config) if args.config else {}
     cli = given_config(args, SearchConfig)
     merged = {**base, **data, **cli}
@@ -174,9 +179,6 @@ def _settings(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
 
 def _setup(args: argparse.Namespace):
     """(config, reference or None, teacher module, data splits)."""
-    from ..baselines.reference import load_reference
-    from ..search.teacher_setup import load_data, prepare
-
     ref = load_reference(args.ref_run, allow_pickle=args.allow_pickle) if args.ref_run else None
     cfg = _config(args, ref)
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
@@ -187,8 +189,6 @@ def _setup(args: argparse.Namespace):
 
 
 def _acc(model, data) -> float:
-    from ..distill import accuracy
-
     return accuracy(model, data) if len(data) else math.nan
 
 
@@ -208,8 +208,6 @@ def _table(rows: list[tuple[str, float, int]], teacher_params: int) -> str:
 
 
 def _head_rows(ref, teacher, splits) -> list[tuple[str, float, int]]:
-    from ..baselines.handmade import count_model_params
-
     rows = [("Teacher", _acc(teacher, splits.test), count_model_params(teacher))]
     if ref is not None:
         rows.append(("N2N (reference run)", ref.test_accuracy, ref.params))
@@ -219,7 +217,6 @@ def _head_rows(ref, teacher, splits) -> list[tuple[str, float, int]]:
 def _write(out: Path | None, name: str, data: dict[str, Any], student=None, code: str = "") -> None:
     if out is None:
         return
-    from ..storage import atomic_torch_save, atomic_write_text
 
     atomic_write_text(out / f"{name}.json", json.dumps(data, indent=1, default=str))
     if student is not None:
@@ -233,8 +230,6 @@ def _write(out: Path | None, name: str, data: dict[str, Any], student=None, code
 
 
 def _run_random(args: argparse.Namespace) -> int:
-    from ..baselines.random_search import run_random_search
-
     if args.resume:
         for flag, value in (("--ref-run", args.ref_run), ("--p-remove", args.p_remove)):
             if value is not None:
@@ -243,8 +238,6 @@ def _run_random(args: argparse.Namespace) -> int:
         res = run_random_search(SearchConfig(), args.resume, resume=True, quiet=args.quiet, changes=changes)
         ref = None
     else:
-        from ..baselines.reference import load_reference
-
         ref = load_reference(args.ref_run, allow_pickle=args.allow_pickle) if args.ref_run else None
         cfg = _config(args, ref)
         run_dir = args.run_dir or Path("runs") / (f"random-{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -269,9 +262,6 @@ def _run_random(args: argparse.Namespace) -> int:
 
 
 def _run_prune(args: argparse.Namespace) -> int:
-    from ..baselines.pruning import PruneConfig, Reference, prune
-    from ..teacher.trace import trace
-
     if args.repeats < 1:
         raise ConfigError(f"--repeats {args.repeats} must be >= 1")
     if args.ref_params is not None and args.ref_accuracy is None and args.ref_run is None:
@@ -293,8 +283,6 @@ def _run_prune(args: argparse.Namespace) -> int:
             seed=cfg.seed + k,
         )
         if reference is None:  # the teacher's accuracy, within the tolerance
-            from ..distill import accuracy
-
             reference = Reference(accuracy(gm, splits.val), None, args.tolerance)
         res = prune(gm, splits, pcfg, reference, log=say)
         if say:
@@ -321,9 +309,6 @@ def _run_prune(args: argparse.Namespace) -> int:
 
 
 def _run_handmade(args: argparse.Namespace) -> int:
-    from ..baselines.handmade import build_handmade, count_model_params, train_handmade
-    from ..distill import DistillConfig
-
     if args.width is not None and not args.width > 0:
         raise ConfigError(f"--width {args.width} must be positive")
     cfg, ref, teacher, splits = _setup(args)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..rundir import RunDir
 from ..search import SearchConfig, load_config_file, run_compress
-from ..search.resume import EXTENSIONS, RELOCATABLE
+from ..search.resume import EXTENSIONS, RELOCATABLE, resumed_config
 from .common import add_split_dir_args, count_or_fraction, dataset_of, split_dirs_of
 from .config_args import add_config_args, given_config
 
@@ -97,9 +98,6 @@ def run(args: argparse.Namespace) -> int:
         if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
             raise ConfigError(f"--run-dir {args.run_dir} with --resume {args.resume}: a run resumes in its own folder")
         if args.print_config:
-            from ..rundir import RunDir
-            from ..search.resume import resumed_config
-
             cfg, _ = resumed_config(RunDir.open(args.resume), asked)
             print(json.dumps(cfg.to_dict(), indent=1))
             return 0

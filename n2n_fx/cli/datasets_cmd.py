@@ -6,6 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from ..data.registry import SPLIT_OPTIONS, dataset_help, dataset_options_help
+from ..data.transforms import AUGMENTATIONS
+
 __all__ = ["add_parser", "run"]
 
 
@@ -21,9 +24,6 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.registry import SPLIT_OPTIONS, dataset_help, dataset_options_help
-    from ..data.transforms import AUGMENTATIONS
-
     about = dataset_help()
     names = [args.name.partition(":")[0]] if args.name else list(about)
     if args.format == "json":

@@ -8,6 +8,7 @@ import textwrap
 from typing import Any
 
 from ..errors import ConfigError
+from ..teacher.zoo import local_models, model_help
 
 __all__ = ["add_parser", "run"]
 
@@ -25,8 +26,6 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..teacher.zoo import local_models, model_help
-
     about = model_help()
     project = set(local_models())
     if args.name is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import ConfigError, RunDirError
+from ..report.pareto import write_pareto
 from ..rundir import RunDir
 
 
@@ -30,8 +32,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run_dir)
     if args.pareto:
-        from ..report.pareto import write_pareto
-
         report = write_pareto(run)
         if args.format == "json":
             print(run.file("pareto.json").read_text())
@@ -43,14 +43,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.format == "json" and args.markdown:
-        from ..errors import ConfigError
-
         raise ConfigError("--markdown and --format json ask for two outputs; give one")
     name = "summary.json" if args.format == "json" else "report.md" if args.markdown else "report.txt"
     path = run.file(name)
     if not path.is_file():
-        from ..errors import RunDirError
-
         raise RunDirError(f"{run.path} has no {name} yet; finish it with `n2n-fx compress --resume {run.path}`")
     print(path.read_text())
     return 0

@@ -8,6 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..data.splits import load_splits
+from ..teacher.quality import teacher_warning
+from ..teacher.train import PRESETS, data_identity, preset_for, save_teacher, train_teacher
+from ..teacher.zoo import build_model
 from .common import add_data_option_arg, data_options_of, dataset_of
 
 __all__ = ["add_parser", "run"]
@@ -68,11 +72,6 @@ def _default_out(model: str, dataset: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Train, print a one-line summary, write the checkpoint. Returns the exit status."""
     import torch
-
-    from ..data.splits import load_splits
-    from ..teacher.quality import teacher_warning
-    from ..teacher.train import PRESETS, data_identity, preset_for, save_teacher, train_teacher
-    from ..teacher.zoo import build_model
 
     device = args.device
     if device == "auto":

@@ -20,8 +20,8 @@ import json
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError
-from .config import SearchConfig
 from ..rundir import RunDir, safe_torch_load
+from .config import SearchConfig
 from .search import CKPT_FORMAT
 
 __all__ = ["EXTENSIONS", "RELOCATABLE", "resumed_config"]
