@@ -102,7 +102,7 @@ def test_final_training_of_both_stage_bests_on_request(tmp_path):
     assert "Student (Stage1)" in res.tables["summary"] and "Student (Stage1+Stage2)" in res.tables["summary"]
     assert {"stage1", "stage2"} <= set(res.summary)
     assert (tmp_path / "r" / "student_stage1.pt").is_file() and (tmp_path / "r" / "student_stage2.pt").is_file()
-    with pytest.raises(ConfigError, match="final_students 'all' is not one of winner, both"):
+    with pytest.raises(ConfigError, match="unknown final_students 'all'; use one of winner, both"):
         SearchConfig(**{**TINY, "final_students": "all"})
 
 
