@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import CheckpointError, ConfigError
 from ..rundir import RunDir, safe_torch_load
 from .config import SearchConfig
-from .search import CKPT_FORMAT
+from .state import CKPT_FORMAT
 
 __all__ = ["EXTENSIONS", "RELOCATABLE", "resumed_config"]
 
@@ -30,7 +30,7 @@ __all__ = ["EXTENSIONS", "RELOCATABLE", "resumed_config"]
 EXTENSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "removal_iterations": (("removal", "both"), ("removal",)),
     "shrink_iterations": (("shrink", "both"), ("removal", "shrink")),
-    "final_epochs": (("removal", "shrink", "both"), ("removal", "shrink", "final")),
+    "final_epochs": (("removal", "shrink", "both"), ("removal", "shrink", "shrink_teacher", "final")),
 }
 # where the data is read from and who trains the students: not what the run computes
 RELOCATABLE = ("data_root", "download", "executor", "workers", "ray_address")
