@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from _cli import one_line_error
 from _tiny import tiny
 
 from n2n_fx import __version__
@@ -37,16 +38,6 @@ SECTIONS = [
 def _compress_parser() -> argparse.ArgumentParser:
     sub = next(a for a in _parser()[0]._actions if isinstance(a, argparse._SubParsersAction))
     return sub.choices["compress"]
-
-
-def _one_line_error(capsys, argv: list[str], *must: str) -> str:
-    rc = main(argv)  # usage errors too: a status, not SystemExit
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1, err
-    for m in must:
-        assert m in err, err
-    return err
 
 
 def _source_comments() -> dict[str, str]:
@@ -177,9 +168,9 @@ def test_check_fields_reads_literal_choices():
 
 
 def test_usage_errors_are_one_line(capsys):
-    _one_line_error(capsys, ["compress", "--stage", "all"], "--stage", "invalid choice")
-    _one_line_error(capsys, ["compress", "--removal-iterations", "x"], "'x' is not an integer")
-    _one_line_error(capsys, ["compress", "--data-option", "oops", "--print-config"], "--data-option 'oops'")
+    one_line_error(capsys, ["compress", "--stage", "all"], "--stage", "invalid choice")
+    one_line_error(capsys, ["compress", "--removal-iterations", "x"], "'x' is not an integer")
+    one_line_error(capsys, ["compress", "--data-option", "oops", "--print-config"], "--data-option 'oops'")
 
 
 # -- --print-config -----------------------------------------------------------------------------------------
@@ -219,7 +210,7 @@ def test_print_config_resolves_defaults_file_and_flags(tmp_path, capsys, monkeyp
 
 def test_print_config_refuses_a_bad_setting_in_one_line(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({"rollouts": 0}))
-    _one_line_error(capsys, ["compress", "--config", str(tmp_path / "c.json"), "--print-config"], "rollouts")
+    one_line_error(capsys, ["compress", "--config", str(tmp_path / "c.json"), "--print-config"], "rollouts")
 
 
 # -- --version, models, datasets -------------------------------------------------------------------------------
@@ -252,8 +243,8 @@ def test_models_and_datasets_list_alike(capsys):
     assert "val_size" in data["split_options"] and "crop" in data["augmentations"]
     assert main(["models", "resnet18", "--format", "json"]) == 0
     assert list(json.loads(capsys.readouterr().out)["models"]) == ["resnet18"]
-    _one_line_error(capsys, ["models", "resnet19"], "unknown model 'resnet19'")
-    _one_line_error(capsys, ["datasets", "mnist2"], "unknown data set 'mnist2'")
+    one_line_error(capsys, ["models", "resnet19"], "unknown model 'resnet19'")
+    one_line_error(capsys, ["datasets", "mnist2"], "unknown data set 'mnist2'")
 
 
 # -- --format json on surgery, diff, report --------------------------------------------------------------------
@@ -294,7 +285,7 @@ def test_diff_and_report_print_json(finished_run, capsys):
     assert main(["report", str(finished_run), "--format", "json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary == json.loads((finished_run / "summary.json").read_text())
-    _one_line_error(capsys, ["report", str(finished_run), "--format", "json", "--markdown"], "--markdown")
+    one_line_error(capsys, ["report", str(finished_run), "--format", "json", "--markdown"], "--markdown")
 
 
 # -- --resume: refuse conflicts, apply extensions -------------------------------------------------------------
@@ -308,17 +299,17 @@ def _rows(run: Path) -> list[dict]:
 def test_resume_refuses_conflicting_flags_in_one_line(finished_run, capsys):
     run = str(finished_run)
     before = (finished_run / "config.json").read_text()
-    _one_line_error(
+    one_line_error(
         capsys,
         ["compress", "--resume", run, "--reward-lr", "0.5"],
         "--reward-lr 0.5",
         "recorded reward_lr=none",
         "keeps the run's settings",
     )
-    _one_line_error(capsys, ["compress", "--resume", run, "--removal-iterations", "1"], "can only raise it")
-    _one_line_error(capsys, ["compress", "--resume", run, "--final-epochs", "5"], "the run has finished")
-    _one_line_error(capsys, ["compress", "--resume", run, "--shrink-iterations", "5"], "stage removal does not use it")
-    _one_line_error(capsys, ["compress", "--resume", run, "--run-dir", "elsewhere"], "--run-dir")
+    one_line_error(capsys, ["compress", "--resume", run, "--removal-iterations", "1"], "can only raise it")
+    one_line_error(capsys, ["compress", "--resume", run, "--final-epochs", "5"], "the run has finished")
+    one_line_error(capsys, ["compress", "--resume", run, "--shrink-iterations", "5"], "stage removal does not use it")
+    one_line_error(capsys, ["compress", "--resume", run, "--run-dir", "elsewhere"], "--run-dir")
     assert (finished_run / "config.json").read_text() == before
     # the recorded values themselves are no conflict
     assert main(["compress", "--resume", run, "--print-config", "--seed", "0", "--removal-iterations", "2"]) == 0
@@ -383,7 +374,7 @@ def test_a_resumed_random_search_follows_the_same_rules(tmp_path, capsys):
     d = tmp_path / "random"
     run_random_search(SearchConfig(**tiny(stage="removal")), d, quiet=True)
     resume = ["baseline", "random", "--resume", str(d)]
-    _one_line_error(capsys, [*resume, "--seed", "5"], "--seed 5 conflicts with the run's recorded seed=0")
-    _one_line_error(capsys, [*resume, "--p-remove", "0.3"], "--p-remove with --resume")
-    _one_line_error(capsys, [*resume, "--final-epochs", "3"], "the run has finished")
+    one_line_error(capsys, [*resume, "--seed", "5"], "--seed 5 conflicts with the run's recorded seed=0")
+    one_line_error(capsys, [*resume, "--p-remove", "0.3"], "--p-remove with --resume")
+    one_line_error(capsys, [*resume, "--final-epochs", "3"], "the run has finished")
     assert main([*resume, "--seed", "0", "--quiet"]) == 0  # the recorded value: no conflict

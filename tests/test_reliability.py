@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import one_line_error
 from _tiny import tiny
 from torch import nn
 
@@ -90,19 +91,6 @@ def _faulty(mode: str, args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _one_line(capsys, argv: list[str], *must: str) -> str:
-    try:
-        rc = main(argv)
-    except SystemExit as e:  # argparse's usage errors
-        rc = e.code
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1, err
-    for m in must:
-        assert m in err, err
-    return err
-
-
 def _temp_files(d: Path) -> list[Path]:
     return [p for p in d.rglob("*") if p.is_file() and (p.name.endswith(".tmp") or p.name.startswith(".x"))]
 
@@ -126,7 +114,7 @@ def test_kill_before_first_checkpoint_resumes_and_new_run_reuses(tmp_path, refer
     _assert_same_run(d2, reference)
     capsys.readouterr()
     # a folder holding a started run is still refused, with the way out
-    _one_line(capsys, ["compress", "--config", str(cfg), "--run-dir", str(d2)], "--resume")
+    one_line_error(capsys, ["compress", "--config", str(cfg), "--run-dir", str(d2)], "--resume")
 
 
 # -- 2. config values: type and range, table-driven -------------------------------------------------------
@@ -194,7 +182,7 @@ def test_random_wrong_config_values_one_line_nothing_written(tmp_path, capsys, m
         path = tmp_path / (f"c{i}.toml" if text else f"c{i}.json")
         path.write_text(text or json.dumps(settings))
         run_dir = tmp_path / f"run{i}"
-        err = _one_line(capsys, ["compress", "--config", str(path), "--run-dir", str(run_dir)])
+        err = one_line_error(capsys, ["compress", "--config", str(path), "--run-dir", str(run_dir)])
         assert name in err or name.replace("_", " ") in err, (name, value, err)
         assert not run_dir.exists(), (name, value)
     assert all(p.is_file() and p.name.startswith("c") for p in tmp_path.iterdir())  # the config files only
@@ -297,18 +285,18 @@ def test_learner_refuses_a_step_that_breaks_the_policy():
 
 def test_bad_inputs_leave_no_run_directory(tmp_path, capsys):
     d = tmp_path / "r"
-    _one_line(capsys, ["compress", "--reward-subset", "-3", "--run-dir", str(d)], "reward_subset")
-    _one_line(capsys, ["compress", "--executor", "gpu-farm", "--run-dir", str(d)], "executor")
-    _one_line(
+    one_line_error(capsys, ["compress", "--reward-subset", "-3", "--run-dir", str(d)], "reward_subset")
+    one_line_error(capsys, ["compress", "--executor", "gpu-farm", "--run-dir", str(d)], "executor")
+    one_line_error(
         capsys, ["compress", "--config", str(_config_file(tmp_path, removal_lr=float("nan"))), "--run-dir", str(d)]
     )
     assert not d.exists()
     # found only once the search starts (a subset larger than the data): the folder is removed again
     big = _config_file(tmp_path, reward_subset=100000)
-    _one_line(capsys, ["compress", "--config", str(big), "--run-dir", str(d), "--quiet"], "subset")
+    one_line_error(capsys, ["compress", "--config", str(big), "--run-dir", str(d), "--quiet"], "subset")
     assert not d.exists()
     d.mkdir()  # an empty folder given by the user stays, empty
-    _one_line(capsys, ["compress", "--config", str(big), "--run-dir", str(d), "--quiet"], "subset")
+    one_line_error(capsys, ["compress", "--config", str(big), "--run-dir", str(d), "--quiet"], "subset")
     assert d.is_dir() and not any(d.iterdir())
 
 
@@ -316,7 +304,7 @@ def test_bad_inputs_leave_no_run_directory(tmp_path, capsys):
 
 
 def test_cli_and_api_error_paths_are_one_line(tmp_path, capsys):
-    _one_line(
+    one_line_error(
         capsys,
         [
             "surgery",
@@ -331,7 +319,7 @@ def test_cli_and_api_error_paths_are_one_line(tmp_path, capsys):
         "x.dot",
         "does not exist",
     )
-    _one_line(capsys, ["inspect", "conv4", "--num-classes", "0"], "--num-classes")
+    one_line_error(capsys, ["inspect", "conv4", "--num-classes", "0"], "--num-classes")
     from n2n_fx.teacher.train import save_teacher
     from n2n_fx.teacher.zoo import build_model
 
@@ -345,7 +333,7 @@ def test_cli_and_api_error_paths_are_one_line(tmp_path, capsys):
         input_size=(1, 16, 16),
     )
     d = tmp_path / "r"
-    _one_line(
+    one_line_error(
         capsys,
         ["compress", "--config", str(_config_file(tmp_path, teacher_checkpoint=str(ck))), "--run-dir", str(d)],
         "conv4",
@@ -427,7 +415,9 @@ def test_a_second_process_is_refused_and_a_dead_holder_is_taken_over(tmp_path, r
     try:
         assert holder.stdout.readline().strip() == "ok"
         before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name != ".lock"}
-        err = _one_line(capsys, ["compress", "--resume", str(d)], f"pid {holder.pid}", socket.gethostname(), "in use")
+        err = one_line_error(
+            capsys, ["compress", "--resume", str(d)], f"pid {holder.pid}", socket.gethostname(), "in use"
+        )
         assert "resume" not in err.split("in use")[0]
         after = {p: p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name != ".lock"}
         assert before == after
@@ -446,7 +436,9 @@ def test_two_live_runs_never_share_a_folder(tmp_path, capsys):
     d = tmp_path / "r"
     d.mkdir()
     with RunLock(d):  # a new run starting up there (its inputs not yet written)
-        _one_line(capsys, ["compress", "--config", str(_config_file(tmp_path)), "--run-dir", str(d)], "in use by pid")
+        one_line_error(
+            capsys, ["compress", "--config", str(_config_file(tmp_path)), "--run-dir", str(d)], "in use by pid"
+        )
 
 
 # -- 9. same seed, same run, wherever the teacher comes from ------------------------------------------------------
@@ -514,7 +506,7 @@ def test_disk_fault_mid_run_is_one_line_and_the_run_resumes(
         _inject(m, target, err, after)
         m.setattr(storage, "atomic_write_bytes", remember)  # atomic_torch_save calls it
         argv = ["compress", "--config", str(cfg), "--run-dir", str(d), "--quiet"]
-        _one_line(capsys, argv, target, advice, f"--resume {d}")
+        one_line_error(capsys, argv, target, advice, f"--resume {d}")
     assert (d / "checkpoint.pt").read_bytes() == snap["ck"]  # the last checkpoint is intact
     assert not _temp_files(d)
     assert main(["compress", "--resume", str(d), "--quiet"]) == 0
@@ -527,7 +519,7 @@ def test_unwritable_run_directory_is_found_before_the_work(tmp_path, capsys, mon
     real_access, real_mkdir = os.access, Path.mkdir
     with monkeypatch.context() as m:  # a read-only parent (root passes every permission check: simulated)
         m.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
-        _one_line(capsys, ["compress", "--run-dir", str(ro / "r")], str(ro), "writable")
+        one_line_error(capsys, ["compress", "--run-dir", str(ro / "r")], str(ro), "writable")
 
     def refuse(self, *a, **k):
         if self == ro / "r":
@@ -538,7 +530,7 @@ def test_unwritable_run_directory_is_found_before_the_work(tmp_path, capsys, mon
         m.setattr(Path, "mkdir", refuse)
         cfg = str(_config_file(tmp_path))
         argv = ["compress", "--config", cfg, "--run-dir", str(ro / "r"), "--quiet"]
-        _one_line(capsys, argv, f"{ro / 'r'}:", "writable")
+        one_line_error(capsys, argv, f"{ro / 'r'}:", "writable")
     assert not (ro / "r").exists()
 
 
@@ -549,14 +541,14 @@ def test_messages_name_the_real_problem(tmp_path, reference, capsys):
     d = tmp_path / "pickled-runs" / "r"
     shutil.copytree(reference, d)
     (d / "teacher.pt").write_bytes((d / "teacher.pt").read_bytes()[:500])  # truncated
-    err = _one_line(capsys, ["diff", str(d)], "teacher.pt", "damaged")
+    err = one_line_error(capsys, ["diff", str(d)], "teacher.pt", "damaged")
     assert "custom teacher" not in err and "allow-pickle" not in err
     shutil.copy(reference / "teacher.pt", d / "teacher.pt")
     torch.save({"format": "n2n_fx.student/1", "actions": os.getcwd}, d / "student.pt")  # needs a full unpickle
-    err = _one_line(capsys, ["diff", str(d), "--allow-pickle"], "student.pt", "pickled")
+    err = one_line_error(capsys, ["diff", str(d), "--allow-pickle"], "student.pt", "pickled")
     assert "allow-pickle" not in err and "allow_pickle" not in err
     torch.save({"format": "x", "f": os.getcwd}, d / "checkpoint.pt")
-    err = _one_line(capsys, ["compress", "--resume", str(d)], "checkpoint.pt")
+    err = one_line_error(capsys, ["compress", "--resume", str(d)], "checkpoint.pt")
     assert "allow-pickle" not in err
 
 

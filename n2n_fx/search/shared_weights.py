@@ -56,7 +56,8 @@ class SharedWeights:
                 )
             self.log(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
             return net
-        scfg = self.cfg.supernet_config("removal" if space == "removal" else "shrink")
+        kind = "removal" if space == "removal" else "shrink"  # both shrink stages train over shrinks
+        scfg = self.cfg.supernet_config(kind)
         what = "removals" if space == "removal" else f"shrinks of the {'stage-1 winner' if remove else 'teacher'}"
         self.log(
             f"supernet: training shared weights over {what} ({scfg.steps} steps, {2 + scfg.random_students} students a step)"
@@ -67,7 +68,7 @@ class SharedWeights:
             train,
             cache,
             scfg,
-            space="removal" if space == "removal" else "shrink",
+            space=kind,
             remove=remove,
             device=self.device,
             on_step=lambda *_: bar.update(1),

@@ -95,7 +95,7 @@ def worker_main(conn, payload: bytes, device: str | None, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the search; it stops the pool
     try:
         trainer = Trainer(payload, device, threads)
-    except Exception as e:
+    except Exception as e:  # reported to the main process, which raises it (a worker that cannot start)
         conn.send_bytes(pickle.dumps((None, "init", first_line(e))))
         return
     conn.send_bytes(pickle.dumps((None, "ready", None)))
