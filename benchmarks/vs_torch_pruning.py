@@ -110,6 +110,13 @@ def main() -> None:
         help="train both final students with this many seeds (the run's, then seed+1, ...) and compare means",
     )
     ap.add_argument("--reuse", action="store_true", help="reuse this command's finished N2N run (its recorded time)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other SearchConfig field of the N2N run (JSON value, e.g. --set calib_batches=1)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("N2N_FX_CACHE", str(RUNS / "cache"))
@@ -132,6 +139,12 @@ def main() -> None:
         ).items()
         if v is not None
     }
+    for item in args.set:
+        field, _, value = item.partition("=")
+        try:
+            changes[field] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[field] = value  # a bare string
     cfg = mnist_config(args.model, **{"final_students": "winner", **changes})  # a user's run: its result only
     prep = prepare(cfg, log=lambda m: print(m, flush=True))  # the cached teacher both methods start from
     splits, teacher = prep.splits, prep.model.eval()

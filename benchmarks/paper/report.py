@@ -70,12 +70,15 @@ def _missing(cmd: str) -> str:
 
 def table1() -> list[str]:
     out = ["### Table 1 in kind: compression by stage", ""]
-    for teacher in ("conv4", "vgg13_small"):
-        r = _load(f"table1-{teacher}")
-        out.append(f"**{teacher} teacher**")
+    variants = [(t, suffix) for t in ("conv4", "vgg13_small") for suffix in ("-shared", "")]
+    for teacher, suffix in variants:
+        r = _load(f"table1-{teacher}{suffix}")
+        how = "shared-weight rewards" if suffix else "kd rewards (the paper's protocol)"
+        out.append(f"**{teacher} teacher, {how}**")
         out.append("")
         if r is None:
-            out += [_missing(f"python -m benchmarks.paper.table1 --teacher {teacher}"), ""]
+            mode = "" if suffix else " --reward-mode kd"
+            out += [_missing(f"python -m benchmarks.paper.table1 --teacher {teacher}{mode}"), ""]
             continue
         rows = [["Teacher", _pct(r["teacher"]["test_accuracy"]), _k(r["teacher"]["params"]), "–", "1×"]]
         for key, label in (("stage1", "Student (stage 1)"), ("stage2", "Student (stage 1+2)")):
@@ -96,7 +99,7 @@ def table1() -> list[str]:
             + _footer(r),
             "",
         ]
-        png = _curves(r["iterations"], f"table1-{teacher}")
+        png = _curves(r["iterations"], f"table1-{teacher}{suffix}")
         if png:
             out += [f"![learning curves {teacher}](img/{png})", ""]
     return out
@@ -201,7 +204,10 @@ def table5() -> list[str]:
             )
         n = len(r["scratch"]["iterations"])
         source = Path(r["source_run"]).name
-        how = f"lr {r.get('removal_lr', 0.003):g}, {r.get('reinforce_baseline', 'ema')} baseline"
+        how = (
+            f"lr {r.get('removal_lr', 0.003):g}, {r.get('reinforce_baseline', 'ema')} baseline, "
+            f"{r.get('reward_mode', 'kd')} rewards"
+        )
         out += [f"**conv4 ({source}) → {r['target']}, {how}, mean over the first {n} updates**", ""]
         out += [tabulate(rows, ["policy", "reward", "compression C", "accuracy", "degenerate"], tablefmt="github"), ""]
         out += [_footer(r), ""]

@@ -1,6 +1,7 @@
 """Table 5 in kind: a removal policy learnt on one teacher starts the search on a deeper one.
 
-    python -m benchmarks.paper.table5_transfer [--source runs/paper/table1-conv4]   # ~25 min
+    python -m benchmarks.paper.table5_transfer [--source runs/paper/table1-conv4-shared]   # shared rewards
+    python -m benchmarks.paper.table5_transfer --reward-mode kd [--source runs/paper/table1-conv4]   # ~25 min
     python -m benchmarks.paper.table5_transfer --source runs/paper/random-vs-n2n-n2n-lr0.03-batch-it60-seed0 \
         --removal-lr 0.03 --baseline batch --tag long-source
 
@@ -30,7 +31,10 @@ def _mean(rows, key):
 
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--source", type=Path, default=RUNS / "table1-conv4", help="finished N2N run (its removal policy)")
+    ap.add_argument(
+        "--source", type=Path, default=None, help="finished N2N run (its removal policy; default: Table 1's conv4 run)"
+    )
+    ap.add_argument("--reward-mode", choices=("shared", "kd"), default="shared", help="how students are scored")
     ap.add_argument("--target", default="vgg_tiny", help="teacher of the target search")
     ap.add_argument("--updates", type=int, default=10, help="policy updates compared (paper: 10)")
     ap.add_argument("--seed", type=int, default=0)
@@ -40,11 +44,16 @@ def main() -> None:
     args = ap.parse_args()
     setup(args)
     t0 = time.perf_counter()
-    policy = args.source / "policies" / "removal.pt"
+    shared = args.reward_mode == "shared"
+    source = args.source or RUNS / ("table1-conv4-shared" if shared else "table1-conv4")
+    policy = source / "policies" / "removal.pt"
     if not policy.is_file():
-        raise SystemExit(f"{policy} not found; run python -m benchmarks.paper.table1 --teacher conv4 first")
-    budget = {k: v for k, v in BUDGETS["conv4"].items() if k.startswith("reward")}
-    tag = f"-{args.tag}" if args.tag else ""
+        mode = "" if shared else " --reward-mode kd"
+        raise SystemExit(f"{policy} not found; run python -m benchmarks.paper.table1 --teacher conv4{mode} first")
+    budget = (
+        {"reward_mode": "shared"} if shared else {k: v for k, v in BUDGETS["conv4"].items() if k.startswith("reward")}
+    )
+    tag = ("-shared" if shared else "") + (f"-{args.tag}" if args.tag else "")
     out = {}
     for label, start in (("pretrained", str(policy)), ("scratch", None)):
         cfg = mnist_config(
@@ -73,7 +82,8 @@ def main() -> None:
         f"table5-{args.target}{tag}",
         {
             "experiment": "table5",
-            "source_run": str(args.source),
+            "source_run": str(source),
+            "reward_mode": args.reward_mode,
             "target": args.target,
             "seed": args.seed,
             "removal_lr": cfg.removal_lr,

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
-from torch import fx, nn
+from torch import fx
 
 from ..graph.cost import model_cost
 from ..graph.layers import analyze
-from ..reward.measure import latency_ms
 from ..rewrite import Diff
-from ..rundir import RunDir, safe_torch_load
+from ..rundir import RunDir
 from ..storage import atomic_write_text
 from .pareto import heavier_than_teacher, write_pareto
 
@@ -228,46 +226,14 @@ def _teacher_lines(m: dict[str, Any]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
-def write_report(
-    run: RunDir,
-    teacher: fx.GraphModule,
-    student: fx.GraphModule,
-    diff: Diff,
-    stage_students: Mapping[str, nn.Module],
-) -> dict[str, str]:
-    """Write summary.json, report.md, report.txt (and curves.png) for the run's ``student``; return the tables.
+def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> dict[str, str]:
+    """Render report.md, report.txt (and curves.png, the Pareto files) from what the search
+    recorded (summary.json, history, config) for the run's ``student``; return the tables.
 
-    ``stage_students``: the final student of each stage the run saved (``"removal"``,
-    ``"shrink"``), whose latency the summary measures; the search rebuilds them.
-    """
-    ck = safe_torch_load(run.file("checkpoint.pt"))
-    ck_final = ck.get("final", {})
-    t = dict(ck["teacher"])
-    size = tuple(teacher.graph.find_nodes(op="placeholder")[0].meta.get("n2n_input_size") or ())
-    t["latency_ms"] = latency_ms(teacher, size, repeats=10) if size else math.nan
-    summary: dict[str, Any] = {"teacher": t}
-    for stage, key, fname in (
-        ("removal", "stage1", "student_stage1.pt"),
-        ("shrink", "stage2", "student_stage2.pt"),
-    ):
-        f = ck_final.get(stage)
-        if not f or not run.file(fname).is_file():
-            continue
-        summary[key] = dict(f)
-        m = stage_students[stage]
-        summary[key]["latency_ms"] = latency_ms(m, size, repeats=10) if size else math.nan
-    summary["winner"] = "stage2" if ck_final.get("winner") == "shrink" else "stage1"
+    Nothing is measured here: summary.json is the search's (``n2n_fx.search.summary``)."""
+    summary = run.read_json("summary.json")
     history = run.history()
-    summary["rollouts"] = len(history)
-    summary["degenerate_rollouts"] = sum(1 for r in history if r.get("degenerate"))
-    summary["cache_hits"] = sum(1 for r in history if r.get("cache_hit"))
-    summary["learning"] = learning(history)
-    timing = dict(run.read_json("timing.json")) if run.file("timing.json").is_file() else {}
     teacher_info = run.read_json("teacher.json") if run.file("teacher.json").is_file() else {}
-    if teacher_info.get("wall_s"):
-        timing["teacher_s"] = float(teacher_info["wall_s"])  # its training, whether this run did it or a cache
-    summary["timing"] = timing
-    run.write_json("summary.json", summary)
     learned = learning_lines(summary)
 
     main = tabulate(summary_rows(summary), headers=SUMMARY_HEADERS, tablefmt="github")
@@ -277,11 +243,11 @@ def write_report(
     sc = model_cost(student)
     pareto = write_pareto(run)
     heavy = heavier_lines(summary)
-    # students whose final training diverged keep their search-time weights (search.py::_final)
+    # students whose final training diverged keep their search-time weights (search/final.py)
     fallbacks = [
-        f"the {'stage 1' if st == 'removal' else 'stage 2'} student's {f['fallback']}"
-        for st, f in ck_final.items()
-        if isinstance(f, dict) and f.get("fallback")
+        f"the {'stage 1' if key == 'stage1' else 'stage 2'} student's {summary[key]['fallback']}"
+        for key in ("stage1", "stage2")
+        if isinstance(summary.get(key), dict) and summary[key].get("fallback")
     ]
     md = [
         f"# n2n-fx compression report: {cfg.get('model')} on {cfg.get('dataset')}",

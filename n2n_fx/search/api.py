@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import pickle
 import sys
 import time
@@ -31,6 +30,7 @@ from ..teacher.zoo import build_model
 from .config import SearchConfig
 from .resume import resumed_config
 from .search import Search, rebuild_student
+from .summary import write_summary
 from .teacher_setup import load_data, prepare
 
 __all__ = ["CompressionResult", "compress", "run_compress", "load_run", "load_teacher_file"]
@@ -116,8 +116,8 @@ def _stage_students(run: RunDir, teacher_gm: fx.GraphModule, student: fx.GraphMo
 
 def _finish(run: RunDir, search: Search, teacher_gm: fx.GraphModule) -> CompressionResult:
     student, diff = load_run(run.path, allow_pickle=True, teacher_gm=teacher_gm)
-    tables = write_report(run, teacher_gm, student, diff, _stage_students(run, teacher_gm, student))
-    summary = json.loads(run.file("summary.json").read_text())
+    summary = write_summary(run, teacher_gm, _stage_students(run, teacher_gm, student))
+    tables = write_report(run, teacher_gm, student, diff)
     return CompressionResult(student, diff, run.history(), summary, run.path, tables)
 
 
