@@ -94,9 +94,15 @@ def table1() -> list[str]:
                     ]
                 )
         out += [tabulate(rows, ["", "test acc.", "#params", "Δ acc.", "compression"], tablefmt="github"), ""]
+        then = (
+            " (kd rewards were the default then: today `--reward-mode kd`)"
+            if not suffix and "--reward-mode" not in r["command"]
+            else ""
+        )
         out += [
-            f"Winner (best reward over both stages): {r.get('winner')}; {r.get('rollouts')} students trained. "
-            + _footer(r),
+            f"Winner (best reward over both stages): {r.get('winner')}; {r.get('rollouts')} students scored. "
+            + _footer(r)
+            + then,
             "",
         ]
         png = _curves(r["iterations"], f"table1-{teacher}{suffix}")
