@@ -71,9 +71,15 @@ def _missing(cmd: str) -> str:
 def table1() -> list[str]:
     out = ["### Table 1 in kind: compression by stage", ""]
     variants = [(t, suffix) for t in ("conv4", "vgg13_small") for suffix in ("-shared", "")]
+    for t in ("conv4", "vgg13_small"):  # runs asked for a compression (--min-compression X), after the plain ones
+        at = variants.index((t, ""))
+        found = sorted(RESULTS.glob(f"table1-{t}-shared-c*.json"))
+        variants[at:at] = [(t, path.stem.removeprefix(f"table1-{t}")) for path in found]
     for teacher, suffix in variants:
         r = _load(f"table1-{teacher}{suffix}")
         how = "shared-weight rewards" if suffix else "kd rewards (the paper's protocol)"
+        if r is not None and r["config"].get("max_params"):
+            how += f", at most {r['config']['max_params']:,} parameters (`{r['command'].split('table1 ')[-1]}`)"
         out.append(f"**{teacher} teacher, {how}**")
         out.append("")
         if r is None:

@@ -12,9 +12,11 @@ and 3 compare their baselines with the conv4 kd run's student.
 
 from __future__ import annotations
 
+import math
 import time
 
 from n2n_fx.search import run_compress
+from n2n_fx.teacher.zoo import build_model
 
 from .common import mnist_config, parser, run_dir, save, search_result, setup
 
@@ -40,16 +42,27 @@ def main() -> None:
     ap.add_argument("--teacher", choices=sorted(BUDGETS), default="conv4")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reward-mode", choices=("shared", "kd"), default="shared", help="how students are scored")
+    ap.add_argument(
+        "--min-compression",
+        type=float,
+        default=None,
+        help="ask for at least this compression: a parameter constraint (paper 3.3.1) of teacher params / X",
+    )
     args = ap.parse_args()
     setup(args)
     t0 = time.perf_counter()
     shared = args.reward_mode == "shared"
     name = f"table1-{args.teacher}" + ("-shared" if shared else "")
+    if args.min_compression:
+        name += f"-c{args.min_compression:g}"
     budget = (
         {**SHARED_BUDGETS[args.teacher], "reward_mode": "shared"}
         if shared
         else {**BUDGETS[args.teacher], "reward_mode": "kd"}
     )
+    if args.min_compression:  # the teacher's architecture decides its parameter count, not its training
+        teacher_params = sum(p.numel() for p in build_model(args.teacher, num_classes=10, in_channels=1).parameters())
+        budget["max_params"] = math.floor(teacher_params / args.min_compression)
     cfg = mnist_config(args.teacher, seed=args.seed, **budget)
     res = run_compress(cfg, run_dir(name, args.fresh), resume=run_dir(name, False).joinpath("config.json").is_file())
     save(name, search_result("table1", cfg, res), t0)
