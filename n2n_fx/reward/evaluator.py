@@ -151,6 +151,8 @@ class RewardEvaluator:
         chance_accuracy: float = 0.0,
         reward_fn: str | RewardFn = DEFAULT_REWARD,
     ) -> None:
+        self.reward_name = reward_fn if isinstance(reward_fn, str) else reward_name(reward_fn)
+        self.reward_fn = reward_function(self.reward_name)  # unknown names: ConfigError naming the choices
         if not 0 < teacher_accuracy <= 1:
             raise ConfigError(f"teacher_accuracy={teacher_accuracy} must be in (0, 1]")
         check_chance(teacher_accuracy, chance_accuracy)
@@ -165,8 +167,6 @@ class RewardEvaluator:
         if mode != "shared" and teacher is None and logit_cache is None:
             raise ConfigError("RewardEvaluator needs a teacher or a logit cache; pass one")
         self.mode = mode
-        self.reward_name = reward_fn if isinstance(reward_fn, str) else reward_name(reward_fn)
-        self.reward_fn = reward_function(self.reward_name)  # unknown names: ConfigError naming the choices
         self.calib_batches = int(calib_batches)
         self.supernet_tag = supernet_tag
         self.train_data = train_data
