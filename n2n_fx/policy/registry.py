@@ -19,6 +19,8 @@ examples)::
     def evaluate(self, **inputs, actions) -> Rollout        # re-scored with gradients
     def greedy(self, **inputs) -> Tensor                    # (T,) most likely actions
     value: nn.Module | None                 # a critic head, for actor-critic (None: none)
+    def feature_blocks(self) -> dict[str, int]  # optional: weights that read x, by first column
+                                            # (a policy saved before a new feature column loads)
 
 removal inputs are ``x  # (L, F), removable  # (L,)``; shrink inputs ``x  # (T, F), variable  # (T,),
 legal  # (T, n_ratios)``. A policy without trainable parameters learns nothing (``Learner`` records
