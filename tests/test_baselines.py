@@ -14,10 +14,11 @@ from torch import nn
 from n2n_fx import analyze, model_cost, trace
 from n2n_fx.baselines import (
     ARCHITECTURES,
+    RANDOM_POLICY,
     STOP_ACCURACY,
     STOP_PARAMS,
     PruneConfig,
-    RandomLearner,
+    RandomSearch,
     Reference,
     build_handmade,
     count_model_params,
@@ -31,9 +32,20 @@ from n2n_fx.baselines.handmade import _params_at
 from n2n_fx.baselines.pruning import _prune_step
 from n2n_fx.cli import baseline_cmd
 from n2n_fx.errors import ConfigError
-from n2n_fx.features import policy_input, shrink_input, shrink_steps
-from n2n_fx.policy import LearnerConfig
-from n2n_fx.search import SearchConfig, run_compress
+from n2n_fx.features import FEATURE_DIM, policy_input, shrink_input, shrink_steps
+from n2n_fx.policy import (
+    Learner,
+    LearnerConfig,
+    PolicySettings,
+    RemovalPolicy,
+    RemovalPolicyConfig,
+    ShrinkPolicy,
+    ShrinkPolicyConfig,
+    make_policy,
+    policy_name,
+)
+from n2n_fx.search import RunDir, SearchConfig, run_compress
+from n2n_fx.search.stage import make_stage
 from n2n_fx.search.teacher_setup import prepare
 
 DATA = {**TINY_DATA, "dataset_options": {"num_samples": 160, "image_size": 16}, "teacher_epochs": 1}
@@ -68,25 +80,55 @@ def _cli(argv: list[str]) -> int:
 # -- random search ---------------------------------------------------------------------------
 
 
-def test_random_learner_is_uniform_and_never_learns(tiny):
+@pytest.mark.parametrize("p_remove", [0.5, 0.3])
+def test_random_search_samples_from_the_uniform_policy_which_never_learns(tiny, p_remove):
     layers = analyze(tiny[0]).layers
     x = policy_input(layers)
     removable = torch.tensor([lay.removable for lay in layers])
-    learner = RandomLearner("removal", LearnerConfig(rollouts=4, seed=0))
+    settings = PolicySettings(feature_dim=FEATURE_DIM, remove_prior=p_remove)
+    learner = Learner(make_policy("removal", RANDOM_POLICY, settings), LearnerConfig(rollouts=4, seed=0))
     p = learner.policy(x, removable)
-    assert torch.equal(p, torch.where(removable, 0.5, 0.0))
-    before = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    assert torch.allclose(p, torch.where(removable, p_remove, 0.0))
     ro = learner.sample(x=x, removable=removable)
     learner.update(ro, [0.1, 0.2, 0.3, 0.4], x=x, removable=removable)
-    assert all(torch.equal(before[k], v) for k, v in learner.policy.state_dict().items())
+    assert learner.optimizer is None and not list(learner.policy.parameters())  # nothing to learn
+    assert torch.equal(learner.policy(x, removable), p)
     assert not (ro.actions[:, ~removable] == 1).any()
+    # its draws are those of a fresh LSTM with zero head weights, what random search sampled before
+    lstm = RemovalPolicy(RemovalPolicyConfig(remove_prior=p_remove, init_scale=0.0))
+    for seed in range(3):
+        uniform = learner.policy.sample(x, removable, m=6, generator=seed).actions
+        assert torch.equal(uniform, lstm.sample(x, removable, m=6, generator=seed).actions)
 
     sx, var, legal = shrink_input(layers, shrink_steps(layers))
-    shrink = RandomLearner("shrink", LearnerConfig(rollouts=3, seed=0))
-    logits = shrink.policy.head(torch.randn(5, shrink.policy.head.in_features))
-    assert torch.equal(logits, torch.zeros_like(logits))  # uniform over the legal ratios
+    shrink = Learner(make_policy("shrink", RANDOM_POLICY, settings), LearnerConfig(rollouts=3, seed=0))
     acts = shrink.sample(x=sx, variable=var, legal=legal).actions
     assert legal.gather(1, acts.t()).all()
+    lstm = ShrinkPolicy(ShrinkPolicyConfig(init_scale=0.0))
+    for seed in range(3):
+        uniform = shrink.policy.sample(sx, var, legal, m=6, generator=seed).actions
+        assert torch.equal(uniform, lstm.sample(sx, var, legal, m=6, generator=seed).actions)
+    many = shrink.policy.sample(sx, var, legal, m=4000, generator=0).actions  # (4000, T)
+    step = int(legal.sum(1).argmax())  # the step with the most legal ratios: each drawn equally often
+    counts = torch.bincount(many[:, step], minlength=legal.shape[1])[legal[step]].float()
+    assert (counts / counts.mean() - 1).abs().max() < 0.15
+
+
+def test_random_search_resumes_a_checkpoint_from_before_its_policy_was_registered(tiny, tmp_path):
+    """Random runs checkpointed while their learner held a frozen LSTM go on with the same draws."""
+    gm, splits, _ = tiny
+    cfg = SearchConfig(**DATA, **{**BUDGET, "rollouts": 3})
+    search = RandomSearch(cfg, RunDir.create(tmp_path / "r"), gm, splits, quiet=True)
+    analysis = analyze(gm)
+    stage = make_stage("removal", search.cfg, analysis, {})
+    assert stage.policy_type == RANDOM_POLICY
+    old = Learner(RemovalPolicy(RemovalPolicyConfig(init_scale=0.0)), LearnerConfig(lr=1e-3, rollouts=3, seed=7))
+    old.sample(**stage.inputs())  # one iteration done: its draws and its update, which changed nothing
+    old.updates = 1
+    search.state.learners["removal"] = old.state_dict()
+    learner = search._learner(stage)
+    assert policy_name(learner.policy) == RANDOM_POLICY and learner.updates == old.updates == 1
+    assert torch.equal(learner.sample(**stage.inputs()).actions, old.sample(**stage.inputs()).actions)
 
 
 def test_random_search_history_matches_n2n(tiny, n2n_run, capsys):

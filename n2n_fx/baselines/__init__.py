@@ -28,19 +28,19 @@ from .pruning import (
     prune,
     stop_reason,
 )
-from .random_search import RandomLearner, RandomSearch, run_random_search
+from .random_search import RANDOM_POLICY, RandomSearch, run_random_search
 from .reference import RunReference, load_reference
 from .taylor import prunable_spaces, taylor_scores
 
 __all__ = [
     "ARCHITECTURES",
+    "RANDOM_POLICY",
     "STOP_ACCURACY",
     "STOP_PARAMS",
     "HandmadeResult",
     "PruneConfig",
     "PruneResult",
     "PruneStep",
-    "RandomLearner",
     "RandomSearch",
     "Reference",
     "RunReference",

@@ -1,78 +1,38 @@
 """Random search: the control for the RL search, with the same action spaces and rollout budget.
 
-Stage 1 samples removal masks where every removable layer is removed with probability
-``p_remove`` (the run's ``remove_prior``, 0.5 by default: what a fresh removal policy does); stage 2 samples a uniformly random
-legal ratio for every shrink variable of the best stage-1 student. Everything else is the
-N2N main job unchanged: the same surgery, the same ``RewardEvaluator`` (KD on cached
-teacher logits), the same history rows, checkpoints, final CE + λ·KD training and report.
-It is built by giving ``Search`` a learner that samples from a policy frozen at the
-uniform distribution and never updates it, so the two searches differ only in learning.
+It is the N2N main job with both stages sampling from the registered ``uniform`` policy
+(``n2n_fx/policy/uniform.py``) instead of the learned LSTMs: stage 1 removes every removable layer
+with probability ``p_remove`` (the run's ``remove_prior``, 0.5 by default: what a fresh removal
+policy does), stage 2 draws a uniformly random legal ratio for every shrink variable of the best
+stage-1 student, and the ``Learner`` has nothing to update. Everything else is unchanged: the same
+surgery, the same ``RewardEvaluator`` (KD on cached teacher logits), the same history rows,
+checkpoints, final CE + λ·KD training and report, so the two searches differ only in learning.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-from ..features import FEATURE_DIM, RATIOS
-from ..policy import (
-    Learner,
-    LearnerConfig,
-    RemovalPolicy,
-    RemovalPolicyConfig,
-    Rollout,
-    ShrinkPolicy,
-    ShrinkPolicyConfig,
-    UpdateStats,
-)
+from ..policy import Learner, PolicySettings
 from ..search import CompressionResult, RunDir, SearchConfig
 from ..search.api import run_compress
-from ..search.search import STAGE_ORDER, Search
+from ..search.search import Search
+from ..search.stage import Stage
 
-__all__ = ["RandomLearner", "RandomSearch", "run_random_search", "BASELINE_FILE"]
+__all__ = ["RANDOM_POLICY", "RandomSearch", "run_random_search", "BASELINE_FILE"]
 
 BASELINE_FILE = "baseline.json"  # marks a run directory as a baseline run (method, settings)
-
-
-class RandomLearner(Learner):
-    """A ``Learner`` whose policy is uniform and stays so: ``update`` only records the rewards.
-
-    Removal: each removable layer is removed with probability ``p_remove``. Shrink: each
-    variable gets a ratio drawn uniformly from its legal ratios. Sampling goes through the
-    real policies' code (same masks, same generator seeding), so the action spaces are
-    exactly those of the RL search.
-
-    Example:
-        >>> learner = RandomLearner("removal", LearnerConfig(rollouts=5, seed=0))
-        >>> ro = learner.sample(x=policy_input(layers), removable=removable)  # (5, L) actions
-        >>> learner.update(ro, rewards, x=..., removable=...).mean_reward   # no learning
-    """
-
-    def __init__(self, stage: str, config: LearnerConfig, p_remove: float = 0.5) -> None:
-        if stage == "removal":
-            policy = RemovalPolicy(RemovalPolicyConfig(feature_dim=FEATURE_DIM, remove_prior=p_remove, init_scale=0.0))
-        elif stage in ("shrink", "shrink_teacher"):
-            policy = ShrinkPolicy(ShrinkPolicyConfig(feature_dim=FEATURE_DIM, ratios=RATIOS, init_scale=0.0))
-        else:
-            raise ConfigError(f"stage {stage!r} must be removal, shrink or shrink_teacher")
-        super().__init__(policy, config)
-
-    def update(self, actions: Rollout | torch.Tensor, rewards: Any, **inputs: Any) -> UpdateStats:
-        """Record one batch of rewards; the policy is not changed (there is nothing to learn)."""
-        r = torch.as_tensor(rewards, dtype=torch.float32).flatten()  # (m,)
-        mean = float(r.mean()) if r.numel() else math.nan
-        self.updates += 1
-        nan = math.nan
-        return UpdateStats(self.updates, mean, nan, 0.0, 0.0, nan, nan, 0.0)
+RANDOM_POLICY = "uniform"  # the registered policy both stages of random search sample from
 
 
 class RandomSearch(Search):
-    """``Search`` with random sampling instead of learned policies (same budget and rewards).
+    """``Search`` whose stages sample from the ``uniform`` policy, removals at ``p_remove`` (same budget and rewards).
 
     Example:
         >>> search = RandomSearch(cfg, RunDir.create("runs/rand"), teacher_gm, splits)
@@ -85,18 +45,24 @@ class RandomSearch(Search):
         super().__init__(*args, **kwargs)
         if self.cfg.removal_policy or self.cfg.shrink_policy:
             raise ConfigError("random search learns no policy; drop removal_policy/shrink_policy")
+        # runs recorded before random search was a registered policy name the LSTMs: it is uniform all the same
+        self.cfg = self.cfg.replace(removal_policy_type=RANDOM_POLICY, shrink_policy_type=RANDOM_POLICY)
         self.p_remove = self.cfg.remove_prior if p_remove is None else p_remove  # a fresh policy's rate
 
-    def _learner(self, stage: str) -> Learner:
-        cfg = self.cfg
-        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage)  # as Search: same first draws
-        learner = RandomLearner(
-            stage,
-            LearnerConfig(lr=1e-3, rollouts=cfg.rollouts, seed=seed),
-            p_remove=self.p_remove,
-        )
-        if stage in self.state.learners:
-            learner.load_state_dict(self.state.learners[stage])
+    def _policy_settings(self, stage: Stage) -> PolicySettings:
+        return dataclasses.replace(super()._policy_settings(stage), remove_prior=self.p_remove)
+
+    def _learner(self, stage: Stage) -> Learner:
+        saved = self.state.learners.get(stage.name)
+        if saved is None or saved["policy_spec"].get("policy") == RANDOM_POLICY:
+            return super()._learner(stage)
+        # a checkpoint of a random search from before: its learner held a frozen LSTM, of which only
+        # the generator (the draws to come) and the update count matter
+        self.state.learners.pop(stage.name)
+        learner = super()._learner(stage)
+        learner.generator.set_state(saved["generator"])
+        learner.updates = int(saved["updates"])
+        self.state.learners[stage.name] = saved
         return learner
 
 
@@ -126,8 +92,9 @@ def run_random_search(
         if meta.get("method") != "random_search":
             raise ConfigError(f"{run_dir} is not a random-search run; resume it with its command")
         p_remove = float(meta["p_remove"])
-    elif p_remove is None:
-        p_remove = cfg.remove_prior  # what a fresh removal policy draws
+    else:
+        p_remove = cfg.remove_prior if p_remove is None else p_remove  # default: what a fresh removal policy draws
+        cfg = cfg.replace(removal_policy_type=RANDOM_POLICY, shrink_policy_type=RANDOM_POLICY)  # recorded so
     return run_compress(
         cfg,
         run_dir,

@@ -7,50 +7,45 @@ import os
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..features.features import FEATURE_DIM, N_SCALARS
 from ..storage import atomic_torch_save
-from .removal import RemovalPolicy, RemovalPolicyConfig
-from .shrink import ShrinkPolicy, ShrinkPolicyConfig
+from .registry import DEFAULT_POLICIES, Policy, policy_class, policy_name
 from .vocabulary import column_map, current_vocabulary, saved_scalars, saved_vocabulary, widen_inputs
 
 __all__ = ["POLICY_FORMAT", "Policy", "save_policy", "load_policy", "policy_spec", "build_policy"]
 
 POLICY_FORMAT = "n2n_fx.policy/1"  # "format" key of a saved policy file
 
-Policy = RemovalPolicy | ShrinkPolicy
-
-_KINDS: dict[str, tuple[type[nn.Module], type]] = {
-    "removal": (RemovalPolicy, RemovalPolicyConfig),
-    "shrink": (ShrinkPolicy, ShrinkPolicyConfig),
-}
-
 
 def policy_spec(policy: Policy) -> dict[str, Any]:
-    """``{"kind": ..., "config": {...}}`` describing how to rebuild ``policy`` (plain types)."""
-    kind = getattr(policy, "kind", None)
-    if kind not in _KINDS:
-        raise ConfigError(f"{type(policy).__name__} is not a RemovalPolicy or ShrinkPolicy")
-    return {"kind": kind, "config": dataclasses.asdict(policy.config)}
+    """``{"kind": ..., "config": {...}}`` describing how to rebuild ``policy`` (plain types), with
+    ``"policy": name`` when it is not its kind's default (``policy.registry``; the paper's LSTMs)."""
+    name = policy_name(policy)  # raises ConfigError for an unregistered class
+    spec = {"kind": policy.kind, "config": dataclasses.asdict(policy.config)}
+    return spec if name == DEFAULT_POLICIES[policy.kind] else {**spec, "policy": name}
 
 
 def build_policy(spec: dict[str, Any]) -> Policy:
     """A fresh policy from a ``policy_spec`` dict (raises CheckpointError if it is not one)."""
     try:
-        policy_cls, config_cls = _KINDS[spec["kind"]]
+        kind = spec["kind"]
+        name = spec.get("policy", DEFAULT_POLICIES[kind])
         config = dict(spec["config"])
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise CheckpointError(
-            f"policy spec {spec!r:.80} names no known policy kind; expected one of {sorted(_KINDS)}"
+            f"policy spec {spec!r:.80} names no known policy kind; expected one of {sorted(DEFAULT_POLICIES)}"
         ) from None
-    if "ratios" in config:
-        config["ratios"] = tuple(config["ratios"])
     try:
-        return policy_cls(config_cls(**config))
+        cls = policy_class(kind, name)
+    except ConfigError as err:
+        raise CheckpointError(f"saved policy: {err} (register it before loading)") from None
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}  # JSON-like lists: tuples
+    try:
+        return cls(cls.config_class(**config))
     except (TypeError, ConfigError) as err:
-        raise CheckpointError(f"saved {spec['kind']} policy config is invalid ({err}); re-save it") from None
+        raise CheckpointError(f"saved {kind} policy config is invalid ({err}); re-save it") from None
 
 
 def save_policy(policy: Policy, path: str | os.PathLike) -> None:
@@ -122,9 +117,9 @@ def _onto_current_vocabulary(state: dict[str, Any]) -> tuple[dict[str, Any], dic
             f"policy rows have {config['feature_dim']} features but {len(old)} saved kinds and {scalars} "
             "scalars; re-save it"
         )
-    policy_cls, _ = _KINDS.get(state.get("kind"), (None, None))
-    if policy_cls is None:
-        return state, weights
+    if state.get("kind") not in DEFAULT_POLICIES:
+        return state, weights  # build_policy says what is wrong
     grown = {**state, "config": {**config, "feature_dim": FEATURE_DIM}}
-    blocks = build_policy(grown).feature_blocks()
+    policy = build_policy(grown)
+    blocks = policy.feature_blocks() if hasattr(policy, "feature_blocks") else {}  # no weights read x: nothing to move
     return grown, widen_inputs(weights, blocks, cols, FEATURE_DIM)

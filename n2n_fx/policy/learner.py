@@ -109,12 +109,14 @@ class Learner:
             config = LearnerConfig(**kwargs)
         elif kwargs:
             raise ConfigError(f"pass either a LearnerConfig or keyword args, not both: {kwargs}")
-        if config.algo == "actor_critic" and getattr(policy, "value", None) is None:
+        policy_spec(policy)  # raises ConfigError for a policy that is not registered
+        weights = [p for p in policy.parameters() if p.requires_grad]
+        if weights and config.algo == "actor_critic" and getattr(policy, "value", None) is None:
             raise ConfigError("actor_critic needs a policy with a value head; build it with value_head=True")
-        policy_spec(policy)  # raises ConfigError for anything but our two policies
         self.policy = policy
         self.config = config
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+        # a policy without weights (``uniform``) has nothing to learn: update records its rewards only
+        self.optimizer = torch.optim.Adam(weights, lr=config.lr) if weights else None
         self.baseline: float | None = None  # EMA of mean rewards; None before the first update
         self.updates = 0  # number of updates done
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -153,6 +155,10 @@ class Learner:
         if r.numel() != actions.shape[0] or not torch.isfinite(r).all():
             raise ConfigError(f"got {r.numel()} rewards for {actions.shape[0]} rollouts; give one finite reward each")
         m = r.numel()
+        if self.optimizer is None:  # nothing to learn
+            self.updates += 1
+            nan = math.nan
+            return UpdateStats(self.updates, float(r.mean()), nan, 0.0, 0.0, nan, nan, 0.0)
         self.policy.train()
         ev = self.policy.evaluate(**inputs, actions=actions)
         log_probs = ev.log_probs  # (m, T)
@@ -236,7 +242,7 @@ class Learner:
             "config": dataclasses.asdict(self.config),
             "policy_spec": policy_spec(self.policy),
             "policy": copy.deepcopy(self.policy.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
             "baseline": self.baseline,
             "updates": self.updates,
             "generator": self.generator.get_state(),
@@ -261,7 +267,8 @@ class Learner:
             )
         try:
             self.policy.load_state_dict(state["policy"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.optimizer is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.generator.set_state(state["generator"])
         except (KeyError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0][:120]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .registry import register_policy
 from .rollout import Rollout, as_generator, resolve_feature_dim
 
 __all__ = ["RemovalPolicyConfig", "RemovalPolicy", "KEEP", "REMOVE"]
@@ -44,6 +45,7 @@ class RemovalPolicyConfig:
             raise ConfigError(f"init_scale={self.init_scale} must be >= 0")
 
 
+@register_policy("bilstm")
 class RemovalPolicy(nn.Module):
     """pi_remove(a_t | h_{t-1}, h_{t+1}, x_t): keep or remove each layer (paper §3.2.1).
 
@@ -64,6 +66,7 @@ class RemovalPolicy(nn.Module):
     """
 
     kind = "removal"
+    config_class = RemovalPolicyConfig
 
     def __init__(self, config: RemovalPolicyConfig | None = None, **kwargs) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .registry import register_policy
 from .rollout import Rollout, as_generator, resolve_feature_dim
 
 __all__ = ["ShrinkPolicyConfig", "ShrinkPolicy", "DEFAULT_RATIOS", "N_VARIABLES"]
@@ -54,6 +55,7 @@ class ShrinkPolicyConfig:
         return len(self.ratios)
 
 
+@register_policy("lstm")
 class ShrinkPolicy(nn.Module):
     """pi_shrink(a_t | a_{t-1}, h_{t-1}, x_t): one ratio per configurable variable (§3.2.2).
 
@@ -72,6 +74,7 @@ class ShrinkPolicy(nn.Module):
     """
 
     kind = "shrink"
+    config_class = ShrinkPolicyConfig
 
     def __init__(self, config: ShrinkPolicyConfig | None = None, **kwargs) -> None:
         super().__init__()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from torch import fx
 
 from ..graph.cost import model_cost
 from ..graph.layers import analyze
+from ..policy.registry import DEFAULT_POLICIES
+from ..reward.registry import DEFAULT_REWARD
 from ..rewrite import Diff
 from ..rundir import RunDir
 from ..storage import atomic_write_text
@@ -160,6 +163,16 @@ def learning(history: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _plugins(cfg: Mapping[str, Any]) -> str:
+    """The run's reward function and policies where they are not the paper's, as "; reward function x; ..."."""
+    chosen = [
+        ("reward function", cfg.get("reward_fn", DEFAULT_REWARD), DEFAULT_REWARD),
+        ("removal policy", cfg.get("removal_policy_type", DEFAULT_POLICIES["removal"]), DEFAULT_POLICIES["removal"]),
+        ("shrink policy", cfg.get("shrink_policy_type", DEFAULT_POLICIES["shrink"]), DEFAULT_POLICIES["shrink"]),
+    ]
+    return "".join(f"; {what} {name}" for what, name, default in chosen if name != default)
+
+
 def learning_lines(summary: dict[str, Any]) -> list[str]:
     """One line per stage on how its mean reward moved, and one on the time the search took."""
     lines = [
@@ -265,7 +278,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         "",
         *[f"**Note**: {line} (lower `final_lr`).\n" for line in fallbacks],
         *[f"**Heavier than the teacher**: {line} (see pareto.md).\n" for line in heavy],
-        f"Objective: C on {cfg.get('objective', 'params')}. Every evaluated student, accuracy vs params, FLOPs "
+        f"Objective: C on {cfg.get('objective', 'params')}{_plugins(cfg)}. Every evaluated student, accuracy vs params, FLOPs "
         f"and latency with the Pareto fronts: [pareto.md](pareto.md) ({len(pareto.points)} students).",
         "",
         "## Graph diff (teacher -> student)",

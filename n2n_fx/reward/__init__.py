@@ -1,5 +1,7 @@
-"""The N2N reward: compression (on params, FLOPs or latency) x relative accuracy, constraints, measurements, a cache."""
+"""The N2N reward: compression (on params, FLOPs or latency) x relative accuracy, constraints, measurements, a cache;
+reward functions by name (``registry``: ``paper``, ``accuracy_squared``, ``register_reward``)."""
 
+from .accuracy_squared import accuracy_squared
 from .cache import CACHE_FORMAT, RewardCache, arch_hash, arch_signature
 from .constraints import (
     PENALTY_MODES,
@@ -20,9 +22,11 @@ from .measure import (
     peak_activation_bytes,
 )
 from .objective import OBJECTIVES, Objective
+from .registry import DEFAULT_REWARD, RewardFn, register_reward, reward_function, reward_name, reward_names
 
 __all__ = [
     "CACHE_FORMAT",
+    "DEFAULT_REWARD",
     "DEGENERATE_REWARD",
     "PENALTY_MODES",
     "QUANTITIES",
@@ -34,9 +38,11 @@ __all__ = [
     "Objective",
     "Penalty",
     "RewardCache",
+    "RewardFn",
     "REWARD_MODES",
     "RewardEvaluator",
     "RewardRecord",
+    "accuracy_squared",
     "arch_hash",
     "arch_signature",
     "compression",
@@ -46,4 +52,8 @@ __all__ = [
     "measure",
     "n2n_reward",
     "peak_activation_bytes",
+    "register_reward",
+    "reward_function",
+    "reward_name",
+    "reward_names",
 ]

@@ -20,6 +20,8 @@ Three reward modes (``REWARD_MODES``) say how a student's accuracy is read:
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -37,9 +39,10 @@ from ..distill.trainer import distill
 from ..errors import ConfigError
 from .cache import RewardCache, arch_hash
 from .constraints import Constraints, Penalty
-from .formula import DEGENERATE_REWARD, check_chance, compression, n2n_reward
+from .formula import DEGENERATE_REWARD, check_chance, compression
 from .measure import count_flops, count_params, latency_ms, peak_activation_bytes
 from .objective import Objective
+from .registry import DEFAULT_REWARD, RewardFn, reward_function, reward_name
 
 __all__ = ["RewardRecord", "RewardEvaluator", "REWARD_MODES"]
 
@@ -52,7 +55,7 @@ class RewardRecord:
     """The outcome of scoring one student."""
 
     reward: float  # final reward: raw reward after the constraint penalty (−1 if degenerate)
-    raw_reward: float  # C(2 − C) · A / A_teacher before constraints, C on the objective (−1 if degenerate)
+    raw_reward: float  # the reward function's value (paper: C(2 − C) · R_a) before constraints (−1 if degenerate)
     accuracy: float | None  # student top-1 on the validation split after distillation
     params: int | None  # trainable parameters of the student
     flops: int | None  # FLOPs per sample (2 x MACs of conv/linear layers)
@@ -105,6 +108,9 @@ class RewardEvaluator:
     compression is always relative to the original teacher. ``objective``
     (``n2n_fx.reward.objective``) says which quantity the reward's C is taken on (default:
     parameters); the cache holds accuracies and measurements, so it serves every objective.
+    ``reward_fn`` (a registered name or function, ``n2n_fx.reward.registry``; default ``paper``,
+    ``C(2 − C) · R_a``) turns accuracy and C into the raw reward; a cache written under one reward
+    function is refused under another (its context names the function).
     Give ``logit_cache`` (built on ``train_data``) or ``teacher``. Latency is measured (on
     ``config.device``) when the objective, a constraint, ``measure_latency`` or ``measure_all``
     needs it, activation memory when a constraint or ``measure_all`` does. The student is
@@ -143,7 +149,10 @@ class RewardEvaluator:
         objective: Objective | None = None,
         measure_latency: bool = False,
         chance_accuracy: float = 0.0,
+        reward_fn: str | RewardFn = DEFAULT_REWARD,
     ) -> None:
+        self.reward_name = reward_fn if isinstance(reward_fn, str) else reward_name(reward_fn)
+        self.reward_fn = reward_function(self.reward_name)  # unknown names: ConfigError naming the choices
         if not 0 < teacher_accuracy <= 1:
             raise ConfigError(f"teacher_accuracy={teacher_accuracy} must be in (0, 1]")
         check_chance(teacher_accuracy, chance_accuracy)
@@ -197,6 +206,8 @@ class RewardEvaluator:
             "distill": cfg if self.mode != "shared" else None,
             "mode": self.mode,
             **({"calib_batches": self.calib_batches} if self.mode != "kd" else {}),
+            # cached entries hold rewards: one reward function per cache (the paper's unnamed: older caches)
+            **({"reward_fn": self.reward_name} if self.reward_name != DEFAULT_REWARD else {}),
         }
 
     def key(self, student: nn.Module) -> str:
@@ -324,7 +335,13 @@ class RewardEvaluator:
                 epsilon=None,
             )
         c = self.objective.compression(record.quantities())
-        raw = n2n_reward(record.accuracy, self.teacher_accuracy, c, self.chance_accuracy)
+        raw = self.reward_fn(record.accuracy, self.teacher_accuracy, c, self.chance_accuracy)
+        if not isinstance(raw, numbers.Real) or not math.isfinite(raw):
+            raise ConfigError(
+                f"reward function {self.reward_name!r} gave {raw!r} for accuracy {record.accuracy:.4f}, C {c:.4f}; "
+                "it must return a finite number"
+            )
+        raw = max(DEGENERATE_REWARD, float(raw))  # no student scores below a degenerate one
         violations = tuple(self.constraints.violations(record.quantities())) if self.constraints else ()
         reward = self.penalty.apply(raw, not violations, step)
         eps = self.penalty.epsilon(step) if violations and self.penalty.mode == "anneal" else None

@@ -6,13 +6,15 @@ With the paper's plain ratio a student at chance level still earns ``0.1 · C(2 
 classes, and the more layers it loses the more it earns: with cheap rewards most students of a
 fresh policy are near chance, and a removal policy learned to remove 18 of 24 layers for a
 reliable 0.08 (the default run, docs/usage.md). Above chance, such students are worth 0.
-``chance=0`` is the paper's formula."""
+``chance=0`` is the paper's formula. It is the reward function ``paper`` (``registry``), the default.
+"""
 
 from __future__ import annotations
 
 import math
 
 from ..errors import ConfigError
+from .registry import register_reward
 
 __all__ = ["DEGENERATE_REWARD", "check_chance", "compression", "n2n_reward"]
 
@@ -42,6 +44,7 @@ def check_chance(teacher_accuracy: float, chance: float) -> None:
         )
 
 
+@register_reward("paper")
 def n2n_reward(accuracy: float, teacher_accuracy: float, compression_ratio: float, chance: float = 0.0) -> float:
     """``R = R_c · R_a = C(2 − C) · (A − chance) / (A_teacher − chance)``, floored at −1.
 

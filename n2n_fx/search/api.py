@@ -351,6 +351,7 @@ def load_run(
         teacher, _ = load_teacher_file(run, allow_pickle)
         size = tuple(run.read_json("data.json")["input_size"])
         teacher_gm = trace(teacher, input_size=size).eval()
-    cfg = SearchConfig.from_dict(run.read_json("config.json"))
-    r = rebuild_student(teacher_gm, ck["actions"], ck["state_dict"], cfg.max_linear_growth)
+    # only the surgery's setting: a run made with plug-ins (custom policies, reward functions) loads without them
+    growth = run.read_json("config.json").get("max_linear_growth", SearchConfig.max_linear_growth)
+    r = rebuild_student(teacher_gm, ck["actions"], ck["state_dict"], growth)
     return r.student.eval(), r.diff

@@ -12,7 +12,8 @@ from typing import Any, Literal, get_args
 
 from ..errors import ConfigError
 from ..policy.learner import LearnerConfig
-from ..reward import Constraints, Penalty
+from ..policy.registry import policy_names
+from ..reward import Constraints, Penalty, reward_names
 from ..supernet.train import SupernetConfig
 from .fields import check_fields
 
@@ -78,6 +79,13 @@ class SearchConfig:
     entropy_coef: float = 0.0  # entropy bonus weight
     removal_policy: str | None = None  # pre-trained removal policy to start from (transfer)
     shrink_policy: str | None = None  # pre-trained shrink policy to start from (transfer)
+    # the policy stage 1 samples from, a registered name (n2n_fx.policy.register_policy): "bilstm" (the paper's
+    # bidirectional LSTM, learned) or "uniform" (each removable layer removed at remove_prior, nothing learned:
+    # random search)
+    removal_policy_type: str = "bilstm"
+    # the policy stage 2 samples from: "lstm" (the paper's autoregressive LSTM, learned) or "uniform" (each
+    # variable's ratio drawn uniformly from its legal ones, nothing learned: random search)
+    shrink_policy_type: str = "lstm"
     max_linear_growth: float = 8.0  # a Linear whose input grows more than this is degenerate
     # -- reward evaluation (students trained briefly by KD, paper §3.5) -----------------------
     # how a student's accuracy is read: "kd" (paper: inherited teacher weights, reward_steps of KD),
@@ -92,6 +100,10 @@ class SearchConfig:
     # (the paper's A / A_teacher, under which chance-level students earn 0.1·C(2 − C) on ten classes
     # and the default run's removal policy learned to remove 18 of 24 layers; docs/usage.md)
     reward_accuracy: RewardAccuracy = "above_chance"
+    # the reward function, a registered name (n2n_fx.reward.register_reward): "paper" (R = C(2 − C) · R_a,
+    # §3.3) or "accuracy_squared" (C(2 − C) · R_a²: each point of relative accuracy costs about two of
+    # reward, for students that must keep the teacher's accuracy; n2n_fx/reward/accuracy_squared.py)
+    reward_fn: str = "paper"
     # optimiser steps (batch 32) training stage 1's shared weights over removals (shared modes)
     supernet_steps: int = 400
     # optimiser steps going on from them over the shrinks of stage 1's winner, before stage 2; None: supernet_steps
@@ -146,6 +158,16 @@ class SearchConfig:
     def __post_init__(self) -> None:
         # every field: its annotated type (a Literal: one of its values), finite numbers in range (search/fields.py)
         check_fields(self)
+        for name, kind in (("removal_policy_type", "removal"), ("shrink_policy_type", "shrink")):
+            if getattr(self, name) not in policy_names(kind):
+                raise ConfigError(
+                    f"{name} {getattr(self, name)!r} is not a registered {kind} policy; use one of "
+                    f"{', '.join(policy_names(kind))}"
+                )
+        if self.reward_fn not in reward_names():
+            raise ConfigError(
+                f"reward_fn {self.reward_fn!r} is not a registered reward function; use one of {', '.join(reward_names())}"
+            )
         for name in ("removal_iterations", "shrink_iterations", "rollouts", "batch_size"):
             if getattr(self, name) < (0 if "iterations" in name else 1):
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")

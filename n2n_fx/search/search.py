@@ -163,6 +163,7 @@ class Search(StageLoop, SharedWeights, FinalTraining):
             objective=Objective.of(cfg.objective, self.state.teacher),
             measure_latency=True,  # every student's latency is recorded, whatever the objective
             chance_accuracy=chance,
+            reward_fn=cfg.reward_fn,
         )
 
     def _reward_cache(self) -> RewardCache:

@@ -9,23 +9,14 @@ import torch
 from torch import fx
 
 from ..errors import ConfigError
-from ..features import FEATURE_DIM, RATIOS, policy_input, removal_mask, shrink_input, shrink_steps
+from ..features import FEATURE_DIM, RATIOS
 from ..graph.layers import Analysis, analyze
-from ..policy import (
-    REMOVE,
-    Learner,
-    LearnerConfig,
-    RemovalPolicy,
-    RemovalPolicyConfig,
-    ShrinkPolicy,
-    ShrinkPolicyConfig,
-    load_policy,
-    save_policy,
-)
+from ..policy import Learner, LearnerConfig, PolicySettings, load_policy, make_policy, policy_name, save_policy
 from ..reward import RewardEvaluator
-from ..rewrite import Rewrite, apply_actions
+from ..rewrite import Rewrite
 from .executors import Job
 from .final import rebuild_student
+from .stage import Stage, make_stage
 from .state import STAGE_ORDER, StageBest, best_key
 
 __all__ = ["StageLoop"]
@@ -46,32 +37,43 @@ class StageLoop:
         phase = self.state.phase
         return self._offset(phase) + self.state.iteration if phase in STAGE_ORDER else 1 << 30
 
-    def _learner(self, stage: str) -> Learner:
+    def _policy_settings(self, stage: Stage) -> PolicySettings:
+        """What a fresh policy of ``stage`` is built with (``policy.registry.make_policy``)."""
         cfg = self.cfg
-        ac = cfg.algo == "actor_critic"
-        path = cfg.removal_policy if stage == "removal" else cfg.shrink_policy
-        torch.manual_seed(cfg.seed * 7919 + 11 + STAGE_ORDER.index(stage))  # policy init
-        if path:
-            policy = load_policy(path)
-            if ac and getattr(policy, "value", None) is None:
-                raise ConfigError(f"{path} has no value head; actor_critic needs one (use --algo reinforce)")
-        elif stage == "removal":
-            policy = RemovalPolicy(
-                RemovalPolicyConfig(feature_dim=FEATURE_DIM, remove_prior=cfg.remove_prior, value_head=ac)
+        return PolicySettings(
+            feature_dim=FEATURE_DIM,
+            remove_prior=cfg.remove_prior,
+            ratios=RATIOS,
+            keep_bias=cfg.shrink_keep_bias,
+            value_head=cfg.algo == "actor_critic",
+        )
+
+    def _policy(self, stage: Stage):
+        """The policy ``stage`` starts from: its saved one (transfer), or a fresh one of its registered type."""
+        if not stage.pretrained:
+            return make_policy(stage.kind, stage.policy_type, self._policy_settings(stage))
+        policy = load_policy(stage.pretrained)
+        if (policy.kind, policy_name(policy)) != (stage.kind, stage.policy_type):
+            raise ConfigError(
+                f"{stage.pretrained} holds a {policy_name(policy)} {policy.kind} policy; stage {stage.name} "
+                f"samples from a {stage.policy_type} {stage.kind} policy (give a {stage.kind} policy file, or its type)"
             )
-        else:
-            policy = ShrinkPolicy(
-                ShrinkPolicyConfig(
-                    feature_dim=FEATURE_DIM, ratios=RATIOS, keep_bias=cfg.shrink_keep_bias, value_head=ac
-                )
-            )
-        lr = cfg.removal_lr if stage == "removal" else cfg.shrink_lr
-        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage)
+        return policy
+
+    def _learner(self, stage: Stage) -> Learner:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 7919 + 11 + STAGE_ORDER.index(stage.name))  # policy init
+        policy = self._policy(stage)
+        learns = any(p.requires_grad for p in policy.parameters())
+        if cfg.algo == "actor_critic" and learns and getattr(policy, "value", None) is None:
+            where = stage.pretrained or f"the {stage.policy_type} {stage.kind} policy"
+            raise ConfigError(f"{where} has no value head; actor_critic needs one (use --algo reinforce)")
+        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage.name)
         learner = Learner(
             policy,
             LearnerConfig(
                 algo=cfg.algo,
-                lr=lr,
+                lr=stage.lr,
                 rollouts=cfg.rollouts,
                 baseline_decay=cfg.baseline_decay,
                 baseline=cfg.reinforce_baseline,
@@ -79,50 +81,35 @@ class StageLoop:
                 seed=seed,
             ),
         )
-        if stage in self.state.learners:
-            learner.load_state_dict(self.state.learners[stage])
+        if stage.name in self.state.learners:
+            learner.load_state_dict(self.state.learners[stage.name])
         return learner
 
     def _stage(
         self,
-        stage: str,
+        name: str,
         evaluator: RewardEvaluator,
         analysis: Analysis,
         base_actions: dict[str, Any],
     ) -> None:
         cfg = self.cfg
-        offset = self._offset(stage)
-        n_iter = cfg.removal_iterations if stage == "removal" else cfg.shrink_iterations
-        layers = analysis.layers
-        if stage == "removal":
-            inputs = {
-                "x": policy_input(layers),
-                "removable": removal_mask(layers, passive=cfg.remove_passive),
-            }
-        else:
-            steps = shrink_steps(layers, RATIOS)
-            if not steps:
-                self.log("shrink: nothing left to shrink")
-                return
-            x, var, legal = shrink_input(layers, steps)
-            inputs = {"x": x, "variable": var, "legal": legal}
+        stage = make_stage(name, cfg, analysis, base_actions)
+        offset = self._offset(name)
+        n_iter = stage.iterations
+        inputs = stage.inputs()
+        if inputs is None:
+            self.log(f"{name}: nothing left to {stage.kind}")
+            return
         learner = self._learner(stage)
         m = self.cfg.rollouts
-        bar = self._bar(n_iter * m, f"stage {stage} (students)", self.state.iteration * m)
+        bar = self._bar(n_iter * m, f"stage {name} (students)", self.state.iteration * m)
         while self.state.iteration < n_iter:
             it = self.state.iteration
             ro = learner.sample(**inputs)
             jobs, rewrites, all_acts = [], [], []
             for k in range(ro.actions.shape[0]):
-                a = ro.actions[k]
-                if stage == "removal":
-                    acts = {"remove": [layers[i].node for i in range(len(layers)) if int(a[i]) == REMOVE]}
-                else:
-                    shr: dict[str, dict[str, float]] = {}
-                    for st, ai in zip(steps, a.tolist(), strict=True):
-                        shr.setdefault(st.node, {})[st.variable] = RATIOS[ai]
-                    acts = {**base_actions, "shrink": shr}
-                rw, student = self._student(analysis, acts, stage)
+                acts = stage.decode(ro.actions[k])
+                rw, student = self._student(stage, acts)
                 step = offset + it
                 seed = cfg.seed * 1_000_003 + step * 101 + k
                 jobs.append(Job(student if student is not None else f"{rw.degenerate}", step, seed))
@@ -136,11 +123,11 @@ class StageLoop:
             for k, (rw, acts, rec) in enumerate(zip(rewrites, all_acts, records, strict=True)):
                 rewards.append(rec.reward)
                 row = {
-                    "stage": stage,
+                    "stage": name,
                     "iteration": it,
                     "rollout": k,
                     "step": offset + it,
-                    "actions": acts.get("remove") if stage == "removal" else acts["shrink"],
+                    "actions": stage.recorded(acts),
                     "params": rec.params,
                     "flops": rec.flops,
                     "accuracy": rec.accuracy,
@@ -157,7 +144,7 @@ class StageLoop:
                     "wall_s": rec.wall_s,
                 }
                 self.run_dir.append_history(row)
-                best = self.state.best.get(best_key(stage))
+                best = self.state.best.get(best_key(name))
                 trained = jobs[k].trained  # None: trained in place, in this process
                 if (
                     rw.valid
@@ -168,18 +155,18 @@ class StageLoop:
                 ):
                     sd = trained if trained is not None else jobs[k].student.state_dict()
                     sd = {kk: v.detach().cpu().clone() for kk, v in sd.items()}
-                    self.state.best[best_key(stage)] = StageBest(rec.reward, rec.to_dict(), acts, sd)
+                    self.state.best[best_key(name)] = StageBest(rec.reward, rec.to_dict(), acts, sd)
             stats = learner.update(ro, rewards, **inputs)
             if stats.skipped:
-                self.log(f"{stage} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
+                self.log(f"{name} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
             self.state.iteration = it + 1
-            self.state.learners[stage] = learner.state_dict()
+            self.state.learners[name] = learner.state_dict()
             evaluator.cache.save(self.run_dir.file("reward_cache.json"))
-            save_policy(learner.policy, self.run_dir.file(f"policies/{stage}.pt"))
+            save_policy(learner.policy, self.run_dir.file(f"policies/{name}.pt"))
             self.save_checkpoint()  # last: it commits the iteration
-            b = self.state.best.get(best_key(stage))
+            b = self.state.best.get(best_key(name))
             self.log(
-                f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
+                f"{name} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
                 + (f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})" if b else "")
             )
         bar.close()
@@ -187,21 +174,15 @@ class StageLoop:
     def _removal_analysis(self) -> Analysis:
         return self.supernet.analysis if self.supernet is not None else analyze(self.teacher)
 
-    def _student(self, analysis: Analysis, acts: dict[str, Any], stage: str) -> tuple[Rewrite, fx.GraphModule | None]:
+    def _student(self, stage: Stage, acts: dict[str, Any]) -> tuple[Rewrite, fx.GraphModule | None]:
         """The rewrite of one rollout and the student to score (None when degenerate).
 
-        ``kd`` mode: the surgery on the stage's base (the teacher, or the best stage-1 student
+        ``kd`` mode: the stage's surgery on its base (the teacher, or the best stage-1 student
         with its trained weights). Shared modes: the supernet's student, shared weights."""
         if self.supernet is not None:
             arch = self.supernet.arch(acts)
             return arch.rewrite, (self.supernet.extract(arch) if arch.valid else None)
-        rw = apply_actions(
-            analysis,
-            remove=acts["remove"] if stage == "removal" else (),
-            shrink=acts.get("shrink") if stage != "removal" else None,
-            strict=False,
-            max_linear_growth=self.cfg.max_linear_growth,
-        )
+        rw = stage.rewrite(acts, self.cfg.max_linear_growth)
         return rw, (rw.student if rw.valid else None)
 
     def _stage1_removal(self) -> list[str]:
