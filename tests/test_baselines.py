@@ -45,7 +45,7 @@ def tiny(tmp_path_factory):
     """(teacher GraphModule, splits, folder) on a tiny synthetic set; the teacher is cached."""
     root = tmp_path_factory.mktemp("baselines")
     os.environ["N2N_FX_CACHE"] = str(tmp_path_factory.getbasetemp() / "n2n_cache")
-    prepared = prepare(SearchConfig(**DATA), log=lambda m: None)
+    prepared = prepare(SearchConfig(**DATA))
     gm = trace(prepared.model, input_size=prepared.splits.input_size).eval()
     (root / "tiny.json").write_text(json.dumps(DATA))
     return gm, prepared.splits, root

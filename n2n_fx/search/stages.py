@@ -3,6 +3,7 @@ their students and rewards, one policy update, the stage's best, an atomic check
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from ..policy import (
     load_policy,
     save_policy,
 )
+from ..progress import progress_bar
 from ..reward import RewardEvaluator
 from ..rewrite import Rewrite, apply_actions
 from .executors import Job
@@ -29,6 +31,8 @@ from .final import rebuild_student
 from .state import STAGE_ORDER, StageBest, best_key
 
 __all__ = ["StageLoop"]
+
+logger = logging.getLogger(__name__)
 
 
 class StageLoop:
@@ -102,13 +106,13 @@ class StageLoop:
         else:
             steps = shrink_steps(layers, RATIOS)
             if not steps:
-                self.log("shrink: nothing left to shrink")
+                logger.info("shrink: nothing left to shrink")
                 return
             x, var, legal = shrink_input(layers, steps)
             inputs = {"x": x, "variable": var, "legal": legal}
         learner = self._learner(stage)
         m = self.cfg.rollouts
-        bar = self._bar(n_iter * m, f"stage {stage} (students)", self.state.iteration * m)
+        bar = progress_bar(n_iter * m, f"stage {stage} (students)", self.state.iteration * m)
         while self.state.iteration < n_iter:
             it = self.state.iteration
             ro = learner.sample(**inputs)
@@ -171,14 +175,14 @@ class StageLoop:
                     self.state.best[best_key(stage)] = StageBest(rec.reward, rec.to_dict(), acts, sd)
             stats = learner.update(ro, rewards, **inputs)
             if stats.skipped:
-                self.log(f"{stage} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
+                logger.info(f"{stage} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
             self.state.iteration = it + 1
             self.state.learners[stage] = learner.state_dict()
             evaluator.cache.save(self.run_dir.file("reward_cache.json"))
             save_policy(learner.policy, self.run_dir.file(f"policies/{stage}.pt"))
             self.save_checkpoint()  # last: it commits the iteration
             b = self.state.best.get(best_key(stage))
-            self.log(
+            logger.info(
                 f"{stage} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
                 + (f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})" if b else "")
             )
