@@ -14,7 +14,7 @@ INFO lines are shown; ``ConsoleHandler`` writes above a bar, never through it.
 
 Example:
     >>> import logging
-    >>> with console(logging.WARNING):  # what ``n2n-fx -q`` sees: warnings only, no bars
+    >>> with console(logging.ERROR):  # what ``n2n-fx -q`` shows: errors only, no bars
     ...     progress_bar(10, "students").disable
     True
 """
@@ -91,7 +91,7 @@ def progress_bar(total: int, desc: str, initial: int = 0) -> tqdm:
 def console(level: int = logging.INFO) -> Iterator[ConsoleHandler]:
     """Show the package's lines of ``level`` and above on stderr for the block (and bars at INFO or below).
 
-    ``logging.WARNING`` silences the progress lines and bars (``-q``); the package logger is
+    A level above INFO silences the progress lines and bars (``-q``: ERROR); the package logger is
     lowered to ``level`` for the block if it was above it, and restored afterwards."""
     handler = ConsoleHandler(level)
     before = _package.level

@@ -44,16 +44,20 @@ def add_verbosity_args(p: argparse.ArgumentParser) -> None:
         "--quiet",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="only warnings on stderr: no progress lines or bars (a run's run.log keeps them)",
+        help="nothing on stderr but errors: no progress lines, warnings or bars (a run's run.log keeps them; "
+        "a weak teacher is still named in the printed result)",
     )
 
 
 def log_level(args: argparse.Namespace) -> int:
-    """The level of the lines shown on stderr: INFO, DEBUG with ``-v``, WARNING with ``-q``."""
+    """The level of the lines shown on stderr: INFO, DEBUG with ``-v``, ERROR with ``-q``.
+
+    ``-q`` keeps the meaning ``--quiet`` always had: only the command's result (stdout) and its
+    one-line error, if any; the warnings that matter are part of the result (the teacher's)."""
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     if verbose and quiet:
         raise ConfigError("-v/--verbose and -q/--quiet contradict each other; give one")
-    return logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    return logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
 
 
 def positive_int(text: str) -> int:
