@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import logging
 import os
 import platform
 import sys
@@ -165,6 +166,8 @@ def bare_loop(student: nn.Module, train_data, logits: torch.Tensor, batch_size: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="%(message)s")  # n2n_fx's progress lines on stderr
+    logging.getLogger("n2n_fx").setLevel(logging.INFO)
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"teacher: loaded {ckpt}")
     else:
         teacher = build_model(args.teacher, num_classes=splits.num_classes, in_channels=splits.in_channels)
-        teacher, metrics = train_teacher(teacher, splits, "cpu", epochs=args.teacher_epochs, seed=args.seed, log=print)
+        teacher, metrics = train_teacher(teacher, splits, "cpu", epochs=args.teacher_epochs, seed=args.seed)
         teacher_train_s = metrics["wall_s"]
         if ckpt is not None:
             save_teacher(

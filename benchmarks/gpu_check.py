@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import random
@@ -66,7 +67,7 @@ def students_per_second(model: str, data_root: Path, students: int, supernet_ste
 
     epochs = {"conv4": 10, "vgg13_small": 4}[model]
     base = SearchConfig(model=model, dataset="mnist10k", data_root=str(data_root), teacher_epochs=epochs, device="cuda")
-    prepared = prepare(base, log=lambda m: print(f"[{model}] {m}", flush=True))
+    prepared = prepare(base)
     splits = prepared.splits
     teacher = trace(prepared.model, input_size=splits.input_size).eval()
     on_gpu = trace(prepared.model, input_size=splits.input_size).eval().cuda()
@@ -159,6 +160,8 @@ def short_compress(data_root: Path, run_dir: Path) -> dict:
 
 
 def main() -> None:
+    logging.basicConfig(format="%(message)s")  # n2n_fx's progress lines on stderr
+    logging.getLogger("n2n_fx").setLevel(logging.INFO)
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--students", type=int, default=21, help="students scored per mode (the first is a warm-up)")
     ap.add_argument("--supernet-steps", type=int, default=None, help="supernet training steps (default: the search's)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import time
@@ -88,6 +89,8 @@ def _kd_marks(student, splits, cache, kd: DistillConfig) -> dict[str, float]:
 
 
 def main() -> None:
+    logging.basicConfig(format="%(message)s")  # n2n_fx's progress lines on stderr
+    logging.getLogger("n2n_fx").setLevel(logging.INFO)
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--model", default="conv4")
     ap.add_argument("--students", type=int, default=40)
@@ -110,7 +113,7 @@ def main() -> None:
     if not (DATA_ROOT / "mnist" / "raw").is_dir():
         raise SystemExit(f"MNIST files not found under {DATA_ROOT}/mnist/raw; this benchmark needs ../shared")
     cfg = mnist_config(args.model, seed=args.seed, teacher_checkpoint=args.teacher_checkpoint)
-    prep = prepare(cfg, log=lambda m: print(m, flush=True))
+    prep = prepare(cfg)
     splits = prep.splits
     teacher = trace(prep.model, input_size=splits.input_size)
     teacher_val = accuracy(teacher, splits.val)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -88,6 +89,8 @@ def _searched_winner(run_dir: Path, teacher: nn.Module, input_size: tuple[int, .
 
 
 def main() -> None:
+    logging.basicConfig(format="%(message)s")  # n2n_fx's progress lines on stderr
+    logging.getLogger("n2n_fx").setLevel(logging.INFO)
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--model", default="conv4")
     ap.add_argument("--reward-mode", default="shared")
@@ -146,7 +149,7 @@ def main() -> None:
         except json.JSONDecodeError:
             changes[field] = value  # a bare string
     cfg = mnist_config(args.model, **{"final_students": "winner", **changes})  # a user's run: its result only
-    prep = prepare(cfg, log=lambda m: print(m, flush=True))  # the cached teacher both methods start from
+    prep = prepare(cfg)  # the cached teacher both methods start from
     splits, teacher = prep.splits, prep.model.eval()
     teacher_test = accuracy(teacher, splits.test)
 
@@ -160,7 +163,7 @@ def main() -> None:
 
             shutil.rmtree(run_dir)
         c0 = time.process_time()
-        summary = run_compress(cfg, run_dir, quiet=False).summary
+        summary = run_compress(cfg, run_dir).summary
         (run_dir / "cpu_s.json").write_text(json.dumps({"process_s": time.process_time() - c0}))
     timing = json.loads((run_dir / "timing.json").read_text())
     n2n_s = timing["search_s"]  # supernet + search + final training

@@ -57,7 +57,7 @@ def tiny(tmp_path_factory):
     """(teacher GraphModule, splits, folder) on a tiny synthetic set; the teacher is cached."""
     root = tmp_path_factory.mktemp("baselines")
     os.environ["N2N_FX_CACHE"] = str(tmp_path_factory.getbasetemp() / "n2n_cache")
-    prepared = prepare(SearchConfig(**DATA), log=lambda m: None)
+    prepared = prepare(SearchConfig(**DATA))
     gm = trace(prepared.model, input_size=prepared.splits.input_size).eval()
     (root / "tiny.json").write_text(json.dumps(DATA))
     return gm, prepared.splits, root
@@ -118,7 +118,7 @@ def test_random_search_resumes_a_checkpoint_from_before_its_policy_was_registere
     """Random runs checkpointed while their learner held a frozen LSTM go on with the same draws."""
     gm, splits, _ = tiny
     cfg = SearchConfig(**DATA, **{**BUDGET, "rollouts": 3})
-    search = RandomSearch(cfg, RunDir.create(tmp_path / "r"), gm, splits, quiet=True)
+    search = RandomSearch(cfg, RunDir.create(tmp_path / "r"), gm, splits)
     analysis = analyze(gm)
     stage = make_stage("removal", search.cfg, analysis, {})
     assert stage.policy_type == RANDOM_POLICY

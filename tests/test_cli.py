@@ -336,6 +336,9 @@ def test_resume_raises_the_iterations_as_if_asked_from_the_start(tmp_path, capsy
     line = next(x for x in err.splitlines() if x.startswith("resume: "))
     assert "extended removal_iterations 2 -> 3" in line and "extended final_epochs 1 -> 2" in line
     assert f"changed data_root none -> {tmp_path / 'data'}" in line
+    log = (tmp_path / "cut" / "run.log").read_text()  # both sessions, the resume's line included
+    assert log.count("teacher logits: caching on") == 2  # once per session
+    assert log.index("teacher logits") < log.index("resume: ") < log.index("resuming at removal iteration 1")
     recorded = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert recorded["removal_iterations"] == 3 and recorded["final_epochs"] == 2  # a later resume keeps them
     assert recorded["data_root"] == str(tmp_path / "data")

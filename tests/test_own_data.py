@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +204,7 @@ def test_fingerprint_follows_images_split_and_size_not_the_train_subset(tmp_path
     assert data_fingerprint(load_splits(f"imagefolder:{root}", test_size=6, val_size=3)) != fp
 
 
-def test_teacher_cache_follows_the_images_and_checkpoints_are_checked(tmp_path, monkeypatch):
+def test_teacher_cache_follows_the_images_and_checkpoints_are_checked(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("N2N_FX_CACHE", str(tmp_path / "cache"))
     root = write_folder(tmp_path / "f", n=8)
     cfg = SearchConfig(
@@ -212,14 +213,14 @@ def test_teacher_cache_follows_the_images_and_checkpoints_are_checked(tmp_path, 
         dataset_options={"test_size": 6, "val_size": 3},
         teacher_epochs=1,
     )
-    logs: list[str] = []
-    first = prepare(cfg, log=logs.append)
-    assert any("3 classes, input 1x12x12" in m for m in logs)
-    assert prepare(cfg, log=logs.append).source == first.source  # cached
+    with caplog.at_level(logging.INFO, logger="n2n_fx"):
+        first = prepare(cfg)
+    assert any("3 classes, input 1x12x12" in m for m in caplog.messages)  # the data line users read
+    assert prepare(cfg).source == first.source  # cached
     img = np.asarray(Image.open(root / "b" / "1.png")).copy()
     img[1, 1] ^= 1
     Image.fromarray(img, mode="L").save(root / "b" / "1.png")
-    assert prepare(cfg, log=logs.append).source != first.source  # other images: trained again
+    assert prepare(cfg).source != first.source  # other images: trained again
     # a checkpoint remembers its data; another seed or size is refused in one line
     splits = first.splits
     ckpt = save_teacher(
@@ -229,12 +230,12 @@ def test_teacher_cache_follows_the_images_and_checkpoints_are_checked(tmp_path, 
         num_classes=3,
         in_channels=1,
         input_size=splits.input_size,
-        data=data_identity(prepare(cfg, log=logs.append).splits),
+        data=data_identity(prepare(cfg).splits),
     )
-    assert prepare(cfg.replace(teacher_checkpoint=str(ckpt)), log=logs.append).source == str(ckpt)
+    assert prepare(cfg.replace(teacher_checkpoint=str(ckpt))).source == str(ckpt)
     for change, must in ((dict(seed=1), "seed"), (dict(dataset_options={"test_size": 5, "val_size": 3}), "other")):
         with pytest.raises(CheckpointError, match=must) as e:
-            prepare(cfg.replace(teacher_checkpoint=str(ckpt), **change), log=logs.append)
+            prepare(cfg.replace(teacher_checkpoint=str(ckpt), **change))
         assert "\n" not in str(e.value)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import os
 import platform
 import shutil
@@ -45,6 +46,8 @@ def setup(args: argparse.Namespace) -> None:
     if not (DATA_ROOT / "mnist" / "raw").is_dir():
         sys.exit(f"MNIST files not found under {DATA_ROOT}/mnist/raw; the experiments need ../shared beside the repo")
     torch.set_num_threads(args.threads)
+    logging.basicConfig(format="%(message)s")  # n2n_fx's progress lines on stderr
+    logging.getLogger("n2n_fx").setLevel(logging.INFO)
     os.environ.setdefault("N2N_FX_CACHE", str(RUNS / "cache"))  # teachers shared by all experiments
     RUNS.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)

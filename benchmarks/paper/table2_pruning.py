@@ -35,7 +35,7 @@ def main() -> None:
     pcfg = PruneConfig(
         step_fraction=args.step_fraction, finetune_steps=args.finetune_steps, kd_lambda=1.0, seed=cfg.seed
     )
-    res = prune(gm, splits, pcfg, Reference(ref.accuracy, params=ref.params), log=print)
+    res = prune(gm, splits, pcfg, Reference(ref.accuracy, params=ref.params))
     student = res.student
     final = DistillConfig(
         loss="ce+l2",

@@ -13,6 +13,7 @@ falls below the reference's.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from ..errors import ConfigError
 from ..graph.channels import ChannelClass
 from ..graph.cost import model_cost
 from ..graph.layers import Analysis, analyze
+from ..progress import progress_bar
 from ..rewrite import apply_actions
 from .taylor import prunable_spaces, taylor_scores
 
@@ -43,6 +45,8 @@ __all__ = [
     "STOP_ACCURACY",
     "STOP_PARAMS",
 ]
+
+logger = logging.getLogger(__name__)
 
 STOP_ACCURACY = "accuracy"  # stop reason: accuracy fell more than the tolerance below the reference
 STOP_PARAMS = "params"  # stop reason: the parameter count fell below the reference's
@@ -211,14 +215,14 @@ def prune(
     reference: Reference | None = None,
     *,
     evaluate: Callable[[nn.Module], float] | None = None,
-    log: Callable[[str], None] | None = None,
 ) -> PruneResult:
     """Greedy Taylor pruning of ``teacher`` (a traced GraphModule), stopped by the paper's rule.
 
     Channels are scored on ``splits.train_plain``, fine-tuning uses ``splits.train`` (with
     the teacher's logits when ``kd_lambda`` > 0), accuracy is ``evaluate(model)`` (default:
     validation accuracy). Without ``reference`` the teacher's own accuracy is the
-    reference (no size floor). The teacher is not modified.
+    reference (no size floor). The teacher is not modified. Each step is logged (INFO, logger
+    ``n2n_fx.baselines.pruning``) and drawn as a progress bar.
 
     Example:
         >>> res = prune(trace(model, input_size=(1, 28, 28)), splits, PruneConfig(),
@@ -226,7 +230,6 @@ def prune(
         >>> res.student, res.accuracy, res.compression, res.stop
     """
     cfg = config or PruneConfig()
-    say = log or (lambda m: None)
     evaluate = evaluate or (lambda m: accuracy(m, splits.val, device=cfg.device))
     teacher = teacher.eval()
     t0 = time.perf_counter()
@@ -253,6 +256,7 @@ def prune(
     current, cur_acc, cur_step = teacher, acc0, 0
     stop = "max_steps"
     kd_teacher = teacher if cfg.kd_lambda > 0 else None
+    bar = progress_bar(cfg.max_steps, "pruning (steps)")  # the cap: the stopping rule ends it earlier
     for step in range(1, cfg.max_steps + 1):
         t0 = time.perf_counter()
         scores = taylor_scores(
@@ -303,7 +307,8 @@ def prune(
                 time.perf_counter() - t0,
             )
         )
-        say(f"prune step {step}: {cost.params:,} params, accuracy {acc:.4f}")
+        logger.info(f"prune step {step}: {cost.params:,} params, accuracy {acc:.4f}")
+        bar.update(1)
         if reason == STOP_ACCURACY:
             stop = reason
             break
@@ -311,6 +316,8 @@ def prune(
         if reason == STOP_PARAMS:
             stop = reason
             break
+    bar.close()
+    logger.debug(f"pruning stopped ({stop}); kept step {cur_step}")
     if cur_step == 0:
         current = copy.deepcopy(teacher)  # nothing pruned: a copy, never the caller's teacher
     return PruneResult(current, cur_acc, model_cost(current).params, teacher_cost.params, cur_step, stop, steps)

@@ -72,7 +72,7 @@ def run_random_search(
     *,
     p_remove: float | None = None,
     resume: bool = False,
-    quiet: bool = False,
+    quiet: bool | None = None,
     teacher: torch.nn.Module | None = None,
     changes: dict[str, Any] | None = None,
 ) -> CompressionResult:

@@ -17,6 +17,7 @@ from ..data.loaders import make_loader
 from ..errors import ConfigError
 from ..graph.channels import ChannelClass
 from ..graph.layers import Analysis, analyze
+from ..progress import progress_bar
 
 __all__ = ["prunable_spaces", "taylor_scores"]
 
@@ -105,6 +106,7 @@ def taylor_scores(
     sums = {name: torch.zeros(int(spaces[r][0].size)) for name, (r, _) in exits.items()}
     seen = 0
     loader = make_loader(data, batch_size, shuffle=True, seed=seed, device=device)
+    bar = progress_bar(min(batches, len(loader)), "taylor scores (batches)")
     for i, batch in enumerate(loader):
         if i >= batches:
             break
@@ -124,6 +126,8 @@ def taylor_scores(
             per_sample = prod.reshape(prod.shape[0], int(spaces[root][0].size), -1).mean(dim=2)  # (N, C)
             sums[name] += per_sample.abs().sum(dim=0).float().cpu()
         seen += int(x.shape[0])
+        bar.update(1)
+    bar.close()
     if seen == 0:
         raise ConfigError("no data to score channels on; give a non-empty training split")
     scores = {root: torch.zeros(int(cls.size)) for root, (cls, _) in spaces.items()}

@@ -8,6 +8,8 @@ import sys
 
 from .. import __version__
 from ..errors import N2NError
+from ..progress import console
+from .common import add_verbosity_args, log_level
 
 __all__ = ["main", "SUBCOMMANDS"]
 
@@ -39,6 +41,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
         description="Compress neural networks by learned graph surgery (N2N on torch.fx).",
     )
     parser.add_argument("--version", action="version", version=f"n2n-fx {__version__}")
+    add_verbosity_args(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners = {}
     for name, mod_name in SUBCOMMANDS.items():
@@ -49,6 +52,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                 continue  # subcommand not built yet
             raise
         p = mod.add_parser(sub, name)
+        add_verbosity_args(p)
         p.set_defaults(_run=mod.run)
         runners[name] = mod.run
     return parser, runners
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with console(log_level(args)):  # progress lines on stderr, above the bars; the output on stdout
+            return int(args._run(args) or 0)
     except N2NError as e:
         print(f"n2n-fx {args.command}: error: {e}", file=sys.stderr)
         return 2

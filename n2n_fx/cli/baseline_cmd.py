@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,13 @@ from ..search import SearchConfig, load_config_file
 from ..search.teacher_setup import load_data, prepare
 from ..storage import atomic_torch_save, atomic_write_text
 from ..teacher.trace import trace
-from .common import add_data_option_arg, data_options_of, dataset_of
+from .common import add_data_option_arg, add_verbosity_args, data_options_of, dataset_of
 from .compress_cmd import READERS, _size
 from .config_args import add_config_args, given_config
 
 __all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
 
 # SearchConfig fields that are flags of every method (help and choices from the config, cli/config_args.py)
 _COMMON = ("model", "dataset", "data_root", "teacher_checkpoint", "teacher_epochs", "batch_size", "seed", "device")
@@ -90,7 +92,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="finished N2N run: use its config, data and teacher, and compare with its student",
     )
     add_data_option_arg(p)
-    p.add_argument("--quiet", action="store_true", help="print only the result table")
+    add_verbosity_args(p)
     p.add_argument("--allow-pickle", action="store_true", help="allow a --ref-run whose teacher is pickled")
 
 
@@ -181,10 +183,9 @@ def _setup(args: argparse.Namespace):
     """(config, reference or None, teacher module, data splits)."""
     ref = load_reference(args.ref_run, allow_pickle=args.allow_pickle) if args.ref_run else None
     cfg = _config(args, ref)
-    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     if ref is not None:
         return cfg, ref, ref.teacher.eval(), load_data(cfg)
-    prepared = prepare(cfg, log=say)
+    prepared = prepare(cfg)
     return cfg, None, prepared.model.eval(), prepared.splits
 
 
@@ -235,7 +236,7 @@ def _run_random(args: argparse.Namespace) -> int:
             if value is not None:
                 raise ConfigError(f"{flag} with --resume: a resumed random search keeps the one it was started with")
         changes = _settings(args, {})  # refused where they differ from the run's, but for raised budgets
-        res = run_random_search(SearchConfig(), args.resume, resume=True, quiet=args.quiet, changes=changes)
+        res = run_random_search(SearchConfig(), args.resume, resume=True, changes=changes)
         ref = None
     else:
         ref = load_reference(args.ref_run, allow_pickle=args.allow_pickle) if args.ref_run else None
@@ -245,7 +246,6 @@ def _run_random(args: argparse.Namespace) -> int:
             cfg,
             run_dir,
             p_remove=args.p_remove,
-            quiet=args.quiet,
             teacher=ref.teacher if ref is not None else None,
         )
     s = res.summary
@@ -273,7 +273,6 @@ def _run_prune(args: argparse.Namespace) -> int:
         acc = args.ref_accuracy if args.ref_accuracy is not None else ref.accuracy
         params = args.ref_params if args.ref_params is not None else (ref.params if ref else None)
         reference = Reference(acc, None if params is None else int(params), args.tolerance)
-    say = None if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     best = None
     for k in range(args.repeats):
         pcfg = PruneConfig(
@@ -284,9 +283,8 @@ def _run_prune(args: argparse.Namespace) -> int:
         )
         if reference is None:  # the teacher's accuracy, within the tolerance
             reference = Reference(accuracy(gm, splits.val), None, args.tolerance)
-        res = prune(gm, splits, pcfg, reference, log=say)
-        if say:
-            say(f"repeat {k + 1}/{args.repeats}: {res.params:,} params, val {res.accuracy:.4f}")
+        res = prune(gm, splits, pcfg, reference)
+        logger.info(f"repeat {k + 1}/{args.repeats}: {res.params:,} params, val {res.accuracy:.4f}")
         if best is None or res.accuracy > best.accuracy:
             best = res
     assert best is not None
@@ -338,8 +336,7 @@ def _run_handmade(args: argparse.Namespace) -> int:
             target_params=None if args.width is not None else target,
             input_size=splits.input_size,
         )
-        if not args.quiet:
-            print(f"training {arch} ({count_model_params(student):,} params)", file=sys.stderr)
+        logger.info(f"training {arch} ({count_model_params(student):,} params)")
         res = train_handmade(arch, student, splits, teacher, dcfg)
         rows.append((f"{arch} + KD", res.test_accuracy, res.params))
         info = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from ..storage import writing
 from ..teacher.trace import parse_input_size, trace
 
 __all__ = [
+    "add_verbosity_args",
+    "log_level",
     "add_model_args",
     "load_model_arg",
     "add_data_option_arg",
@@ -25,6 +28,36 @@ __all__ = [
     "data_options_of",
     "dataset_of",
 ]
+
+
+def add_verbosity_args(p: argparse.ArgumentParser) -> None:
+    """``-v/--verbose`` and ``-q/--quiet``: what the progress lines on stderr show (``log_level``).
+
+    Given to the main parser and to every subcommand, so either place works; an absent flag
+    sets nothing (``SUPPRESS``), so a subcommand does not undo the main parser's."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="also show debug lines on stderr"
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="nothing on stderr but errors: no progress lines, warnings or bars (a run's run.log keeps them; "
+        "a weak teacher is still named in the printed result)",
+    )
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """The level of the lines shown on stderr: INFO, DEBUG with ``-v``, ERROR with ``-q``.
+
+    ``-q`` keeps the meaning ``--quiet`` always had: only the command's result (stdout) and its
+    one-line error, if any; the warnings that matter are part of the result (the teacher's)."""
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    if verbose and quiet:
+        raise ConfigError("-v/--verbose and -q/--quiet contradict each other; give one")
+    return logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
 
 
 def positive_int(text: str) -> int:

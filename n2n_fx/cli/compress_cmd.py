@@ -68,7 +68,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
         action="store_true",
         help="print the resolved settings as JSON (a --config file) and exit",
     )
-    run.add_argument("--quiet", action="store_true", help="print only the final report")
     run.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -101,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
             cfg, _ = resumed_config(RunDir.open(args.resume), asked)
             print(json.dumps(cfg.to_dict(), indent=1))
             return 0
-        result = run_compress(
-            SearchConfig(), args.resume, resume=True, quiet=args.quiet, allow_pickle=args.allow_pickle, changes=asked
-        )
+        result = run_compress(SearchConfig(), args.resume, resume=True, allow_pickle=args.allow_pickle, changes=asked)
     else:
         cfg = SearchConfig.from_dict(asked)
         if cfg.stage == "shrink" and cfg.removal_iterations and not cfg.shrink_iterations:
@@ -112,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(cfg.to_dict(), indent=1))
             return 0
         run_dir = args.run_dir or Path("runs") / f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = run_compress(cfg, run_dir, quiet=args.quiet, allow_pickle=args.allow_pickle)
+        result = run_compress(cfg, run_dir, allow_pickle=args.allow_pickle)
     print(result.tables["summary"])
     if result.tables.get("learning"):
         print("\n" + result.tables["learning"])
@@ -120,5 +117,5 @@ def run(args: argparse.Namespace) -> int:
     warning = json.loads(teacher.read_text()).get("warning") if teacher.is_file() else None
     if warning:
         print(f"\nwarning: {warning}")
-    print(f"\nrun directory: {result.run_dir}  (report.md, student.pt, history.jsonl)")
+    print(f"\nrun directory: {result.run_dir}  (report.md, student.pt, history.jsonl, run.log)")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,8 @@ from ..teacher.zoo import build_model
 from .common import add_data_option_arg, data_options_of, dataset_of
 
 __all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -60,7 +63,6 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--out", default=None, help="checkpoint path (default: MODEL-DATASET.pt)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and shuffling")
-    p.add_argument("--quiet", action="store_true", help="do not print per-epoch progress")
     return p
 
 
@@ -83,14 +85,12 @@ def run(args: argparse.Namespace) -> int:
     options = data_options_of(args)
     dataset = dataset_of(args.dataset, options) or "synthetic"
     splits = load_splits(dataset, args.data_root, args.download, subset=subset, seed=args.seed, **options)
-    print(f"data: {splits.describe()}")
+    logger.info(f"data: {splits.describe()}")
     model = build_model(args.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
-    log = None if args.quiet else print
     preset = preset_for(splits.info.name) if args.preset == "paper" else PRESETS[args.preset]
     if args.patience is not None:
         preset = replace(preset, patience=args.patience)
-    if log:
-        log(f"training {args.model} with preset {preset.name} on {device}")
+    logger.info(f"training {args.model} with preset {preset.name} on {device}")
     model, metrics = train_teacher(
         model,
         splits,
@@ -100,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=device,
         seed=args.seed,
-        log=log,
     )
     out = Path(args.out) if args.out else _default_out(args.model, dataset)
     save_teacher(

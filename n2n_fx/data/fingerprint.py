@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..progress import progress_bar
 from .dataset import ImageDataset
 from .splits import DataSplits
 
@@ -41,9 +42,11 @@ def source_hash(ds: ImageDataset) -> str:
         key = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         if key and key in _SOURCE_HASHES:
             return _SOURCE_HASHES[key]
-        for f in files:
-            h.update(f"{f.parent.name}/{f.name}\0".encode())
-            h.update(f.read_bytes())
+        with progress_bar(len(files), "hashing images (files)") as bar:
+            for f in files:
+                h.update(f"{f.parent.name}/{f.name}\0".encode())
+                h.update(f.read_bytes())
+                bar.update(1)
         if not files:  # a sequence we cannot read file by file: its length and labels
             h.update(str(len(src)).encode())
     h.update(ds._targets.numpy().tobytes())

@@ -7,7 +7,7 @@ teacher, a user's model) is moved there for the evaluation and back afterwards.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -112,8 +112,17 @@ def predict_logits(
     *,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Logits ``(N, n_classes)`` float32 on CPU of ``model`` over ``data``, in data-set order."""
+    """Logits ``(N, n_classes)`` float32 on CPU of ``model`` over ``data``, in data-set order.
+
+    ``on_batch(n)`` is called after each batch of ``n`` samples (e.g. a progress bar's ``update``)."""
     parts: list[torch.Tensor] = []
-    _forward_all(model, data, batch_size, device, lambda logits, _: parts.append(logits.float().cpu()))
+
+    def keep(logits: torch.Tensor, _) -> None:
+        parts.append(logits.float().cpu())  # (batch, n_classes)
+        if on_batch is not None:
+            on_batch(int(logits.shape[0]))
+
+    _forward_all(model, data, batch_size, device, keep)
     return torch.cat(parts)

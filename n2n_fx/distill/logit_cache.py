@@ -7,6 +7,7 @@ it never change: computing them once saves one teacher forward per student batch
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import CheckpointError, ConfigError
+from ..progress import progress_bar
 from .evaluate import predict_logits
 
 __all__ = ["LogitCache", "IndexedDataset", "dataset_fingerprint"]
+
+logger = logging.getLogger(__name__)
 
 
 class IndexedDataset(Dataset):
@@ -112,7 +116,9 @@ class LogitCache:
                 "the data set given to the logit cache is randomly augmented; use the plain split "
                 "(DataSplits.train_plain) or train without the cache"
             )
-        logits = predict_logits(teacher, dataset, batch_size=batch_size, device=device)
+        with progress_bar(len(dataset), "teacher logits (samples)") as bar:  # type: ignore[arg-type]
+            logits = predict_logits(teacher, dataset, batch_size=batch_size, device=device, on_batch=bar.update)
+        logger.debug("teacher logits: %d samples cached, %d classes", *logits.shape)
         return cls(logits=logits, fingerprint=dataset_fingerprint(dataset))
 
     def __len__(self) -> int:

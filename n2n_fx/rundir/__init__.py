@@ -6,6 +6,7 @@ one. It sits below all of them in the import order (it needs only ``errors`` and
 
 from .directory import (
     INPUT_FILES,
+    LOG_FILE,
     RUN_FORMAT,
     SEARCH_OUTPUTS,
     PickledFileError,
@@ -17,6 +18,7 @@ from .lock import LOCK_NAME, RunLock
 __all__ = [
     "INPUT_FILES",
     "LOCK_NAME",
+    "LOG_FILE",
     "RUN_FORMAT",
     "SEARCH_OUTPUTS",
     "PickledFileError",

@@ -15,6 +15,7 @@ Layout::
     student*.pt         best students: state_dict + the actions that rebuild them from the teacher
     student*.py         their generated forward() code, for reading
     report.md/.txt      the report; curves.png when matplotlib is installed
+    run.log             the run's progress lines (data, teacher, iterations, warnings); a resume appends
     .lock               held by the process writing the run (pid, host); dies with it
 
 A run is created in that order: run.json (with a copy of the config), config.json,
@@ -42,6 +43,7 @@ __all__ = [
     "RunDir",
     "RUN_FORMAT",
     "INPUT_FILES",
+    "LOG_FILE",
     "SEARCH_OUTPUTS",
     "PickledFileError",
     "atomic_write_text",
@@ -50,6 +52,7 @@ __all__ = [
 ]
 
 RUN_FORMAT = "n2n_fx.run/1"
+LOG_FILE = "run.log"  # the lines the package logs while the run is held (progress.log_file), whatever the console shows
 # what a run needs to start; teacher.pt is written last, so all are there once it is
 INPUT_FILES = ("run.json", "config.json", "data.json", "teacher.pt")
 # what the search writes from its first checkpoint on (a restarted run drops them)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from ..data.dataset import DatasetInfo
 from ..data.splits import DataSplits
 from ..errors import CheckpointError, ConfigError, DiskError, N2NError, RunDirError
 from ..graph.shapes import node_shape
+from ..progress import KeptRecords, capture, log_file, verbosity
 from ..report import write_report
 from ..rewrite import Diff
-from ..rundir import SEARCH_OUTPUTS, PickledFileError, RunDir, safe_torch_load
+from ..rundir import LOG_FILE, SEARCH_OUTPUTS, PickledFileError, RunDir, safe_torch_load
 from ..storage import atomic_write_bytes, torch_bytes
 from ..teacher.fxfile import graph_from_state, graph_to_state
 from ..teacher.trace import trace
@@ -34,6 +35,8 @@ from .summary import write_summary
 from .teacher_setup import load_data, prepare
 
 __all__ = ["CompressionResult", "compress", "run_compress", "load_run", "load_teacher_file"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -126,7 +129,7 @@ def run_compress(
     run_dir: str | Path,
     *,
     resume: bool = False,
-    quiet: bool = False,
+    quiet: bool | None = None,
     allow_pickle: bool = False,
     search_cls: Callable[..., Search] = Search,
     teacher: nn.Module | None = None,
@@ -139,14 +142,34 @@ def run_compress(
     asked for on top of it: equal ones pass, raised budgets and a new data root or executor
     are applied and recorded, others raise ``ConfigError`` (search/resume.py).
 
+    Progress goes to the ``n2n_fx`` logger (silent unless logging is configured) and to the
+    run's ``run.log``; ``quiet=True`` hides the lines and bars, ``quiet=False`` shows them on
+    stderr (n2n_fx/progress.py).
+
     Baselines reuse the whole job: ``search_cls`` builds the search (e.g. random search's
     learners), ``teacher`` replaces the teacher ``cfg`` would load (e.g. an N2N run's own),
     ``extra_files`` (name -> JSON) are written into a new run directory."""
-    say = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    with verbosity(quiet):
+        earlier = KeptRecords()  # the data and teacher lines, written to run.log once it exists
+        with capture(earlier):
+            run, cfg, gm, splits = _open_run(cfg, run_dir, resume, allow_pickle, teacher, extra_files, changes)
+        return _search(run, cfg, gm, splits, resume=resume, search_cls=search_cls, earlier=earlier.records)
+
+
+def _open_run(
+    cfg: SearchConfig,
+    run_dir: str | Path,
+    resume: bool,
+    allow_pickle: bool,
+    teacher: nn.Module | None,
+    extra_files: dict[str, Any] | None,
+    changes: dict[str, Any] | None,
+) -> tuple[RunDir, SearchConfig, fx.GraphModule, DataSplits]:
+    """``run_compress``'s locked run directory, config, traced teacher and data (a new run: its inputs written)."""
 
     def inputs(cfg: SearchConfig) -> tuple[nn.Module, dict[str, Any], Any, dict[str, Any]]:
         if teacher is None:
-            p = prepare(cfg, log=say)
+            p = prepare(cfg)
             return p.model, p.spec, p.splits, p.metrics
         splits = load_data(cfg)
         spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
@@ -158,7 +181,7 @@ def run_compress(
             cfg, changed = resumed_config(run, changes or {})
             if changed:  # recorded, so that a later resume keeps them
                 run.write_json("config.json", cfg.to_dict())
-                say(f"resume: {', '.join(changed)}")
+                logger.info(f"resume: {', '.join(changed)}")
             if run.missing_inputs():  # killed while it was being created: make them again
                 model, spec, splits, metrics = inputs(cfg)
                 _write_inputs(run, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)
@@ -174,7 +197,7 @@ def run_compress(
         model, spec, splits, metrics = inputs(cfg)
         gm = trace(model, input_size=splits.input_size).eval()  # before the folder: a bad teacher leaves none
         run = _create(run_dir, cfg, _teacher_bytes(model, spec, metrics), splits, extra_files, metrics)
-    return _search(run, cfg, gm, splits, resume=resume, quiet=quiet, search_cls=search_cls, say=say)
+    return run, cfg, gm, splits
 
 
 def _write_inputs(
@@ -219,36 +242,38 @@ def _search(
     splits,
     *,
     resume: bool,
-    quiet: bool,
-    say: Callable[[str], None],
     search_cls: Callable[..., Search] = Search,
+    earlier: Sequence[logging.LogRecord] = (),
 ) -> CompressionResult:
     """Run the search of the locked ``run`` and write its report; the lock is released at the end.
 
-    A resumed run without a checkpoint starts over from its inputs. A new run that fails on
-    bad input before its first rollout leaves no run directory behind."""
+    The package's lines go to the run's log file meanwhile (``earlier`` ones first). A resumed
+    run without a checkpoint starts over from its inputs. A new run that fails on bad input
+    before its first rollout leaves no run directory behind."""
     try:
-        if run.stale_removed:
-            say(
-                f"removed {len(run.stale_removed)} temp file(s) of writes cut by a crash: {', '.join(run.stale_removed)}"
-            )
-        restart = resume and not run.started
-        if restart:
-            run.clear(keep=tuple(f.name for f in run.path.iterdir() if f.name not in SEARCH_OUTPUTS))
-            say(f"{run.path} stopped before its first checkpoint: starting its search over")
-        search = search_cls(cfg, run, gm, splits, quiet=quiet)
-        before = 0.0  # search time of earlier sessions of a resumed run
-        if resume and run.file("timing.json").is_file():
-            before = float(run.read_json("timing.json").get("search_s", 0.0))
-        t0 = time.perf_counter()
-        search.run(resume=resume and not restart)
-        timing = {
-            "search_s": before + time.perf_counter() - t0,  # + earlier finished sessions
-            # part of search_s (shared modes): the shared weights of both stages
-            "supernet_s": float(sum(r.get("wall_s", 0.0) for r in search.state.supernet.values())),
-        }
-        run.write_json("timing.json", timing)
-        return _finish(run, search, gm)
+        with log_file(run.file(LOG_FILE), earlier):
+            if run.stale_removed:
+                logger.info(
+                    f"removed {len(run.stale_removed)} temp file(s) of writes cut by a crash: {', '.join(run.stale_removed)}"
+                )
+            restart = resume and not run.started
+            if restart:
+                kept = tuple(f.name for f in run.path.iterdir() if f.name not in SEARCH_OUTPUTS)
+                run.clear(keep=kept)
+                logger.info(f"{run.path} stopped before its first checkpoint: starting its search over")
+            search = search_cls(cfg, run, gm, splits)
+            before = 0.0  # search time of earlier sessions of a resumed run
+            if resume and run.file("timing.json").is_file():
+                before = float(run.read_json("timing.json").get("search_s", 0.0))
+            t0 = time.perf_counter()
+            search.run(resume=resume and not restart)
+            timing = {
+                "search_s": before + time.perf_counter() - t0,  # + earlier finished sessions
+                # part of search_s (shared modes): the shared weights of both stages
+                "supernet_s": float(sum(r.get("wall_s", 0.0) for r in search.state.supernet.values())),
+            }
+            run.write_json("timing.json", timing)
+            return _finish(run, search, gm)
     except DiskError as e:
         if run.started:
             raise DiskError(f"{e}; then resume: n2n-fx compress --resume {run.path}") from None
@@ -278,7 +303,7 @@ def compress(
     *,
     run_dir: str | Path | None = None,
     resume: bool = False,
-    quiet: bool = True,
+    quiet: bool | None = None,
     **config: Any,
 ) -> CompressionResult:
     """Compress your own ``teacher`` on your own data; everything lands in ``run_dir``.
@@ -286,6 +311,8 @@ def compress(
     ``train_data`` must give un-augmented ``(x, y)`` samples (teacher logits are cached on
     it); ``val_data`` scores the rewards; ``test_data`` (default: ``val_data``) the final
     report. ``config`` takes any ``SearchConfig`` field (iterations, rollouts, constraints...).
+    Progress goes to the ``n2n_fx`` logger (silent unless logging is configured) and to
+    ``run_dir/run.log``; ``quiet=False`` shows it on stderr, ``quiet=True`` hides it.
 
     Example:
         >>> result = compress(my_cnn, train_set, val_set, removal_iterations=10, max_params=1e5)
@@ -320,7 +347,8 @@ def compress(
     else:
         RunDir.ensure_new(run_dir)
         run = _create(run_dir, cfg, _teacher_bytes(gm, None, {}), splits, None)
-    return _search(run, cfg, gm, splits, resume=resume, quiet=quiet, say=lambda m: None)
+    with verbosity(quiet):
+        return _search(run, cfg, gm, splits, resume=resume)
 
 
 def _custom_info(teacher: fx.GraphModule, x0: torch.Tensor):

@@ -4,6 +4,7 @@ their code and diff; and rebuilding a student from the teacher and its recorded 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
@@ -13,11 +14,14 @@ from torch import fx
 from ..distill import DistillConfig, accuracy, distill
 from ..errors import CheckpointError
 from ..graph.cost import model_cost
+from ..progress import progress_bar
 from ..rewrite import apply_actions
 from ..storage import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from .config import SearchConfig
 
 __all__ = ["FinalTraining", "final_distill_config", "rebuild_student"]
+
+logger = logging.getLogger(__name__)
 
 
 def rebuild_student(
@@ -88,10 +92,10 @@ class FinalTraining:
             student = r.student
             searched = {k: v.detach().clone() for k, v in student.state_dict().items()}  # the fallback
             torch.manual_seed(cfg.seed)
-            self.log(
+            logger.info(
                 f"final training of the best {stage} student ({model_cost(student).params:,} params, {dcfg.epochs} epochs)"
             )
-            ebar = self._bar(dcfg.epochs, f"final training ({stage})")
+            ebar = progress_bar(dcfg.epochs, f"final training ({stage})")
             res = distill(
                 student,
                 self.splits.train,
@@ -108,12 +112,12 @@ class FinalTraining:
                 if not _finite(searched):
                     raise CheckpointError(f"the best {stage} student's search-time weights are not finite either")
                 student.load_state_dict(searched)
-                self.log(f"final training of the best {stage} student: {fallback} (lower final_lr)")
+                logger.warning(f"final training of the best {stage} student: {fallback} (lower final_lr)")
             test_acc = accuracy(student, self.splits.test, device=self.device) if len(self.splits.test) else math.nan
             val_acc = accuracy(student, self.splits.val, device=self.device) if len(self.splits.val) else math.nan
             student.cpu().eval()  # saved and shipped from the CPU
             searched = best.record.get("accuracy")
-            self.log(
+            logger.info(
                 f"final {stage}: kept epoch {res.best_epoch} of {res.epochs} (val acc {val_acc:.4f}; "
                 f"the search measured {searched if searched is not None else float('nan'):.4f})"
             )

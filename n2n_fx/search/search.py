@@ -16,8 +16,8 @@ module wires them: setup, reward evaluator, the phase machine.
 from __future__ import annotations
 
 import copy
+import logging
 import math
-import sys
 import time
 from typing import Any
 
@@ -47,6 +47,8 @@ __all__ = [
     "rebuild_student",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 class Search(StageLoop, SharedWeights, FinalTraining):
     """One compression run over a run directory (fresh or resumed)."""
@@ -57,14 +59,11 @@ class Search(StageLoop, SharedWeights, FinalTraining):
         run: RunDir,
         teacher: fx.GraphModule,
         splits,
-        *,
-        quiet: bool = False,
     ) -> None:
         self.cfg = cfg
         self.run_dir = run
         self.teacher = teacher.eval()
         self.splits = splits
-        self.quiet = quiet
         self.device = cfg.resolved_device()
         self.state = SearchState()
         self.teacher_cost = model_cost(teacher)
@@ -81,24 +80,6 @@ class Search(StageLoop, SharedWeights, FinalTraining):
             self._on_device = self.teacher if on_cpu else copy.deepcopy(self.teacher).to(self.device).eval()
         return self._on_device
 
-    # -- logging -------------------------------------------------------------------------------------
-    def log(self, msg: str) -> None:
-        if not self.quiet:
-            from tqdm import tqdm
-
-            tqdm.write(msg, file=sys.stderr)  # prints above an active progress bar
-
-    def _bar(self, total: int, desc: str, initial: int = 0):
-        from tqdm import tqdm
-
-        return tqdm(
-            total=total,
-            initial=initial,
-            desc=desc,
-            disable=self.quiet or not sys.stderr.isatty(),
-            leave=False,
-        )
-
     # -- checkpoint ------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         self.state.save(self.run_dir.file("checkpoint.pt"))
@@ -108,7 +89,7 @@ class Search(StageLoop, SharedWeights, FinalTraining):
         order = {p: i for i, p in enumerate(PHASES)}
         pos = (order[self.state.phase], self.state.iteration)
         kept = self.run_dir.truncate_history(lambda r: (order[r["stage"]], r["iteration"]) < pos)
-        self.log(f"resuming at {self.state.phase} iteration {self.state.iteration} ({kept} history rows kept)")
+        logger.info(f"resuming at {self.state.phase} iteration {self.state.iteration} ({kept} history rows kept)")
 
     # -- setup -----------------------------------------------------------------------------------------
     def _reward_data(self) -> tuple[Any, LogitCache]:
@@ -116,7 +97,7 @@ class Search(StageLoop, SharedWeights, FinalTraining):
         train = self.splits.train_plain
         if self.cfg.reward_subset:
             train = self.splits.subset(train=self.cfg.reward_subset).train_plain
-        self.log(f"teacher logits: caching on {len(train)} training samples")
+        logger.info(f"teacher logits: caching on {len(train)} training samples")
         return train, LogitCache.build(self.device_teacher(), train, device=self.device)
 
     def _evaluator(self, train, cache: LogitCache) -> RewardEvaluator:

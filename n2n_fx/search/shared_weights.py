@@ -4,15 +4,19 @@ stage and run, saved in the run directory, loaded (and checked) on resume."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 from ..distill import LogitCache
 from ..errors import CheckpointError
+from ..progress import progress_bar
 from ..rundir import safe_torch_load
 from ..storage import atomic_torch_save
 from ..supernet import Supernet, train_supernet
 
 __all__ = ["SUPERNET_FILES", "SUPERNET_FORMAT", "SharedWeights"]
+
+logger = logging.getLogger(__name__)
 
 SUPERNET_FORMAT = "n2n_fx.supernet/2"
 SUPERNET_FILES = {  # shared weights per stage
@@ -54,15 +58,15 @@ class SharedWeights:
                 raise CheckpointError(
                     f"{path} does not hold the weights this run trained; delete the run and start again"
                 )
-            self.log(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
+            logger.info(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
             return net
         kind = "removal" if space == "removal" else "shrink"  # both shrink stages train over shrinks
         scfg = self.cfg.supernet_config(kind)
         what = "removals" if space == "removal" else f"shrinks of the {'stage-1 winner' if remove else 'teacher'}"
-        self.log(
+        logger.info(
             f"supernet: training shared weights over {what} ({scfg.steps} steps, {2 + scfg.random_students} students a step)"
         )
-        bar = self._bar(scfg.steps, f"supernet {space} (steps)")
+        bar = progress_bar(scfg.steps, f"supernet {space} (steps)")
         res = train_supernet(
             net,
             train,
@@ -77,7 +81,7 @@ class SharedWeights:
         atomic_torch_save({"format": SUPERNET_FORMAT, "flat": net.flat.detach().cpu()}, path)
         self.state.supernet[space] = {**res.to_dict(), "tag": _tag(net), "remove": sorted(remove)}
         self.save_checkpoint()
-        self.log(
+        logger.info(
             f"supernet ({space}): {res.steps} steps in {res.wall_s:.0f} s, "
             f"KD loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}"
             if res.losses

@@ -3,6 +3,7 @@ their students and rewards, one policy update, the stage's best, an atomic check
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from ..errors import ConfigError
 from ..features import FEATURE_DIM, RATIOS
 from ..graph.layers import Analysis, analyze
 from ..policy import Learner, LearnerConfig, PolicySettings, load_policy, make_policy, policy_name, save_policy
+from ..progress import progress_bar
 from ..reward import RewardEvaluator
 from ..rewrite import Rewrite
 from .executors import Job
@@ -20,6 +22,8 @@ from .stage import Stage, make_stage
 from .state import STAGE_ORDER, StageBest, best_key
 
 __all__ = ["StageLoop"]
+
+logger = logging.getLogger(__name__)
 
 
 class StageLoop:
@@ -98,11 +102,11 @@ class StageLoop:
         n_iter = stage.iterations
         inputs = stage.inputs()
         if inputs is None:
-            self.log(f"{name}: nothing left to {stage.kind}")
+            logger.info(f"{name}: nothing left to {stage.kind}")
             return
         learner = self._learner(stage)
         m = self.cfg.rollouts
-        bar = self._bar(n_iter * m, f"stage {name} (students)", self.state.iteration * m)
+        bar = progress_bar(n_iter * m, f"stage {name} (students)", self.state.iteration * m)
         while self.state.iteration < n_iter:
             it = self.state.iteration
             ro = learner.sample(**inputs)
@@ -158,14 +162,14 @@ class StageLoop:
                     self.state.best[best_key(name)] = StageBest(rec.reward, rec.to_dict(), acts, sd)
             stats = learner.update(ro, rewards, **inputs)
             if stats.skipped:
-                self.log(f"{name} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
+                logger.info(f"{name} {it + 1}/{n_iter}: policy update skipped: {stats.skipped}")
             self.state.iteration = it + 1
             self.state.learners[name] = learner.state_dict()
             evaluator.cache.save(self.run_dir.file("reward_cache.json"))
             save_policy(learner.policy, self.run_dir.file(f"policies/{name}.pt"))
             self.save_checkpoint()  # last: it commits the iteration
             b = self.state.best.get(best_key(name))
-            self.log(
+            logger.info(
                 f"{name} {it + 1}/{n_iter}: mean reward {stats.mean_reward:.3f}, best {b.reward if b else float('nan'):.3f}"
                 + (f" ({b.record.get('params')} params, acc {b.record.get('accuracy', 0):.3f})" if b else "")
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from ..teacher.zoo import build_model
 from .config import SearchConfig
 
 __all__ = ["PreparedTeacher", "prepare", "teacher_cache_dir"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,10 +73,10 @@ def teacher_recipe(cfg: SearchConfig):
     return replace(PRESETS["plateau"], epochs=cfg.teacher_epochs, patience=cfg.teacher_patience)
 
 
-def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
+def prepare(cfg: SearchConfig) -> PreparedTeacher:
     """Load the data, then the teacher from ``cfg.teacher_checkpoint`` or the cache (training it once).
 
-    Logs the data (classes, input, split sizes) and one warning line when the teacher is weak."""
+    Logs the data (classes, input, split sizes) and a warning when the teacher is weak."""
     if cfg.teacher_checkpoint:
         t = load_teacher(cfg.teacher_checkpoint)  # fail fast on a bad file, before loading data
         if t.spec["model"] != cfg.model:
@@ -84,18 +87,18 @@ def prepare(cfg: SearchConfig, log=print) -> PreparedTeacher:
     else:
         build_model(cfg.model)  # fail fast on an unknown model name
     splits = load_data(cfg)
-    log(f"data: {splits.describe()}")
-    prepared = _teacher(cfg, splits, log)
+    logger.info(f"data: {splits.describe()}")
+    prepared = _teacher(cfg, splits)
     metrics = prepared.metrics
     metrics.setdefault("majority_accuracy", majority_accuracy(splits.val))
     warning = teacher_warning(metrics)
     if warning:
         metrics["warning"] = warning
-        log(f"warning: {warning}")
+        logger.warning(warning)
     return prepared
 
 
-def _teacher(cfg: SearchConfig, splits: DataSplits, log) -> PreparedTeacher:
+def _teacher(cfg: SearchConfig, splits: DataSplits) -> PreparedTeacher:
     if cfg.teacher_checkpoint:
         t = load_teacher(cfg.teacher_checkpoint)
         if int(t.spec["num_classes"]) != splits.num_classes or tuple(t.spec["input_size"])[0] != splits.in_channels:
@@ -121,23 +124,24 @@ def _teacher(cfg: SearchConfig, splits: DataSplits, log) -> PreparedTeacher:
     )
     stem = f"{cfg.model}-{cfg.dataset.partition(':')[0]}"
     path = teacher_cache_dir() / f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
+    logger.debug("teacher cache entry %s for %s", path, key)
     if path.is_file():
         try:
             t = load_teacher(path)
-            log(f"teacher: {cfg.model} from cache {path} (val acc {t.metrics.get('val_accuracy', float('nan')):.4f})")
+            logger.info(
+                f"teacher: {cfg.model} from cache {path} (val acc {t.metrics.get('val_accuracy', float('nan')):.4f})"
+            )
             return PreparedTeacher(t.model, dict(t.spec), dict(t.metrics), splits, str(path))
         except CheckpointError:
             path.unlink(missing_ok=True)  # an unreadable cache entry is rebuilt
-    log(
+    logger.info(
         f"teacher: training {cfg.model} until validation accuracy plateaus (at most {recipe.epochs} epochs; "
         f"cached in {path.parent})"
     )
     torch.manual_seed(cfg.seed)  # its initial weights: the same seed gives the same teacher
     model = build_model(cfg.model, num_classes=splits.num_classes, in_channels=splits.in_channels)
-    model, metrics = train_teacher(
-        model, splits, recipe, seed=cfg.seed, device=cfg.resolved_device(), log=lambda m: log(f"teacher {m}")
-    )
-    log(
+    model, metrics = train_teacher(model, splits, recipe, seed=cfg.seed, device=cfg.resolved_device())
+    logger.info(
         f"teacher: val acc {metrics['val_accuracy']:.4f}, test acc {metrics['test_accuracy']:.4f} "
         f"(best of {metrics['epochs']} epochs: {metrics['best_epoch']}, stopped by {metrics['stopped']})"
     )
@@ -155,6 +159,6 @@ def _teacher(cfg: SearchConfig, splits: DataSplits, log) -> PreparedTeacher:
             data=data_identity(splits),
         )
     except DiskError as e:  # the cache only saves time: the run goes on without it
-        log(f"teacher: not cached ({e})")
+        logger.warning(f"teacher: not cached ({e})")
     spec = teacher_spec(cfg.model, splits.num_classes, splits.in_channels, splits.input_size, cfg.dataset)
     return PreparedTeacher(model.eval(), spec, metrics, splits, str(path))

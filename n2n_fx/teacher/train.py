@@ -11,9 +11,9 @@ A checkpoint is ``{"state_dict", "spec": {"model", "num_classes", "in_channels",
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ..data.loaders import make_loader
 from ..data.splits import DataSplits
 from ..distill.evaluate import accuracy
 from ..errors import CheckpointError, ConfigError, N2NError
+from ..progress import progress_bar
 from ..storage import atomic_torch_save
 from .quality import majority_accuracy
 from .zoo import build_model
@@ -43,6 +44,8 @@ __all__ = [
     "data_identity",
     "check_teacher_data",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,6 @@ def train_teacher(
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    log: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``model`` with cross-entropy on ``splits.train``; report validation and test accuracy.
 
@@ -138,6 +140,7 @@ def train_teacher(
     ``splits``' data set). ``epochs``/``lr``/``batch_size`` override it. Returns the model
     (eval mode) and metrics: ``val_accuracy``, ``test_accuracy``, ``train_loss``,
     ``epochs``, ``wall_s``, ``params``, ``preset``. Raises ConfigError if the loss diverges.
+    Each epoch is logged (INFO, logger ``n2n_fx.teacher.train``) and the batches drawn as a progress bar.
 
     Example:
         >>> from n2n_fx.data import load_splits
@@ -154,7 +157,7 @@ def train_teacher(
         p = preset
     overrides = {k: v for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size).items() if v is not None}
     p = replace(p, **overrides)
-    say = log or (lambda _msg: None)
+    logger.debug(f"teacher recipe: {p}")
     device = torch.device(device)
     torch.manual_seed(seed)  # dropout and augmentation draws
     start = time.perf_counter()
@@ -172,6 +175,7 @@ def train_teacher(
     best_acc, best_epoch, best_state = -1.0, 0, None
     waited, drops, stopped = 0, 0, "cap"
     epoch = 0
+    bar = progress_bar(p.epochs * len(loader), "teacher training (batches)")  # the cap: plateau may stop earlier
     for epoch in range(1, p.epochs + 1):
         model.train()
         total, n = torch.zeros((), device=device), 0
@@ -183,14 +187,18 @@ def train_teacher(
             optimizer.step()
             total += loss.detach()
             n += 1
+            bar.update(1)
         schedule.step()
         mean_loss = float(total) / max(n, 1)
         if not math.isfinite(mean_loss):
+            bar.close()
             raise ConfigError(f"teacher training diverged in epoch {epoch} (loss {mean_loss}); lower --lr")
         if has_val:
             val_acc = accuracy(model, splits.val, device=device)
             history.append(val_acc)
-        say(f"epoch {epoch}/{p.epochs}: loss {mean_loss:.4f}" + (f", val acc {val_acc:.4f}" if has_val else ""))
+        logger.info(
+            f"teacher epoch {epoch}/{p.epochs}: loss {mean_loss:.4f}" + (f", val acc {val_acc:.4f}" if has_val else "")
+        )
         if not p.patience:
             continue
         if val_acc > best_acc:
@@ -206,7 +214,8 @@ def train_teacher(
         drops, waited = drops + 1, 0
         for group in optimizer.param_groups:
             group["lr"] *= p.gamma
-        say(f"validation accuracy plateaued: learning rate x{p.gamma:g}")
+        logger.info(f"teacher: validation accuracy plateaued: learning rate x{p.gamma:g}")
+    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
         val_acc = best_acc
