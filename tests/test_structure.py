@@ -32,7 +32,7 @@ ORDER = (
     "reward",  # a student's reward
     "report",  # renders a run directory
     "search",  # Algorithm 1 and the main job (writes the run directory, then the report)
-    "export",  # a student as ONNX
+    "export",  # a student for deployment (torch.export .pt2, ONNX, fx)
     "baselines",  # other compression methods, run like the search
     "cli",  # the n2n-fx command
 )
