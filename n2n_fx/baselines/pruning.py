@@ -29,6 +29,7 @@ from ..graph.channels import ChannelClass
 from ..graph.cost import model_cost
 from ..graph.layers import Analysis, analyze
 from ..rewrite import apply_actions
+from ..seeds import derive_seed
 from .taylor import prunable_spaces, taylor_scores
 
 __all__ = [
@@ -261,7 +262,7 @@ def prune(
             batches=cfg.score_batches,
             batch_size=cfg.batch_size,
             device=cfg.device,
-            seed=cfg.seed + step,
+            seed=derive_seed(cfg.seed, "taylor", step),
             analysis=analysis,
         )
         r, pruned = _prune_step(scores, analysis, n, cfg)
@@ -280,7 +281,7 @@ def prune(
                 steps=cfg.finetune_steps,
                 batch_size=cfg.batch_size,
                 device=cfg.device,
-                seed=cfg.seed + step,
+                seed=derive_seed(cfg.seed, "finetune", step),
             )
             res = distill(student, splits.train, dcfg, teacher=kd_teacher)
             if not res.ok:

@@ -32,7 +32,8 @@ from ..policy import (
 )
 from ..search import CompressionResult, RunDir, SearchConfig
 from ..search.api import run_compress
-from ..search.search import STAGE_ORDER, Search
+from ..search.search import Search
+from ..search.stages import learner_seed
 
 __all__ = ["RandomLearner", "RandomSearch", "run_random_search", "BASELINE_FILE"]
 
@@ -89,7 +90,7 @@ class RandomSearch(Search):
 
     def _learner(self, stage: str) -> Learner:
         cfg = self.cfg
-        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage)  # as Search: same first draws
+        seed = learner_seed(cfg.seed, stage)  # as Search: same first draws
         learner = RandomLearner(
             stage,
             LearnerConfig(lr=1e-3, rollouts=cfg.rollouts, seed=seed),

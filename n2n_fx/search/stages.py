@@ -24,11 +24,17 @@ from ..policy import (
 )
 from ..reward import RewardEvaluator
 from ..rewrite import Rewrite, apply_actions
+from ..seeds import derive_seed
 from .executors import Job
 from .final import rebuild_student
 from .state import STAGE_ORDER, StageBest, best_key
 
-__all__ = ["StageLoop"]
+__all__ = ["StageLoop", "learner_seed"]
+
+
+def learner_seed(seed: int, stage: str) -> int:
+    """The seed of ``stage``'s learner (its rollout sampling) in a run seeded ``seed``."""
+    return derive_seed(seed, "sampling", stage)
 
 
 class StageLoop:
@@ -50,7 +56,7 @@ class StageLoop:
         cfg = self.cfg
         ac = cfg.algo == "actor_critic"
         path = cfg.removal_policy if stage == "removal" else cfg.shrink_policy
-        torch.manual_seed(cfg.seed * 7919 + 11 + STAGE_ORDER.index(stage))  # policy init
+        torch.manual_seed(derive_seed(cfg.seed, "policy_init", stage))
         if path:
             policy = load_policy(path)
             if ac and getattr(policy, "value", None) is None:
@@ -66,7 +72,7 @@ class StageLoop:
                 )
             )
         lr = cfg.removal_lr if stage == "removal" else cfg.shrink_lr
-        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage)
+        seed = learner_seed(cfg.seed, stage)
         learner = Learner(
             policy,
             LearnerConfig(
@@ -124,7 +130,7 @@ class StageLoop:
                     acts = {**base_actions, "shrink": shr}
                 rw, student = self._student(analysis, acts, stage)
                 step = offset + it
-                seed = cfg.seed * 1_000_003 + step * 101 + k
+                seed = derive_seed(cfg.seed, "student", step, k)  # its training
                 jobs.append(Job(student if student is not None else f"{rw.degenerate}", step, seed))
                 rewrites.append(rw)
                 all_acts.append(acts)
