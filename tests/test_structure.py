@@ -14,11 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent / "n2n_fx"
 # The import order (docs/architecture.md): a package may import only packages listed before
 # it. Foundations first, then the model's vocabulary, the training basics, the teacher, the
 # N2N pipeline in data-flow order, the job, and the front ends. Top-level modules
-# (errors.py, seeds.py, storage.py) count as packages; n2n_fx/__init__.py and __main__.py are the
+# (errors.py, seeds.py, degenerate.py, storage.py) count as packages; n2n_fx/__init__.py and __main__.py are the
 # facade and may import anything.
 ORDER = (
     "errors",  # the project's exception types
     "seeds",  # seeds derived from a run's seed (SeedSequence)
+    "degenerate",  # why a student is unusable (Degenerate, Reason): surgery, training, reward
     "storage",  # atomic file writes
     "rundir",  # the run directory and its lock
     "layers",  # what the code knows of one module type (LayerSpec)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 
 from torch import fx
 
+from ..degenerate import Degenerate, Reason
 from ..errors import ConfigError
 from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
 from ..graph.layers import Analysis, analyze
-from .degenerate import Degenerate, Reason
 from .diff import Diff
 from .importance import Importance, l1_importance
 from .plan import Plan, ShrinkSpec, make_plan

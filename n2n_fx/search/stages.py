@@ -131,7 +131,7 @@ class StageLoop:
                 rw, student = self._student(analysis, acts, stage)
                 step = offset + it
                 seed = derive_seed(cfg.seed, "student", step, k)  # its training
-                jobs.append(Job(student if student is not None else f"{rw.degenerate}", step, seed))
+                jobs.append(Job(student if student is not None else rw.degenerate, step, seed))
                 rewrites.append(rw)
                 all_acts.append(acts)
             start = bar.n
@@ -156,7 +156,7 @@ class StageLoop:
                     "arch": rec.arch,
                     "reward": rec.reward,
                     "raw_reward": rec.raw_reward,
-                    "degenerate": rec.degenerate,
+                    "degenerate": None if rec.degenerate is None else str(rec.degenerate),  # "reason: detail"
                     "violations": list(rec.violations),
                     "cache_hit": rec.cache_hit,
                     "surgery_s": rw.seconds,
