@@ -37,6 +37,7 @@ RUN_FILES = [
     "report.md",
     "report.txt",
     "summary.json",
+    "curves.png",  # matplotlib is a dependency: the default run draws its curves
 ]
 
 
@@ -72,6 +73,9 @@ def test_run_directory_has_every_file(finished_run):
     d, result = finished_run
     for name in RUN_FILES:
         assert (d / name).is_file(), name
+    assert (d / "curves.png").read_bytes()[:4] == b"\x89PNG" and "![curves](curves.png)" in (
+        d / "report.md"
+    ).read_text()
     rows = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
     assert len(rows) == (2 + 2) * 2
     for r in rows:
