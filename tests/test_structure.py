@@ -154,3 +154,67 @@ def test_the_import_reader_sees_late_and_relative_imports(tmp_path):
         ("storage", 3, False),
         ("report", 6, True),
     ]
+
+
+# -- every file write goes through n2n_fx/storage.py (atomic, disk faults as one line) -----------------
+
+# calls that write a file by themselves (method or function name)
+_WRITERS = {"write_text", "write_bytes", "savefig", "to_folder", "save", "mkstemp", "fdopen"}
+# the writes that are not a file of their own, as data: (module, call) -> why
+WRITES_ALLOWED = {
+    ("storage.py", "fdopen"): "the one atomic write: temp file, fsync, rename",
+    ("storage.py", "mkstemp"): "the one atomic write: its temp file",
+    ("storage.py", "save"): "torch_bytes: torch.save into memory",
+    ("storage.py", "open"): "append_line: history.jsonl rows, appended and fsynced",
+    ("report/figures.py", "savefig"): "into memory, then atomic_write_bytes",
+    ("export/program.py", "save"): "torch.export.save into memory",
+    ("export/formats.py", "to_folder"): "into a scratch folder, then atomic_write_bytes per file",
+}
+
+
+def _writes(path: Path, root: Path = ROOT) -> list[tuple[str, str, int]]:
+    """(module, call, line) of every call in ``path`` that may write a file, ``open`` in a write mode included."""
+    rel = str(path.relative_to(root))
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        fn = node.func
+        name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+        if name == "open":  # builtins.open / Path.open in a mode that writes
+            modes = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            modes += [k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+            if any(set(m) & set("wax+") for m in modes):
+                out.append((rel, name, node.lineno))
+        elif name in _WRITERS and not (isinstance(fn, ast.Attribute) and name == "save" and _is_own_save(fn)):
+            out.append((rel, name, node.lineno))
+    return out
+
+
+def _is_own_save(fn: ast.Attribute) -> bool:
+    """``x.save(...)`` of an n2n_fx object (``state.save``, ``cache.save``): not torch's, which is ``torch.save``."""
+    base = fn.value
+    return not (isinstance(base, ast.Name) and base.id == "torch") and not (
+        isinstance(base, ast.Attribute) and base.attr == "export"
+    )
+
+
+def test_every_file_write_goes_through_storage():
+    found = [w for p in _modules() for w in _writes(p)]
+    stray = [f"n2n_fx/{m}:{line} {call}" for m, call, line in found if (m, call) not in WRITES_ALLOWED]
+    assert not stray, "write these through n2n_fx.storage (atomic_write_bytes / _text, atomic_torch_save):\n" + (
+        "\n".join(stray)
+    )
+    unused = sorted(set(WRITES_ALLOWED) - {(m, c) for m, c, _ in found})
+    assert not unused, f"no such write any more: remove {unused} from WRITES_ALLOWED"
+
+
+def test_the_write_reader_sees_writes(tmp_path):
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom pathlib import Path\n"
+        "def f(p, fig, state):\n"
+        "    Path(p).write_text('x')\n    torch.save({}, p)\n    fig.savefig(p)\n"
+        "    open(p, 'wb')\n    open(p)\n    state.save(p)\n    torch.export.save(e, p)\n"
+    )
+    calls = [(c, line) for _, c, line in _writes(tmp_path / "m.py", tmp_path)]
+    assert calls == [("write_text", 4), ("save", 5), ("savefig", 6), ("open", 7), ("save", 10)]
