@@ -218,3 +218,21 @@ def test_the_write_reader_sees_writes(tmp_path):
     )
     calls = [(c, line) for _, c, line in _writes(tmp_path / "m.py", tmp_path)]
     assert calls == [("write_text", 4), ("save", 5), ("savefig", 6), ("open", 7), ("save", 10)]
+
+
+# modules whose docstring examples may skip (``# doctest: +SKIP``), as data: module -> why (a download)
+DOCTEST_SKIPS_ALLOWED: dict[str, str] = {}
+
+
+def test_docstring_examples_run_in_the_default_test_run():
+    """``pytest`` (the README's and CI's command) runs every docstring example of n2n_fx."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    ini = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "n2n_fx" in ini["testpaths"] and "--doctest-modules" in ini["addopts"].split()
+    skipped = {str(p.relative_to(ROOT)) for p in _modules() if "doctest: +SKIP" in p.read_text()}
+    assert skipped <= set(DOCTEST_SKIPS_ALLOWED), (
+        f"make these examples run: {sorted(skipped - set(DOCTEST_SKIPS_ALLOWED))}"
+    )

@@ -222,9 +222,14 @@ def prune(
     reference (no size floor). The teacher is not modified.
 
     Example:
-        >>> res = prune(trace(model, input_size=(1, 28, 28)), splits, PruneConfig(),
-        ...             Reference(accuracy=0.95, params=20_000))
-        >>> res.student, res.accuracy, res.compression, res.stop
+        >>> from n2n_fx import trace
+        >>> from n2n_fx.data import load_splits
+        >>> splits = load_splits("synthetic", num_samples=200, image_size=16)
+        >>> teacher = trace("conv4", input_size=(1, 16, 16))  # a trained teacher in practice
+        >>> res = prune(teacher, splits, PruneConfig(max_steps=2, finetune_steps=2, score_batches=1),
+        ...             Reference(accuracy=0.0, params=1_000))  # any accuracy will do, >= 1000 params
+        >>> res.params < res.teacher_params, res.compression > 1, res.stop
+        (True, True, 'max_steps')
     """
     cfg = config or PruneConfig()
     say = log or (lambda m: None)

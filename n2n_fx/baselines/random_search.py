@@ -49,9 +49,16 @@ class RandomLearner(Learner):
     exactly those of the RL search.
 
     Example:
+        >>> from n2n_fx import find_layers, trace
+        >>> from n2n_fx.features import policy_input, removal_mask
+        >>> layers = find_layers(trace("conv4", input_size=(1, 16, 16)))
+        >>> inputs = {"x": policy_input(layers), "removable": removal_mask(layers)}
         >>> learner = RandomLearner("removal", LearnerConfig(rollouts=5, seed=0))
-        >>> ro = learner.sample(x=policy_input(layers), removable=removable)  # (5, L) actions
-        >>> learner.update(ro, rewards, x=..., removable=...).mean_reward   # no learning
+        >>> ro = learner.sample(**inputs)
+        >>> tuple(ro.actions.shape) == (5, len(layers))
+        True
+        >>> round(learner.update(ro, [0.1, 0.5, 0.2, 0.9, 0.3], **inputs).mean_reward, 3)  # nothing learnt
+        0.4
     """
 
     def __init__(self, stage: str, config: LearnerConfig, p_remove: float = 0.5) -> None:
@@ -75,9 +82,7 @@ class RandomLearner(Learner):
 class RandomSearch(Search):
     """``Search`` with random sampling instead of learned policies (same budget and rewards).
 
-    Example:
-        >>> search = RandomSearch(cfg, RunDir.create("runs/rand"), teacher_gm, splits)
-        >>> state = search.run()   # state.best["removal"], state.best["shrink"]
+    ``run_random_search`` runs it as the main job does (example there).
     """
 
     def __init__(self, *args: Any, p_remove: float | None = None, **kwargs: Any) -> None:
@@ -119,8 +124,15 @@ def run_random_search(
     ``changes`` are the settings a resume asks for (``run_compress``).
 
     Example:
-        >>> res = run_random_search(SearchConfig(removal_iterations=6, rollouts=5), "runs/rand")
-        >>> res.summary["stage2"]["test_accuracy"], res.history[0]["reward"]
+        >>> import tempfile
+        >>> from n2n_fx.teacher.zoo import build_model
+        >>> cfg = SearchConfig(model="vgg_tiny", dataset_options={"num_samples": 200, "image_size": 16},
+        ...                    removal_iterations=1, shrink_iterations=1, rollouts=2, reward_mode="kd",
+        ...                    reward_steps=2, final_epochs=1, reward_accuracy="ratio", max_flops_ratio=None)
+        >>> teacher = build_model("vgg_tiny", in_channels=1)  # else cfg's teacher is trained (and cached)
+        >>> res = run_random_search(cfg, Path(tempfile.mkdtemp()) / "rand", quiet=True, teacher=teacher)
+        >>> [(r["stage"], r["iteration"]) for r in res.history]  # 2 rollouts per iteration
+        [('removal', 0), ('removal', 0), ('shrink', 0), ('shrink', 0)]
     """
     if resume:
         meta = RunDir.open(run_dir).read_json(BASELINE_FILE)

@@ -8,8 +8,11 @@ from TOML/JSON files, so ``"3"`` is not an int and ``1.5`` is not an int either;
 ``reward_subset`` tells a count from a fraction by it).
 
 Example:
-    >>> check_fields(SearchConfig(removal_iterations="3"))  # via SearchConfig.__post_init__
-    ConfigError: removal_iterations must be an integer, not '3' (str)
+    >>> from n2n_fx.search import SearchConfig
+    >>> SearchConfig(removal_iterations="3")  # SearchConfig.__post_init__ calls check_fields
+    Traceback (most recent call last):
+    ...
+    n2n_fx.errors.ConfigError: removal_iterations must be an integer, not '3' (str)
 """
 
 from __future__ import annotations
