@@ -65,7 +65,7 @@ def batch(teacher, layers: list[str], iteration: int, m: int) -> list[Job]:
     jobs = []
     for k in range(m):
         r = apply_actions(teacher, remove=[layers[iteration * m + k]], strict=False)
-        jobs.append(Job(r.student if r.valid else str(r.degenerate), iteration, 1000 * iteration + k))
+        jobs.append(Job(r.student if r.valid else r.degenerate, iteration, 1000 * iteration + k))
     return jobs
 
 

@@ -62,12 +62,16 @@ def writing(path: Path | str) -> Iterator[None]:
         raise disk_error(path, e) from None
 
 
-def atomic_write_bytes(path: Path | str, data: bytes | memoryview) -> None:
-    """Replace ``path`` by ``data``: all of it or, on any failure, the old file and no temp file."""
+def atomic_write_bytes(path: Path | str, data: bytes | memoryview, *, parents: bool = True) -> None:
+    """Replace ``path`` by ``data``: all of it or, on any failure, the old file and no temp file.
+
+    ``parents``: create missing folders (else a missing folder is a ``DiskError``, e.g. for a
+    path the user typed)."""
     path = Path(path)
     tmp = None
     with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
             with os.fdopen(fd, "wb") as f:

@@ -242,10 +242,10 @@ def _history(d):
 
 
 def _on_fake(monkeypatch):
-    """Searches resolve their device to the fake one (config files cannot name it); the report's
+    """Searches resolve their device to the fake one (config files cannot name it); the summary's
     latency column, a CPU measurement by design, is left out."""
     monkeypatch.setattr(SearchConfig, "resolved_device", lambda self: str(FAKE))
-    monkeypatch.setattr("n2n_fx.report.report.latency_ms", lambda *a, **k: 1.0)
+    monkeypatch.setattr("n2n_fx.search.summary.latency_ms", lambda *a, **k: 1.0)
 
 
 MODES = {
@@ -260,7 +260,7 @@ def test_search_on_the_device_is_the_cpu_search(tmp_path, monkeypatch, mode):
     """Teacher set-up, logit cache, supernet, rewards, final training: all on the device, same results."""
     cfg = SearchConfig(**tiny(removal_iterations=1, shrink_iterations=1, **MODES[mode]))
     monkeypatch.setenv("N2N_FX_CACHE", str(tmp_path / "cache_cpu"))
-    monkeypatch.setattr("n2n_fx.report.report.latency_ms", lambda *a, **k: 1.0)
+    monkeypatch.setattr("n2n_fx.search.summary.latency_ms", lambda *a, **k: 1.0)
     want = run_compress(cfg.replace(device="cpu"), tmp_path / "cpu", quiet=True)
     monkeypatch.setenv("N2N_FX_CACHE", str(tmp_path / "cache_dev"))  # the teacher is trained on the device too
     _on_fake(monkeypatch)

@@ -12,8 +12,8 @@ from torch import nn
 
 from n2n_fx.data import ImageDataset, load_splits
 from n2n_fx.data.transforms import build_transform
+from n2n_fx.degenerate import Reason
 from n2n_fx.distill import (
-    DIVERGED,
     DistillConfig,
     LogitCache,
     accuracy,
@@ -171,7 +171,7 @@ def test_train_and_eval_modes_are_correct_in_every_epoch(splits):
 def test_diverging_student_is_marked_not_raised(splits):
     cfg = DistillConfig(epochs=2, optimizer="sgd", lr=1e6)
     r = distill(small_cnn(4), splits.train_plain, cfg, teacher=small_cnn(8), val_data=splits.val)
-    assert r.degenerate == DIVERGED and not r.ok and r.val_accuracy is None
+    assert r.degenerate.reason is Reason.DIVERGED and not r.ok and r.val_accuracy is None
 
     class Inf(nn.Module):
         def __init__(self):
@@ -182,19 +182,20 @@ def test_diverging_student_is_marked_not_raised(splits):
             return torch.full((x.shape[0], 10), float("inf")) * self.w
 
     r = distill(Inf(), splits.train_plain, DistillConfig(epochs=1), teacher=small_cnn(8))
-    assert r.degenerate == DIVERGED and r.steps == 0
+    assert r.degenerate.reason is Reason.DIVERGED and r.steps == 0
+    assert r.degenerate.detail == "loss inf at step 1"
 
 
 def test_weights_broken_by_the_last_step_count_as_diverged(splits):
     cfg = DistillConfig(steps=1, optimizer="sgd", lr=float("inf"))
     r = distill(small_cnn(4), splits.train_plain, cfg, teacher=small_cnn(8), val_data=splits.val)
-    assert r.degenerate == DIVERGED and r.steps == 1 and r.val_accuracy is None
+    assert r.degenerate.reason is Reason.DIVERGED and r.steps == 1 and r.val_accuracy is None
 
 
 def test_broken_student_is_marked_failed(splits):
     broken = nn.Sequential(nn.Flatten(), nn.Linear(7, 10))  # wrong input features
     r = distill(broken, splits.train_plain, DistillConfig(epochs=1), teacher=small_cnn(8))
-    assert r.degenerate is not None and r.degenerate.startswith("failed:") and "\n" not in r.degenerate
+    assert r.degenerate.reason is Reason.FAILED and r.degenerate.detail and "\n" not in str(r.degenerate)
 
 
 def test_training_reduces_the_loss(splits):
@@ -229,7 +230,7 @@ def test_keep_best_returns_the_best_validation_weights_and_stops_on_patience(spl
     wreck = DistillConfig(loss="ce+l2", epochs=4, lr=5.0, optimizer="sgd", keep_best=True, patience=2)
     r = distill(good, splits.train_plain, wreck, teacher=teacher, val_data=splits.val)
     assert r.best_epoch == 0 and r.epochs <= 2  # two epochs without progress (or a divergence), then stop
-    assert r.val_accuracy == pytest.approx(before) and r.degenerate in (None, "diverged")
+    assert r.val_accuracy == pytest.approx(before) and (r.degenerate is None or r.degenerate.reason is Reason.DIVERGED)
     assert all(torch.equal(v, start[k]) for k, v in good.state_dict().items())
     # an ordinary run keeps its best epoch and reports that epoch's accuracy
     cfg = DistillConfig(loss="ce", epochs=4, lr=3e-3, keep_best=True)

@@ -15,6 +15,7 @@ from torch import nn
 
 from n2n_fx import apply_actions, find_layers, trace
 from n2n_fx.data import load_splits
+from n2n_fx.degenerate import Reason
 from n2n_fx.distill import DistillConfig, LogitCache
 from n2n_fx.errors import ConfigError
 from n2n_fx.reward import Constraints, Penalty, RewardCache, RewardEvaluator, count_params
@@ -184,7 +185,8 @@ def test_local_worker_killed(setup, local, one_thread):
         Job(_student(setup, "5"), 2, 9),
     ]
     records = local.evaluate(ev, jobs)
-    assert records[1].degenerate.startswith("failed: worker process killed by SIGKILL")
+    assert records[1].degenerate.reason is Reason.FAILED
+    assert str(records[1].degenerate).startswith("failed: worker process killed by SIGKILL")
     assert records[1].reward == -1.0 and records[1].params == count_params(Killer())
     assert records[2].degenerate == records[1].degenerate  # a repeat of the failed job
     ref = [Job(_student(setup, "2"), 2, 5), Job(_student(setup, "5"), 2, 9)]
@@ -311,7 +313,7 @@ def test_ray_survives_a_killed_actor(setup, ray_executor):
     ev = _evaluator(setup)
     jobs = [Job(Killer(), 2, 7), *_jobs(setup, [("5",)])]
     records = ray_executor.evaluate(ev, jobs)
-    assert records[0].degenerate.startswith("failed: worker process died")
+    assert str(records[0].degenerate).startswith("failed: worker process died")
     assert records[0].reward == -1.0
     assert not records[1].is_degenerate
     after = ray_executor.evaluate(ev, _jobs(setup, [("3",), ("6",)]))

@@ -1,4 +1,5 @@
-"""Export of every valid student (ONNX with inserted pooling) and runs of a user's own model from the CLI."""
+"""Export of every valid student (torch.export .pt2, ONNX with inserted pooling; batch size dynamic) and runs of a
+user's own model from the CLI."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _cli import one_line_error
 from torch import fx, nn
 
 from n2n_fx.cli import main
-from n2n_fx.errors import CheckpointError
-from n2n_fx.export import FixedAdaptiveAvgPool, export_onnx, fix_adaptive_pools
+from n2n_fx.errors import CheckpointError, ConfigError
+from n2n_fx.export import BATCH, FixedAdaptiveAvgPool, export_onnx, export_student, fix_adaptive_pools
 from n2n_fx.rewrite import apply_actions
+from n2n_fx.search import load_run
 from n2n_fx.teacher.fxfile import graph_from_state, graph_to_state
 from n2n_fx.teacher.trace import trace
 
@@ -71,18 +74,44 @@ def test_fix_adaptive_pools_is_exact_and_leaves_the_student_alone(pooled_student
     torch.testing.assert_close(fixed(x), pooled_student(x))
 
 
+def test_pt2_round_trip_gives_the_same_outputs_at_any_batch_size(pooled_student, tmp_path):
+    pooled_student.train()  # exported in eval mode; the student's own mode is left alone
+    path = export_student(pooled_student, tmp_path / "s.pt2", example_input=torch.randn(1, 1, 10, 10))
+    assert pooled_student.training
+    pooled_student.eval()
+    program = torch.export.load(path)
+    (name,) = program.graph_signature.user_inputs
+    node = next(n for n in program.graph.nodes if n.name == name)
+    assert isinstance(node.meta["val"].shape[0], torch.SymInt)  # symbolic, not the example's batch size
+    run = program.module()
+    for b in (1, 3):
+        x = torch.randn(b, 1, 10, 10)
+        torch.testing.assert_close(run(x), pooled_student(x), rtol=0, atol=1e-6)
+
+
+def test_export_refuses_torchscript_and_unknown_formats_in_one_line(pooled_student, tmp_path):
+    with pytest.raises(ConfigError, match=r"torch.jit.trace is deprecated\); use pt2"):
+        export_student(pooled_student, tmp_path / "s.pt", "torchscript")
+    with pytest.raises(ConfigError, match="use one of pt2, onnx, fx"):
+        export_student(pooled_student, tmp_path / "s.x", "tflite")
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(not HAS_ONNX, reason="onnx / onnxscript not installed (pip install 'n2n-fx[onnx]')")
 def test_onnx_export_of_a_student_with_inserted_pooling(pooled_student, tmp_path):
     import onnx
     from onnx.reference import ReferenceEvaluator
 
-    x = torch.randn(1, 1, 10, 10)
-    path = export_onnx(pooled_student, tmp_path / "s.onnx", x)
+    path = export_onnx(pooled_student, tmp_path / "s.onnx", torch.randn(1, 1, 10, 10))
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
-    batch = torch.randn(3, 1, 10, 10)  # the batch size is dynamic
-    (out,) = ReferenceEvaluator(model).run(None, {"input": batch.numpy()})
-    torch.testing.assert_close(torch.from_numpy(out), pooled_student(batch), rtol=1e-4, atol=1e-5)
+    for value in (model.graph.input[0], model.graph.output[0]):  # the batch dimension is symbolic
+        dim = value.type.tensor_type.shape.dim[0]
+        assert dim.dim_param == BATCH and not dim.HasField("dim_value"), value
+    for b in (1, 3):
+        batch = torch.randn(b, 1, 10, 10)
+        (out,) = ReferenceEvaluator(model).run(None, {"input": batch.numpy()})
+        torch.testing.assert_close(torch.from_numpy(out), pooled_student(batch), rtol=1e-4, atol=1e-5)
 
 
 # -- a user's own model: stored as a graph ---------------------------------------------------------
@@ -152,7 +181,14 @@ def test_a_python_api_run_is_usable_from_the_command_line(tmp_path, capsys):
     # DigitNet exists only in that script; this process has never seen it
     assert main(["diff", str(run)]) == 0
     assert main(["export", str(run), "--format", "fx", "--out", str(tmp_path / "fx")]) == 0
-    assert main(["export", str(run), "--format", "torchscript"]) == 0
+    assert (tmp_path / "fx" / "module.py").is_file()
+    assert main(["export", str(run)]) == 0  # the default: a torch.export program
+    run_program = torch.export.load(run / "student.pt2").module()
+    student, _ = load_run(run)
+    x = torch.randn(3, 1, 10, 10)
+    torch.testing.assert_close(run_program(x), student.eval()(x), rtol=0, atol=1e-6)
+    capsys.readouterr()
+    one_line_error(capsys, ["export", str(run), "--format", "torchscript"], "deprecated", "pt2")
     if HAS_ONNX:
         assert main(["export", str(run), "--format", "onnx"]) == 0
         assert (run / "student.onnx").is_file()

@@ -49,7 +49,7 @@ def cache(splits, teacher):
 @pytest.fixture(autouse=True)
 def _no_report_latency(monkeypatch, tmp_path):
     """The report's latency column is a CPU measurement by design: left out of the CPU-compute counts."""
-    monkeypatch.setattr("n2n_fx.report.report.latency_ms", lambda *a, **k: 1.0)
+    monkeypatch.setattr("n2n_fx.search.summary.latency_ms", lambda *a, **k: 1.0)
     monkeypatch.setenv("N2N_FX_CACHE", str(tmp_path / "cache"))
 
 

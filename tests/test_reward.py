@@ -10,6 +10,7 @@ from torch import nn
 
 import n2n_fx.reward.evaluator as evaluator_mod
 from n2n_fx.data import load_splits
+from n2n_fx.degenerate import Degenerate, Reason
 from n2n_fx.distill import DistillConfig, LogitCache
 from n2n_fx.errors import CheckpointError, ConfigError
 from n2n_fx.reward import (
@@ -17,6 +18,7 @@ from n2n_fx.reward import (
     Penalty,
     RewardCache,
     RewardEvaluator,
+    RewardRecord,
     arch_hash,
     compression,
     count_flops,
@@ -256,22 +258,37 @@ def test_evaluator_counts_accuracy_above_the_chance_it_is_given(setup):
 
 def test_evaluator_degenerate_students(setup):
     ev = _evaluator(setup)
-    assert ev("empty: every layer removed").reward == -1.0
-    assert ev("empty: every layer removed").degenerate == "empty: every layer removed"
+    assert ev("empty: every layer removed").reward == -1.0  # the text form is read back
+    assert ev("empty: every layer removed").degenerate == Degenerate(Reason.EMPTY, "every layer removed")
     diverging = _evaluator(setup, config=DistillConfig(epochs=1, optimizer="sgd", lr=1e6))
     r = diverging(_student(4, 0))
-    assert r.reward == -1.0 and r.degenerate == "diverged" and r.accuracy is None
+    assert r.reward == -1.0 and r.degenerate.reason is Reason.DIVERGED and r.accuracy is None
     empty = ev(nn.Sequential(nn.Flatten()))
-    assert empty.reward == -1.0 and empty.degenerate.startswith("no_trainable")
+    assert empty.reward == -1.0 and empty.degenerate.reason is Reason.NO_TRAINABLE
     broken = ev(nn.Sequential(nn.Flatten(), nn.Linear(5, 10)))
-    assert broken.reward == -1.0 and broken.degenerate.startswith("failed:")
+    assert broken.reward == -1.0 and broken.degenerate.reason is Reason.FAILED and broken.degenerate.detail
+    with pytest.raises(ValueError, match="not a degenerate reason"):
+        ev("exploded: a reason nobody defined")
+    with pytest.raises(TypeError):
+        ev(None)
 
 
 def test_evaluator_accepts_rewrite_degenerate_marker(setup):
-    rewrite = pytest.importorskip("n2n_fx.rewrite")
+    from n2n_fx import rewrite
+
     marker = rewrite.Degenerate(rewrite.Reason.EMPTY, "all layers removed")
     r = _evaluator(setup)(marker)
-    assert r.reward == -1.0 and r.degenerate.startswith("empty")
+    assert r.reward == -1.0 and r.degenerate is marker
+
+
+def test_a_degenerate_record_round_trips_through_its_file_form(setup):
+    diverging = _evaluator(setup, config=DistillConfig(epochs=1, optimizer="sgd", lr=1e6))
+    r = diverging(_student(4, 0))
+    d = json.loads(json.dumps(r.to_dict()))  # as the reward cache stores it
+    assert d["degenerate"] == str(r.degenerate) and d["degenerate"].startswith("diverged: ")
+    assert RewardRecord.from_dict(d) == r
+    old = RewardRecord.from_dict({**d, "degenerate": "diverged"})  # written before details were given
+    assert old.degenerate == Degenerate(Reason.DIVERGED)
 
 
 def test_evaluator_constraint_penalty_anneals_on_cache_hits(setup):

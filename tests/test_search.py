@@ -37,6 +37,7 @@ RUN_FILES = [
     "report.md",
     "report.txt",
     "summary.json",
+    "curves.png",  # matplotlib is a dependency: the default run draws its curves
 ]
 
 
@@ -72,6 +73,9 @@ def test_run_directory_has_every_file(finished_run):
     d, result = finished_run
     for name in RUN_FILES:
         assert (d / name).is_file(), name
+    assert (d / "curves.png").read_bytes()[:4] == b"\x89PNG" and "![curves](curves.png)" in (
+        d / "report.md"
+    ).read_text()
     rows = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
     assert len(rows) == (2 + 2) * 2
     for r in rows:
@@ -145,9 +149,9 @@ def test_report_diff_export_commands(finished_run, capsys):
     assert main(["report", str(d)]) == 0
     assert "Teacher" in capsys.readouterr().out
     assert main(["diff", str(d)]) == 0
-    assert main(["export", str(d), "--format", "torchscript"]) == 0
-    m = torch.jit.load(str(d / "student.torchscript.pt"))
-    assert m(torch.randn(1, 1, 16, 16)).shape == (1, 10)
+    assert main(["export", str(d)]) == 0  # default: a torch.export program, batch size dynamic
+    m = torch.export.load(d / "student.pt2").module()
+    assert m(torch.randn(1, 1, 16, 16)).shape == (1, 10) and m(torch.randn(3, 1, 16, 16)).shape == (3, 10)
     assert main(["export", str(d), "--format", "fx"]) == 0
     assert (d / "student_fx" / "module.py").is_file()
 

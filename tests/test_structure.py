@@ -14,10 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent / "n2n_fx"
 # The import order (docs/architecture.md): a package may import only packages listed before
 # it. Foundations first, then the model's vocabulary, the training basics, the teacher, the
 # N2N pipeline in data-flow order, the job, and the front ends. Top-level modules
-# (errors.py, storage.py, progress.py) count as packages; n2n_fx/__init__.py and __main__.py are the
+# (errors.py, seeds.py, degenerate.py, storage.py, progress.py) count as packages; n2n_fx/__init__.py and __main__.py are the
 # facade and may import anything.
 ORDER = (
     "errors",  # the project's exception types
+    "seeds",  # seeds derived from a run's seed (SeedSequence)
+    "degenerate",  # why a student is unusable (Degenerate, Reason): surgery, training, reward
     "storage",  # atomic file writes
     "progress",  # log lines and progress bars of a run
     "rundir",  # the run directory and its lock
@@ -33,7 +35,7 @@ ORDER = (
     "reward",  # a student's reward
     "report",  # renders a run directory
     "search",  # Algorithm 1 and the main job (writes the run directory, then the report)
-    "export",  # a student as ONNX
+    "export",  # a student for deployment (torch.export .pt2, ONNX, fx)
     "baselines",  # other compression methods, run like the search
     "cli",  # the n2n-fx command
 )
@@ -153,3 +155,85 @@ def test_the_import_reader_sees_late_and_relative_imports(tmp_path):
         ("storage", 3, False),
         ("report", 6, True),
     ]
+
+
+# -- every file write goes through n2n_fx/storage.py (atomic, disk faults as one line) -----------------
+
+# calls that write a file by themselves (method or function name)
+_WRITERS = {"write_text", "write_bytes", "savefig", "to_folder", "save", "mkstemp", "fdopen"}
+# the writes that are not a file of their own, as data: (module, call) -> why
+WRITES_ALLOWED = {
+    ("storage.py", "fdopen"): "the one atomic write: temp file, fsync, rename",
+    ("storage.py", "mkstemp"): "the one atomic write: its temp file",
+    ("storage.py", "save"): "torch_bytes: torch.save into memory",
+    ("storage.py", "open"): "append_line: history.jsonl rows, appended and fsynced",
+    ("report/figures.py", "savefig"): "into memory, then atomic_write_bytes",
+    ("export/program.py", "save"): "torch.export.save into memory",
+    ("export/formats.py", "to_folder"): "into a scratch folder, then atomic_write_bytes per file",
+}
+
+
+def _writes(path: Path, root: Path = ROOT) -> list[tuple[str, str, int]]:
+    """(module, call, line) of every call in ``path`` that may write a file, ``open`` in a write mode included."""
+    rel = str(path.relative_to(root))
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        fn = node.func
+        name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+        if name == "open":  # builtins.open / Path.open in a mode that writes
+            modes = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            modes += [k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+            if any(set(m) & set("wax+") for m in modes):
+                out.append((rel, name, node.lineno))
+        elif name in _WRITERS and not (isinstance(fn, ast.Attribute) and name == "save" and _is_own_save(fn)):
+            out.append((rel, name, node.lineno))
+    return out
+
+
+def _is_own_save(fn: ast.Attribute) -> bool:
+    """``x.save(...)`` of an n2n_fx object (``state.save``, ``cache.save``): not torch's, which is ``torch.save``."""
+    base = fn.value
+    return not (isinstance(base, ast.Name) and base.id == "torch") and not (
+        isinstance(base, ast.Attribute) and base.attr == "export"
+    )
+
+
+def test_every_file_write_goes_through_storage():
+    found = [w for p in _modules() for w in _writes(p)]
+    stray = [f"n2n_fx/{m}:{line} {call}" for m, call, line in found if (m, call) not in WRITES_ALLOWED]
+    assert not stray, "write these through n2n_fx.storage (atomic_write_bytes / _text, atomic_torch_save):\n" + (
+        "\n".join(stray)
+    )
+    unused = sorted(set(WRITES_ALLOWED) - {(m, c) for m, c, _ in found})
+    assert not unused, f"no such write any more: remove {unused} from WRITES_ALLOWED"
+
+
+def test_the_write_reader_sees_writes(tmp_path):
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom pathlib import Path\n"
+        "def f(p, fig, state):\n"
+        "    Path(p).write_text('x')\n    torch.save({}, p)\n    fig.savefig(p)\n"
+        "    open(p, 'wb')\n    open(p)\n    state.save(p)\n    torch.export.save(e, p)\n"
+    )
+    calls = [(c, line) for _, c, line in _writes(tmp_path / "m.py", tmp_path)]
+    assert calls == [("write_text", 4), ("save", 5), ("savefig", 6), ("open", 7), ("save", 10)]
+
+
+# modules whose docstring examples may skip (``# doctest: +SKIP``), as data: module -> why (a download)
+DOCTEST_SKIPS_ALLOWED: dict[str, str] = {}
+
+
+def test_docstring_examples_run_in_the_default_test_run():
+    """``pytest`` (the README's and CI's command) runs every docstring example of n2n_fx."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    ini = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "n2n_fx" in ini["testpaths"] and "--doctest-modules" in ini["addopts"].split()
+    skipped = {str(p.relative_to(ROOT)) for p in _modules() if "doctest: +SKIP" in p.read_text()}
+    assert skipped <= set(DOCTEST_SKIPS_ALLOWED), (
+        f"make these examples run: {sorted(skipped - set(DOCTEST_SKIPS_ALLOWED))}"
+    )

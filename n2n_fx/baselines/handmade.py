@@ -79,6 +79,7 @@ def vgg_small(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -
     """VGG-small: convs 32-32 M 64-64 M 128-128 M 256-256 (x width), global pool, FC 256, FC.
 
     Example:
+        >>> import torch
         >>> vgg_small(10, 1, width=0.5)(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
@@ -89,6 +90,7 @@ def fitnet(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> n
     """FitNet-4-style thin-deep net: 13 convs (32..48, 80, 128 x width), FC 500, FC.
 
     Example:
+        >>> import torch
         >>> fitnet(10, 3, width=0.25)(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
@@ -205,9 +207,13 @@ def train_handmade(
     (the paper trains them to convergence).
 
     Example:
-        >>> res = train_handmade("vgg_small", build_handmade("vgg_small", 10, 1, width=0.5),
-        ...                      splits, teacher, DistillConfig(loss="ce+l2", epochs=5))
-        >>> res.test_accuracy, res.params
+        >>> from n2n_fx.data import load_splits
+        >>> splits = load_splits("synthetic", num_samples=200, image_size=16)
+        >>> teacher = vgg_small(10, 1, width=0.25)  # a trained teacher in practice
+        >>> res = train_handmade("vgg_small", build_handmade("vgg_small", 10, 1, width=0.125),
+        ...                      splits, teacher, DistillConfig(loss="ce+l2", epochs=1))
+        >>> res.params == count_model_params(res.student), 0.0 <= res.test_accuracy <= 1.0
+        (True, True)
     """
     cfg = config or DistillConfig(loss="ce+l2", lam=1.0, epochs=10)
     res = distill(student, splits.train, cfg, teacher=teacher.eval(), val_data=splits.val)

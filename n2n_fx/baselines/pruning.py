@@ -31,6 +31,7 @@ from ..graph.cost import model_cost
 from ..graph.layers import Analysis, analyze
 from ..progress import progress_bar
 from ..rewrite import apply_actions
+from ..seeds import derive_seed
 from .taylor import prunable_spaces, taylor_scores
 
 __all__ = [
@@ -225,9 +226,14 @@ def prune(
     ``n2n_fx.baselines.pruning``) and drawn as a progress bar.
 
     Example:
-        >>> res = prune(trace(model, input_size=(1, 28, 28)), splits, PruneConfig(),
-        ...             Reference(accuracy=0.95, params=20_000))
-        >>> res.student, res.accuracy, res.compression, res.stop
+        >>> from n2n_fx import trace
+        >>> from n2n_fx.data import load_splits
+        >>> splits = load_splits("synthetic", num_samples=200, image_size=16)
+        >>> teacher = trace("conv4", input_size=(1, 16, 16))  # a trained teacher in practice
+        >>> res = prune(teacher, splits, PruneConfig(max_steps=2, finetune_steps=2, score_batches=1),
+        ...             Reference(accuracy=0.0, params=1_000))  # any accuracy will do, >= 1000 params
+        >>> res.params < res.teacher_params, res.compression > 1, res.stop
+        (True, True, 'max_steps')
     """
     cfg = config or PruneConfig()
     evaluate = evaluate or (lambda m: accuracy(m, splits.val, device=cfg.device))
@@ -265,7 +271,7 @@ def prune(
             batches=cfg.score_batches,
             batch_size=cfg.batch_size,
             device=cfg.device,
-            seed=cfg.seed + step,
+            seed=derive_seed(cfg.seed, "taylor", step),
             analysis=analysis,
         )
         r, pruned = _prune_step(scores, analysis, n, cfg)
@@ -284,7 +290,7 @@ def prune(
                 steps=cfg.finetune_steps,
                 batch_size=cfg.batch_size,
                 device=cfg.device,
-                seed=cfg.seed + step,
+                seed=derive_seed(cfg.seed, "finetune", step),
             )
             res = distill(student, splits.train, dcfg, teacher=kd_teacher)
             if not res.ok:

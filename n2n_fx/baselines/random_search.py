@@ -34,9 +34,7 @@ RANDOM_POLICY = "uniform"  # the registered policy both stages of random search 
 class RandomSearch(Search):
     """``Search`` whose stages sample from the ``uniform`` policy, removals at ``p_remove`` (same budget and rewards).
 
-    Example:
-        >>> search = RandomSearch(cfg, RunDir.create("runs/rand"), teacher_gm, splits)
-        >>> state = search.run()   # state.best["removal"], state.best["shrink"]
+    ``run_random_search`` runs it as the main job does (example there).
     """
 
     def __init__(self, *args: Any, p_remove: float | None = None, **kwargs: Any) -> None:
@@ -84,8 +82,15 @@ def run_random_search(
     ``changes`` are the settings a resume asks for (``run_compress``).
 
     Example:
-        >>> res = run_random_search(SearchConfig(removal_iterations=6, rollouts=5), "runs/rand")
-        >>> res.summary["stage2"]["test_accuracy"], res.history[0]["reward"]
+        >>> import tempfile
+        >>> from n2n_fx.teacher.zoo import build_model
+        >>> cfg = SearchConfig(model="vgg_tiny", dataset_options={"num_samples": 200, "image_size": 16},
+        ...                    removal_iterations=1, shrink_iterations=1, rollouts=2, reward_mode="kd",
+        ...                    reward_steps=2, final_epochs=1, reward_accuracy="ratio", max_flops_ratio=None)
+        >>> teacher = build_model("vgg_tiny", in_channels=1)  # else cfg's teacher is trained (and cached)
+        >>> res = run_random_search(cfg, Path(tempfile.mkdtemp()) / "rand", quiet=True, teacher=teacher)
+        >>> [(r["stage"], r["iteration"]) for r in res.history]  # 2 rollouts per iteration
+        [('removal', 0), ('removal', 0), ('shrink', 0), ('shrink', 0)]
     """
     if resume:
         meta = RunDir.open(run_dir).read_json(BASELINE_FILE)

@@ -40,8 +40,20 @@ def load_reference(run_dir: str | Path, *, allow_pickle: bool = False) -> RunRef
     """Read the winning student, config and teacher of a finished ``n2n-fx compress`` run.
 
     Example:
-        >>> ref = load_reference("runs/vgg_tiny-synthetic-20261121-101500")
-        >>> ref.accuracy, ref.params, ref.config.dataset
+        >>> import tempfile
+        >>> from torch import nn
+        >>> from n2n_fx.data import load_splits
+        >>> from n2n_fx.search import compress
+        >>> s = load_splits("synthetic", num_samples=200, image_size=8)
+        >>> net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                     nn.Flatten(), nn.Linear(8, 10))
+        >>> run = Path(tempfile.mkdtemp()) / "run"
+        >>> _ = compress(net, s.train_plain, s.val, run_dir=run, removal_iterations=1, shrink_iterations=1,
+        ...              rollouts=2, reward_steps=2, final_epochs=1, supernet_steps=2,
+        ...              supernet_shrink_steps=2, reward_accuracy="ratio", quiet=True)
+        >>> ref = load_reference(run)
+        >>> ref.teacher_params, ref.config.dataset, ref.params <= ref.teacher_params
+        (170, 'custom', True)
     """
     run = RunDir.open(run_dir)
     if not run.file("summary.json").is_file():

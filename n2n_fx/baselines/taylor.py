@@ -28,7 +28,10 @@ def prunable_spaces(analysis: Analysis) -> dict[int, tuple[ChannelClass, str]]:
     Spaces of grouped convs (channels kept evenly per group) are left out.
 
     Example:
-        >>> {cls.size for cls, owner in prunable_spaces(analyze(gm)).values()}
+        >>> from n2n_fx import trace
+        >>> spaces = prunable_spaces(analyze(trace("conv4", input_size=(1, 16, 16))))
+        >>> sorted((owner, cls.size) for cls, owner in spaces.values())
+        [('classifier_1', 128), ('features_0', 32), ('features_10', 64), ('features_3', 32), ('features_7', 64)]
     """
     out: dict[int, tuple[ChannelClass, str]] = {}
     for lay in analysis.layers:
@@ -89,8 +92,13 @@ def taylor_scores(
     The model runs in eval mode on a copy; ``gm`` is not changed.
 
     Example:
-        >>> scores = taylor_scores(gm, splits.train_plain, batches=2)
-        >>> {root: s.shape for root, s in scores.items()}
+        >>> from n2n_fx import trace
+        >>> from n2n_fx.data import load_splits
+        >>> splits = load_splits("synthetic", num_samples=200, image_size=16)
+        >>> gm = trace("conv4", input_size=(1, 16, 16))
+        >>> scores = taylor_scores(gm, splits.train_plain, batches=2, batch_size=32)
+        >>> sorted(tuple(s.shape) for s in scores.values())  # one score per channel of each space
+        [(32,), (32,), (64,), (64,), (128,)]
     """
     analysis = analysis or analyze(gm)
     spaces = prunable_spaces(analysis)

@@ -345,7 +345,7 @@ def _run_handmade(args: argparse.Namespace) -> int:
             "test_accuracy": res.test_accuracy,
             "params": res.params,
             "target_params": target,
-            "diverged": res.training.degenerate,
+            "diverged": None if res.training.degenerate is None else str(res.training.degenerate),
         }
         _write(args.out, arch, info, res.student)
     print(_table(rows, teacher_params))

@@ -10,7 +10,7 @@ from typing import Any
 from torch import fx
 
 from ..errors import ConfigError
-from ..storage import writing
+from ..storage import atomic_write_bytes
 from ..teacher.trace import parse_input_size, trace
 
 __all__ = [
@@ -84,9 +84,8 @@ def count_or_fraction(text: str) -> int | float:
 
 
 def write_output(path: Path, data: str | bytes) -> None:
-    """Write a file named on the command line; a missing folder or a disk fault is a one-line DiskError."""
-    with writing(path):
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    """Write a file named on the command line, atomically; a missing folder or a disk fault is a one-line DiskError."""
+    atomic_write_bytes(path, data.encode() if isinstance(data, str) else data, parents=False)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -8,9 +8,15 @@ decoded once into a uint8 tensor, so training reads them as fast as MNIST. ``loa
 is the ``imagefolder`` data set (``registry`` registers it): split folders, cached scans, pixel statistics.
 
 Example:
-    >>> folder = scan_folder("my_digits")  # doctest: +SKIP
-    >>> folder.classes[:3], folder.channels, folder.size  # doctest: +SKIP
-    (['0', '1', '2'], 1, (28, 28))
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> root = Path(tempfile.mkdtemp()) / "my_digits"
+    >>> for digit in "012":
+    ...     (root / digit).mkdir(parents=True)
+    ...     Image.new("L", (28, 28)).save(root / digit / "a.png")
+    >>> folder = scan_folder(root)
+    >>> folder.classes, folder.channels, folder.size
+    (('0', '1', '2'), 1, (28, 28))
 """
 
 from __future__ import annotations

@@ -33,9 +33,11 @@ def read_idx(path: str | Path) -> torch.Tensor:
     """Read one IDX file (``.gz`` or uncompressed) into a tensor of its stored shape.
 
     Example:
-        >>> labels = read_idx("t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
-        >>> labels.shape  # doctest: +SKIP
-        torch.Size([10000])
+        >>> import struct, tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "labels-idx1-ubyte.gz"  # MNIST's labels, three of them
+        >>> _ = path.write_bytes(gzip.compress(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([7, 2, 1])))
+        >>> read_idx(path)
+        tensor([7, 2, 1], dtype=torch.uint8)
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open

@@ -141,6 +141,7 @@ def _synthetic(root, download, split, options):
         n = int(n_train if n_train is not None else 6000)
     else:
         n = int(n_test if n_test is not None else (2000 if n_train is None else max(int(n_train) // 5, 1)))
+    # an offset, not n2n_fx.seeds: these images are the data's identity, recorded by teacher checkpoints
     images, labels = _synthetic_cached(n, cfg, seed if split == "train" else seed + 1_000_003)
     info = DatasetInfo(
         "synthetic",

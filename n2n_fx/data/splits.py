@@ -225,6 +225,7 @@ def load_splits(
     else:
         pool_targets = raw.targets[torch.from_numpy(pool)]
         n_val = resolve_count(info.default_val_size if val_size is None else val_size, len(pool), "val_size")
+        # seed + 1, not n2n_fx.seeds: the split is the data's identity, recorded by every teacher checkpoint
         val_pos, train_pos = stratified_split(pool_targets, [n_val, len(pool) - n_val], seed + 1)
         val = raw.view(pool[val_pos], eval_t)
         train_idx = pool[train_pos]

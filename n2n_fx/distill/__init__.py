@@ -4,10 +4,9 @@ from .config import DistillConfig
 from .evaluate import accuracy, model_device, predict_logits
 from .logit_cache import IndexedDataset, LogitCache, dataset_fingerprint
 from .loss import LOSSES, distill_loss, kd_kl_loss, kd_l2_loss
-from .trainer import DIVERGED, DistillResult, distill
+from .trainer import DistillResult, distill
 
 __all__ = [
-    "DIVERGED",
     "LOSSES",
     "DistillConfig",
     "DistillResult",

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import CheckpointError, ConfigError
 from ..progress import progress_bar
+from ..storage import atomic_torch_save
 from .evaluate import predict_logits
 
 __all__ = ["LogitCache", "IndexedDataset", "dataset_fingerprint"]
@@ -138,8 +139,8 @@ class LogitCache:
             )
 
     def save(self, path: str | Path) -> None:
-        """Write the cache with ``torch.save`` (loadable with ``weights_only=True``)."""
-        torch.save({"logits": self.logits, "fingerprint": self.fingerprint}, Path(path))
+        """Write the cache with ``torch.save``, atomically (loadable with ``weights_only=True``)."""
+        atomic_torch_save({"logits": self.logits, "fingerprint": self.fingerprint}, Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> LogitCache:

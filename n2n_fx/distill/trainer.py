@@ -19,17 +19,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.loaders import make_loader
+from ..degenerate import Degenerate, Reason
 from ..errors import ConfigError
 from .config import DistillConfig
 from .evaluate import accuracy, placed
 from .logit_cache import IndexedDataset, LogitCache
 from .loss import distill_loss
 
-__all__ = ["DistillResult", "distill", "DIVERGED"]
-
-# Degenerate reasons use the codes of n2n_fx.rewrite.Reason: "diverged", "failed: <detail>",
-# "no_trainable: <detail>".
-DIVERGED = "diverged"  # degenerate reason of a student whose loss became NaN or infinite
+__all__ = ["DistillResult", "distill"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +39,7 @@ class DistillResult:
     steps: int  # optimiser steps taken
     losses: tuple[float, ...]  # mean training loss of each completed epoch
     val_history: tuple[float, ...]  # validation accuracy at each evaluation (eval_every, then the end)
-    degenerate: str | None  # why training stopped ("diverged", "failed: ..."); None if it finished
+    degenerate: Degenerate | None  # why training stopped (diverged, failed, no_trainable); None if it finished
     wall_s: float  # seconds spent, evaluation included
     best_epoch: int | None = None  # keep_best: the epoch whose weights were kept (0: the starting ones),
     # also when training diverged later (degenerate says so; the kept weights are finite)
@@ -114,7 +111,7 @@ def distill(
 
     best: dict = {}  # keep_best: "acc", "epoch", "state" of the best evaluation so far
 
-    def result(degenerate: str | None, val_acc: float | None = None) -> DistillResult:
+    def result(degenerate: Degenerate | None, val_acc: float | None = None) -> DistillResult:
         if best:  # keep_best: the best evaluated weights, also after a divergence
             student.load_state_dict(best["state"])
             val_acc = best["acc"]
@@ -142,7 +139,7 @@ def distill(
 
     params = [p for p in student.parameters() if p.requires_grad]
     if not params:
-        return result("no_trainable: the student has no trainable parameter")
+        return result(Degenerate(Reason.NO_TRAINABLE, "the student has no trainable parameter"))
     with contextlib.ExitStack() as stack:
         try:
             student.to(device)  # trained in place: it stays there
@@ -187,7 +184,7 @@ def distill(
                         out = student(x)  # (batch, n_classes)
                     loss = distill_loss(cfg.loss, out, z, y, lam=cfg.lam, temperature=cfg.temperature)
                     if not torch.isfinite(loss):
-                        return result(DIVERGED)
+                        return result(Degenerate(Reason.DIVERGED, f"loss {float(loss.detach())} at step {steps + 1}"))
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip is not None:
@@ -205,7 +202,8 @@ def distill(
                 mean_loss = float(loss_sum) / max(n_batches, 1)
                 losses.append(mean_loss)
                 if not math.isfinite(mean_loss) or not all(bool(torch.isfinite(p).all()) for p in params):
-                    return result(DIVERGED)  # the last step may have broken the weights
+                    why = f"mean loss {mean_loss}" if not math.isfinite(mean_loss) else "non-finite weights"
+                    return result(Degenerate(Reason.DIVERGED, f"{why} after epoch {epochs}"))  # a late broken step
                 val_acc = None
                 if val_data is not None and (tracking or cfg.eval_every and epochs % cfg.eval_every == 0):
                     val_acc = accuracy(student, val_data, batch_size=cfg.eval_batch_size, device=device)
@@ -219,4 +217,4 @@ def distill(
                 history.append(val_acc)
             return result(None, val_acc)
         except RuntimeError as e:  # shape errors of a broken student, out of memory, ...
-            return result(f"failed: {_first_line(e)}")
+            return result(Degenerate(Reason.FAILED, _first_line(e)))

@@ -7,13 +7,24 @@ dimension, ``out = P @ x`` with ``P[i, j] = 1 / len(window i)`` on window ``i`` 
 adaptive pooling. ``fix_adaptive_pools`` replaces each one by those products (``MatMul`` in
 ONNX), equal to the original up to float rounding.
 
+``export_onnx`` (the ``onnx`` extra) then writes the fixed student with a symbolic batch
+dimension named ``batch``.
+
 Example:
-    >>> gm = fix_adaptive_pools(student, example_input)  # doctest: +SKIP
-    >>> export_onnx(student, "student.onnx", example_input)  # doctest: +SKIP
+    >>> student = fx.symbolic_trace(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(3)))
+    >>> x = torch.randn(2, 1, 7, 7)
+    >>> fixed = fix_adaptive_pools(student, x)  # 5x5 -> 3x3: two matrix products
+    >>> [type(m).__name__ for m in fixed.children()]
+    ['Conv2d', 'FixedAdaptiveAvgPool']
+    >>> torch.allclose(fixed(x), student(x), atol=1e-6)
+    True
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -26,8 +37,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ConfigError
+from ..storage import atomic_write_bytes
+from .program import batch_dynamic, batch_example, evaluating
 
-__all__ = ["FixedAdaptiveAvgPool", "fix_adaptive_pools", "export_onnx"]
+__all__ = ["FixedAdaptiveAvgPool", "fix_adaptive_pools", "onnx_bytes", "export_onnx"]
 
 _FUNCTIONS = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3}
 _MODULES = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
@@ -104,6 +117,7 @@ def fix_adaptive_pools(gm: fx.GraphModule, example_input: torch.Tensor) -> fx.Gr
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
     gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()  # the copy's own references: ``gm``'s modules stay
     gm.graph.lint()
     gm.recompile()
     return gm
@@ -116,32 +130,43 @@ def _copy_graph(graph: fx.Graph) -> fx.Graph:
     return new
 
 
+def onnx_bytes(gm: fx.GraphModule, example_input: torch.Tensor) -> bytes:
+    """``gm`` (in eval mode) as an ONNX model, in memory: its adaptive pools fixed for
+    ``example_input``'s size, its batch dimension symbolic (``dim_param`` ``"batch"``).
+
+    ConfigError (one line) when the onnx packages are missing or ONNX cannot express the student."""
+    for package in ("onnx", "onnxscript"):  # the torch.export-based exporter needs both
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(f"ONNX export needs the {package} package; pip install 'n2n-fx[onnx]'")
+    x = batch_example(example_input)
+    with evaluating(gm):  # the copy shares gm's modules: gm's mode is restored after the export
+        ready = fix_adaptive_pools(gm, x)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress
+                warnings.simplefilter("ignore")  # onnxscript's notes on op versions; a failure raises
+                program = torch.onnx.export(
+                    ready,
+                    (x,),
+                    None,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_shapes=batch_dynamic(),
+                    dynamo=True,
+                    verbose=False,
+                )
+        except torch.onnx.errors.OnnxExporterError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"ONNX cannot express this student ({first[:160]}); export it as pt2 or fx instead"
+            ) from None
+    return program.model_proto.SerializeToString()
+
+
 def export_onnx(gm: fx.GraphModule, path: str | Path | BinaryIO, example_input: torch.Tensor) -> Path | BinaryIO:
-    """Write ``gm`` as ONNX (batch size dynamic) to a path or a binary buffer; ConfigError (one line)
-    when it cannot be."""
-    try:
-        import onnx  # noqa: F401  # the exporter needs it
-    except ImportError as e:
-        raise ConfigError(f"ONNX export needs the onnx package ({e.name}); pip install 'n2n-fx[onnx]'") from None
-    ready = fix_adaptive_pools(gm, example_input).eval()
-    path = path if hasattr(path, "write") else Path(path)
-    try:
-        with warnings.catch_warnings():
-            # the TorchScript-based exporter: seconds where the torch.export-based one took half a
-            # minute on a ResNet-18 student, with the same graph once the pools are fixed
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript", DeprecationWarning)
-            torch.onnx.export(
-                ready,
-                (example_input,),
-                path if hasattr(path, "write") else str(path),
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                dynamo=False,
-            )
-    except torch.onnx.errors.OnnxExporterError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"ONNX cannot express this student ({first[:160]}); export it as torchscript or fx instead"
-        ) from None
-    return path
+    """Write ``onnx_bytes(gm, example_input)`` to a path (atomically) or a binary buffer; return it."""
+    data = onnx_bytes(gm, example_input)
+    if hasattr(path, "write"):
+        path.write(data)
+        return path
+    atomic_write_bytes(path, data)
+    return Path(path)

@@ -47,6 +47,7 @@ def raw_features(layers: list[Layer]) -> np.ndarray:
     """The paper's state matrix: one row (type code, k, s, p, n, s_start, s_end) per layer.
 
     Example:
+        >>> from n2n_fx import find_layers, trace
         >>> raw_features(find_layers(trace("resnet18", input_size=(3, 32, 32)))).shape
         (60, 7)
     """
@@ -89,6 +90,7 @@ def removal_mask(layers: list[Layer], passive: bool = False) -> torch.Tensor:
     students did not learn which mattered (docs/usage.md).
 
     Example:
+        >>> from n2n_fx import find_layers, trace
         >>> layers = find_layers(trace("resnet18", input_size=(3, 32, 32)))
         >>> int(removal_mask(layers).sum()), int(removal_mask(layers, passive=True).sum())
         (21, 58)

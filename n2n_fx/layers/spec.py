@@ -14,11 +14,19 @@ against ``torch.utils.flop_counter.FlopCounterMode``). Registering a type twice 
 Unregistered module types get ``UNKNOWN_WEIGHTED`` (kind "other", channels pinned: surgery
 never changes what flows in or out of it) or ``UNKNOWN_STATELESS`` (not a layer).
 
+A registration (``tests/test_specs.py::test_adding_a_layer_type_is_one_spec`` runs a full
+one; registering here would change the registry for the whole process)::
+
+    @register_layer(MyScale)
+    class MyScaleSpec(LayerSpec):
+        kind = Kind.ACTIVATION
+        same_shape = True
+
 Example:
-    >>> @register_layer(MyScale)                      # doctest: +SKIP
-    ... class MyScaleSpec(LayerSpec):
-    ...     kind = Kind.ACTIVATION
-    ...     same_shape = True
+    >>> spec_for(nn.Conv2d(1, 8, 3)).kind, spec_for(nn.ReLU()).kind
+    (<Kind.CONV: 'conv'>, <Kind.RELU: 'relu'>)
+    >>> spec_for(nn.Module()) is UNKNOWN_STATELESS
+    True
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ than it, are flagged: surgery may remove a pooling layer or a stride, which make
 layers after it run on larger maps.
 
 Files written into the run directory: ``pareto.md`` (the students on a front and the
-flags), ``pareto.csv`` and ``pareto.json`` (every student), ``pareto.png`` (matplotlib, the
-``plots`` extra).
+flags), ``pareto.csv`` and ``pareto.json`` (every student), ``pareto.png`` (matplotlib).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from tabulate import tabulate
 from ..errors import RunDirError
 from ..rundir import RunDir, safe_torch_load
 from ..storage import atomic_write_text
+from .figures import MISSING, new_figure, save_png
 
 __all__ = ["COSTS", "pareto_front", "student_points", "heavier_than_teacher", "ParetoReport", "write_pareto"]
 
@@ -205,17 +205,13 @@ def _markdown(points: list[dict[str, Any]], teacher: dict[str, Any], cfg: dict[s
 
 
 def _plot(points: list[dict[str, Any]], teacher: dict[str, Any], path) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "install the plots extra (pip install 'n2n-fx[plots]') and run `n2n-fx report RUN --pareto` to get pareto.png"
     costs = [c for c in COSTS if any(p.get(c) is not None for p in points)]
     if not points or not costs:
         return "no evaluated student to plot"
-    fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 3.8), squeeze=False)
+    made = new_figure(1, len(costs), (4.6 * len(costs), 3.8))
+    if made is None:
+        return f"{MISSING}, then run `n2n-fx report RUN --pareto` to get pareto.png"
+    fig, axes = made
     for ax, cost in zip(axes[0], costs, strict=True):
         pts = [p for p in points if p.get(cost) is not None]
         ax.scatter([p[cost] for p in pts], [p["accuracy"] for p in pts], s=12, color="0.6", label="student")
@@ -248,9 +244,7 @@ def _plot(points: list[dict[str, Any]], teacher: dict[str, Any], path) -> str | 
         ax.set_ylabel("accuracy (validation, reward)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
     return None
 
 

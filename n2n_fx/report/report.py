@@ -19,6 +19,7 @@ from ..reward.registry import DEFAULT_REWARD
 from ..rewrite import Diff
 from ..rundir import RunDir
 from ..storage import atomic_write_text
+from .figures import MISSING, new_figure, save_png
 from .pareto import heavier_than_teacher, write_pareto
 
 __all__ = ["summary_rows", "heavier_lines", "layer_table", "curves", "write_report"]
@@ -191,18 +192,14 @@ def learning_lines(summary: dict[str, Any]) -> list[str]:
 def curves(history: list[dict[str, Any]], path: Path) -> str | None:
     """Reward / accuracy / compression vs iteration per stage (paper Figures 3-5) as PNG.
 
-    Returns None when written, else a one-line hint (matplotlib missing)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "install the plots extra (pip install 'n2n-fx[plots]') to get curves.png"
+    Returns None when written, else a one-line hint (no history; matplotlib missing)."""
     stages = _by_iteration(history)
     if not stages:
         return "no history to plot"
-    fig, axes = plt.subplots(len(stages), 1, figsize=(7, 3.2 * len(stages)), squeeze=False)
+    made = new_figure(len(stages), 1, (7, 3.2 * len(stages)))
+    if made is None:
+        return f"{MISSING} to get curves.png"
+    fig, axes = made
     for ax, (stage, pts) in zip(axes[:, 0], stages.items(), strict=True):
         it = [p["iteration"] + 1 for p in pts]
         ax.plot(it, [p["compression"] for p in pts], label="compression", color="tab:blue")
@@ -220,9 +217,7 @@ def curves(history: list[dict[str, Any]], path: Path) -> str | None:
         ax.set_ylim(-1.05, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
     return None
 
 

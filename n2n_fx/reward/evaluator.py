@@ -1,9 +1,9 @@
 """Score one rollout: measure the student, distill it, turn accuracy and size into the N2N reward.
 
 The search loop calls a ``RewardEvaluator`` once per rollout with the student, or with
-the degenerate marker surgery gave instead (``n2n_fx.rewrite.Degenerate``, or any object
-that is not a module, e.g. a reason string), and the search iteration ``t``. Degenerate
-reasons use the codes of ``n2n_fx.rewrite.Reason`` ("empty", "diverged", "failed", ...).
+the ``n2n_fx.degenerate.Degenerate`` surgery gave instead (or its text, ``"empty: ..."``),
+and the search iteration ``t``. A degenerate record carries a ``Degenerate`` too (surgery's,
+training's ``diverged`` / ``failed``, or ``no_trainable``); its file form is the text.
 Architectures already scored come from the reward cache without training; the
 constraint penalty is recomputed for the current ``t``.
 
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..degenerate import Degenerate, Reason
 from ..distill.calibrate import recalibrate_bn
 from ..distill.config import DistillConfig
 from ..distill.evaluate import accuracy
@@ -62,7 +63,7 @@ class RewardRecord:
     compression: float | None  # C = 1 − params / teacher_params
     latency_ms: float | None = None  # median batch-1 latency on ``latency_device``, if measured
     activation_bytes: int | None = None  # peak activation bytes at batch 1, if measured
-    degenerate: str | None = None  # why the student is degenerate ("diverged", "empty: ..."); None if not
+    degenerate: Degenerate | None = None  # why the student is degenerate; None if not
     violations: tuple[str, ...] = ()  # constraints the student breaks
     epsilon: float | None = None  # ε_t used by the annealed penalty (None when nothing was violated)
     step: int = 0  # search iteration t the reward was computed for
@@ -85,9 +86,10 @@ class RewardRecord:
         return {k: float(v) for k, v in out.items() if v is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (tuples become lists)."""
+        """A JSON-able dict (tuples become lists, ``degenerate`` its text)."""
         d = asdict(self)
         d["violations"] = list(self.violations)
+        d["degenerate"] = None if self.degenerate is None else str(self.degenerate)
         return d
 
     @classmethod
@@ -95,6 +97,8 @@ class RewardRecord:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in data.items() if k in known}
         d["violations"] = tuple(d.get("violations", ()))
+        if d.get("degenerate") is not None:
+            d["degenerate"] = Degenerate.of(d["degenerate"])
         return cls(**d)
 
 
@@ -123,7 +127,7 @@ class RewardEvaluator:
         >>> ev = RewardEvaluator(splits.train_plain, splits.val, teacher_accuracy=0.5,
         ...                      teacher_params=650, input_size=(1, 8, 8), teacher=teacher,
         ...                      config=DistillConfig(epochs=1))
-        >>> ev("empty: every layer was removed").reward
+        >>> ev(Degenerate(Reason.EMPTY, "every layer was removed")).reward
         -1.0
     """
 
@@ -218,14 +222,15 @@ class RewardEvaluator:
 
     # -- public -----------------------------------------------------------------------------
 
-    def __call__(self, student: nn.Module | Any, step: int = 0) -> RewardRecord:
-        """The reward record of ``student`` (or of a degenerate marker) at search iteration ``step``."""
+    def __call__(self, student: nn.Module | Degenerate | str, step: int = 0) -> RewardRecord:
+        """The reward record of ``student`` (or of a ``Degenerate``, or its text) at search iteration ``step``."""
         start = time.perf_counter()
         if not isinstance(student, nn.Module):
-            return self._degenerate(str(student), step, start)
+            return self._degenerate(Degenerate.of(student), step, start)
         params = count_params(student)
         if params == 0:
-            return self._degenerate("no_trainable: the student has no trainable parameter", step, start, params=0)
+            why = Degenerate(Reason.NO_TRAINABLE, "the student has no trainable parameter")
+            return self._degenerate(why, step, start, params=0)
         key = self.key(student)
         cached = self.cache.get(key)
         if cached is not None:
@@ -244,7 +249,7 @@ class RewardEvaluator:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _degenerate(self, reason: str, step: int, start: float, **kw: Any) -> RewardRecord:
+    def _degenerate(self, reason: Degenerate, step: int, start: float, **kw: Any) -> RewardRecord:
         return RewardRecord(
             reward=DEGENERATE_REWARD,
             raw_reward=DEGENERATE_REWARD,
@@ -295,7 +300,7 @@ class RewardEvaluator:
             base = replace(base, flops=count_flops(student, self.input_size))
             base = self._fill_measurements(base, student)
         except RuntimeError as e:  # the student cannot run on this input
-            return replace(base, degenerate=f"failed: {_first_line(e)}")
+            return replace(base, degenerate=Degenerate(Reason.FAILED, _first_line(e)))
         if self.mode != "kd":  # shared weights: their batch norms fitted to this student first
             t0 = time.perf_counter()
             student.to(self.config.device)  # distill would move it; calibration and reading come first

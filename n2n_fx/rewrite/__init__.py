@@ -1,7 +1,7 @@
 """Graph surgery: actions -> plan -> rebuild walk -> student GraphModule + diff."""
 
+from ..degenerate import Degenerate, Reason
 from ..layers import LayerSpec, RebuildContext, Rebuilt, register_layer
-from .degenerate import Degenerate, Reason
 from .diff import Diff, compare, to_dot
 from .importance import keep_indices, l1_importance
 from .plan import Plan, make_plan

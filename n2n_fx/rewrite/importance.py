@@ -23,7 +23,11 @@ def l1_importance(gm: fx.GraphModule, cls: ChannelClass) -> torch.Tensor:
     A producer's per-filter score is its ``LayerSpec.importance``.
 
     Example:
-        >>> scores = l1_importance(gm, analysis.spaces.class_of("layer1_0_conv1"))
+        >>> from n2n_fx import analyze, trace
+        >>> analysis = analyze(trace("conv4", input_size=(1, 16, 16)))
+        >>> scores = l1_importance(analysis.gm, analysis.spaces.class_of("features_0"))
+        >>> tuple(scores.shape), bool((scores > 0).all())  # one score per output channel of features.0
+        ((32,), True)
     """
     score = torch.zeros(cls.size)
     nodes = {n.name: n for n in gm.graph.nodes}

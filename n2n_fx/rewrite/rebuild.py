@@ -30,10 +30,10 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from ..degenerate import Degenerate, Reason
 from ..graph.cost import model_cost
 from ..graph.layers import Analysis
 from ..graph.shapes import META_KEY
-from .degenerate import Degenerate, Reason
 from .plan import Plan
 from .state import Fail, RebuildResult
 from .walk import Walk

@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 
 from torch import fx
 
+from ..degenerate import Degenerate, Reason
 from ..errors import ConfigError
 from ..graph.cost import Cost, model_cost
 from ..graph.kinds import module_at
 from ..graph.layers import Analysis, analyze
-from .degenerate import Degenerate, Reason
 from .diff import Diff
 from .importance import Importance, l1_importance
 from .plan import Plan, ShrinkSpec, make_plan
@@ -60,6 +60,7 @@ def apply_actions(
     every decision made; ``apply_plan`` replays it on a graph of equal structure.
 
     Example:
+        >>> from n2n_fx import trace
         >>> gm = trace("resnet18", input_size=(3, 32, 32))
         >>> r = apply_actions(gm, remove=["layer1.0.relu"], shrink={"layer2.0.conv1": 0.5})
         >>> r.valid, r.diff.removed
@@ -142,6 +143,7 @@ def remove_layers(gm: fx.GraphModule | Analysis, names: Iterable[str], **kw) -> 
     The input graph is not modified; a new GraphModule is returned in ``Rewrite.student``.
 
     Example:
+        >>> from n2n_fx import trace
         >>> r = remove_layers(trace("resnet18", input_size=(3, 32, 32)), ["layer1.0.conv2"])
         >>> r.diff.removed
         ('layer1_0_conv2',)
@@ -155,6 +157,7 @@ def shrink(gm: fx.GraphModule | Analysis, ratios: Mapping[str, ShrinkSpec], **kw
     """Shrink layers by ratio (output channels, kernel size), consistently across coupled layers.
 
     Example:
+        >>> from n2n_fx import trace
         >>> r = shrink(trace("vgg11", input_size=(3, 32, 32)), {"features.0": 0.5})
         >>> r.diff.shrunk["features_0"]["out"]
         (64, 32)

@@ -23,7 +23,13 @@ def random_actions(
     ``passive=False`` never removes passive layers (norms, activations, dropout: ``Kind.passive``).
 
     Example:
-        >>> remove, shrink = random_actions(analyze(gm), random.Random(0))
+        >>> from n2n_fx import analyze, trace
+        >>> analysis = analyze(trace("conv4", input_size=(1, 16, 16)))
+        >>> remove, shrink = random_actions(analysis, random.Random(0))
+        >>> remove
+        ['features_3', 'features_12', 'classifier_2']
+        >>> shrink
+        {'features_7': {'kernel': 0.3}, 'classifier_1': {'out': 0.2}}
     """
     decides = removal_mask(analysis.layers, passive=passive).tolist()
     remove = [lay.node for lay, ok in zip(analysis.layers, decides, strict=True) if ok and rng.random() < p_remove]

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..degenerate import Degenerate, Reason
 from ..errors import RepairError
 from ..graph.channels import ChannelInfo
 from ..graph.cost import Cost
 from ..graph.layers import Analysis
 from ..graph.shapes import META_KEY, call_function_meta, call_module_meta
-from .degenerate import Degenerate, Reason
 from .plan import Plan
 
 __all__ = ["WalkState", "Prov", "RebuildResult", "Fail", "describe", "INPLACE"]

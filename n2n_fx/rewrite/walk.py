@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..degenerate import Reason
 from ..errors import RepairError
 from ..graph.channels import is_cat, is_join
 from ..graph.kinds import module_at
 from ..graph.shapes import INPUT_SIZE_KEY, META_KEY, meta_like
 from ..layers import RebuildContext, spec_for
 from .bypass import NO_BRANCH, Bypass
-from .degenerate import Reason
 from .joins import JoinRepair
 from .state import INPLACE, Fail, Prov
 

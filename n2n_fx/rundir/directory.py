@@ -14,7 +14,7 @@ Layout::
     policies/*.pt       trained policies (state_dict + config)
     student*.pt         best students: state_dict + the actions that rebuild them from the teacher
     student*.py         their generated forward() code, for reading
-    report.md/.txt      the report; curves.png when matplotlib is installed
+    report.md/.txt      the report; curves.png (and pareto.md/.csv/.json/.png) beside it
     run.log             the run's progress lines (data, teacher, iterations, warnings); a resume appends
     .lock               held by the process writing the run (pid, host); dies with it
 

@@ -315,8 +315,17 @@ def compress(
     ``run_dir/run.log``; ``quiet=False`` shows it on stderr, ``quiet=True`` hides it.
 
     Example:
-        >>> result = compress(my_cnn, train_set, val_set, removal_iterations=10, max_params=1e5)
-        >>> result.student, result.summary["student"]["compression"]
+        >>> import tempfile
+        >>> from n2n_fx.data import load_splits
+        >>> s = load_splits("synthetic", num_samples=200, image_size=8)
+        >>> my_cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+        ...                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+        >>> run = Path(tempfile.mkdtemp()) / "run"
+        >>> result = compress(my_cnn, s.train_plain, s.val, run_dir=run, removal_iterations=1,
+        ...                   shrink_iterations=1, rollouts=2, reward_steps=2, final_epochs=1,
+        ...                   supernet_steps=2, supernet_shrink_steps=2, reward_accuracy="ratio", quiet=True)
+        >>> result.summary["teacher"]["params"], (run / "report.md").is_file()
+        (754, True)
     """
     train, val = _as_dataset(train_data), _as_dataset(val_data)
     test = _as_dataset(test_data) if test_data is not None else val

@@ -8,8 +8,11 @@ from TOML/JSON files, so ``"3"`` is not an int and ``1.5`` is not an int either;
 ``reward_subset`` tells a count from a fraction by it).
 
 Example:
-    >>> check_fields(SearchConfig(removal_iterations="3"))  # via SearchConfig.__post_init__
-    ConfigError: removal_iterations must be an integer, not '3' (str)
+    >>> from n2n_fx.search import SearchConfig
+    >>> SearchConfig(removal_iterations="3")  # SearchConfig.__post_init__ calls check_fields
+    Traceback (most recent call last):
+    ...
+    n2n_fx.errors.ConfigError: removal_iterations must be an integer, not '3' (str)
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ class Range:
 
 
 DEFAULT_RANGE = Range(0)  # counts, sizes, limits and weights: not negative
-LR_RANGE = Range(0, open_low=True)  # every field named *_lr: a learning rate > 0
+# every field named *_lr: a learning rate > 0 and below where Adam's float32 arithmetic overflows
+# (from about 3.4e37 torch raises inside the optimiser step instead of the loss diverging)
+LR_RANGE = Range(0, 3e37, open_low=True)
 # fields whose numbers differ from DEFAULT_RANGE / LR_RANGE
 RANGES: dict[str, Range] = {
     "teacher_epochs": Range(1),

@@ -141,7 +141,7 @@ class FinalTraining:
                 "val_accuracy": val_acc,
                 "params": cost.params,
                 "flops": cost.flops,
-                "diverged": res.degenerate,
+                "diverged": None if res.degenerate is None else str(res.degenerate),
                 "fallback": fallback,  # why the search-time weights were kept, or None
                 "epochs": dcfg.epochs,
                 "best_epoch": res.best_epoch,

@@ -16,12 +16,19 @@ from ..policy import Learner, LearnerConfig, PolicySettings, load_policy, make_p
 from ..progress import progress_bar
 from ..reward import RewardEvaluator
 from ..rewrite import Rewrite
+from ..seeds import derive_seed
 from .executors import Job
 from .final import rebuild_student
 from .stage import Stage, make_stage
 from .state import STAGE_ORDER, StageBest, best_key
 
-__all__ = ["StageLoop"]
+__all__ = ["StageLoop", "learner_seed"]
+
+
+def learner_seed(seed: int, stage: str) -> int:
+    """The seed of ``stage``'s learner (its rollout sampling) in a run seeded ``seed``."""
+    return derive_seed(seed, "sampling", stage)
+
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +73,13 @@ class StageLoop:
 
     def _learner(self, stage: Stage) -> Learner:
         cfg = self.cfg
-        torch.manual_seed(cfg.seed * 7919 + 11 + STAGE_ORDER.index(stage.name))  # policy init
+        torch.manual_seed(derive_seed(cfg.seed, "policy_init", stage.name))
         policy = self._policy(stage)
         learns = any(p.requires_grad for p in policy.parameters())
         if cfg.algo == "actor_critic" and learns and getattr(policy, "value", None) is None:
             where = stage.pretrained or f"the {stage.policy_type} {stage.kind} policy"
             raise ConfigError(f"{where} has no value head; actor_critic needs one (use --algo reinforce)")
-        seed = cfg.seed * 7919 + 1 + STAGE_ORDER.index(stage.name)
+        seed = learner_seed(cfg.seed, stage.name)
         learner = Learner(
             policy,
             LearnerConfig(
@@ -115,8 +122,8 @@ class StageLoop:
                 acts = stage.decode(ro.actions[k])
                 rw, student = self._student(stage, acts)
                 step = offset + it
-                seed = cfg.seed * 1_000_003 + step * 101 + k
-                jobs.append(Job(student if student is not None else f"{rw.degenerate}", step, seed))
+                seed = derive_seed(cfg.seed, "student", step, k)  # its training
+                jobs.append(Job(student if student is not None else rw.degenerate, step, seed))
                 rewrites.append(rw)
                 all_acts.append(acts)
             start = bar.n
@@ -141,7 +148,7 @@ class StageLoop:
                     "arch": rec.arch,
                     "reward": rec.reward,
                     "raw_reward": rec.raw_reward,
-                    "degenerate": rec.degenerate,
+                    "degenerate": None if rec.degenerate is None else str(rec.degenerate),  # "reason: detail"
                     "violations": list(rec.violations),
                     "cache_hit": rec.cache_hit,
                     "surgery_s": rw.seconds,

@@ -147,7 +147,7 @@ def train_teacher(
         >>> splits = load_splits("synthetic", num_samples=200, image_size=16)
         >>> _, m = train_teacher(build_model("vgg_tiny", in_channels=1), splits, epochs=1)
         >>> sorted(m)[:3]
-        ['dataset', 'epochs', 'params']
+        ['best_epoch', 'dataset', 'epochs']
     """
     if isinstance(preset, str):
         p = preset_for(splits.info.name) if preset == "paper" else PRESETS.get(preset)
@@ -330,9 +330,13 @@ def load_teacher(path: str | Path, map_location: str | torch.device = "cpu") -> 
     """Rebuild the model saved by ``save_teacher``; CheckpointError if the file is not one or does not fit.
 
     Example:
-        >>> t = load_teacher("runs/conv4-mnist10k.pt")  # doctest: +SKIP
-        >>> t.spec["model"], t.metrics["val_accuracy"]  # doctest: +SKIP
-        ('conv4', 0.97)
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "conv4.pt"
+        >>> _ = save_teacher(path, build_model("conv4", in_channels=1), model_name="conv4", num_classes=10,
+        ...                  in_channels=1, input_size=(1, 28, 28), metrics={"val_accuracy": 0.97})
+        >>> t = load_teacher(path)
+        >>> t.spec["model"], t.input_size, t.metrics["val_accuracy"], t.model.training
+        ('conv4', (1, 28, 28), 0.97, False)
     """
     path = Path(path)
     hint = "re-create it with `n2n-fx train-teacher`"

@@ -5,7 +5,7 @@ An executor's ``evaluate(evaluator, jobs)`` returns one ``RewardRecord`` per ``J
 order, exactly as evaluating them one after the other in this process would
 (``SequentialExecutor``). The parallel executors keep that promise this way:
 
-* the main process decides which jobs need training: a degenerate job (a reason string), a
+* the main process decides which jobs need training: a degenerate job (a ``Degenerate``), a
   student without trainable parameters, a student whose architecture hash is already in
   ``evaluator.cache`` or repeats an earlier job's of the same batch are all scored in the
   main process, after the trained ones, in job order, so they are cache hits exactly where
@@ -23,7 +23,7 @@ An exception raised while a worker evaluates a student propagates exactly as und
 ``SequentialExecutor``: the main process re-raises it (the same type, the worker's
 traceback in its notes) at that job, after storing the results of the jobs before it. Only
 a worker *process* that dies (killed, e.g. by the out-of-memory killer, or lost with its
-node) fails its own job alone: that record is degenerate with reason ``"failed: <why>"``
+node) fails its own job alone: that record is degenerate, ``Degenerate(Reason.FAILED, why)``
 (reward −1), the worker is replaced, and the other jobs of the batch keep their results.
 
 Modules: ``base`` (``Job``, the ``Executor`` protocol, sequential and the parallel plan/merge),

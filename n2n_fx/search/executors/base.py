@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...degenerate import Degenerate, Reason
 from ...reward import RewardEvaluator, RewardRecord, count_params
 from .packets import pack
 
@@ -25,7 +26,7 @@ __all__ = ["Job", "Executor", "SequentialExecutor", "ParallelExecutor", "uses_cu
 class Job:
     """One student to score."""
 
-    student: Any  # the student nn.Module, or a degenerate reason (str)
+    student: nn.Module | Degenerate  # the student, or why surgery gave none
     step: int  # search iteration t (anneals the constraint penalty)
     seed: int  # torch seed set before its training, so any worker reproduces it
     # weights after training (CPU state_dict), set by executors that train elsewhere
@@ -112,7 +113,7 @@ class ParallelExecutor(Executor):
             tasks[i] = pickle.dumps((spec, weights, job.seed, job.step), protocol=pickle.HIGHEST_PROTOCOL)
         results = self._train(evaluator, tasks) if tasks else {}
         records: list[RewardRecord] = []
-        failed: dict[str, str] = {}
+        failed: dict[str, Degenerate] = {}
         for i, job in enumerate(jobs):
             key = keys[i]
             if i in tasks:
@@ -129,7 +130,7 @@ class ParallelExecutor(Executor):
                     continue
                 if status == "raise":  # where sequential evaluation would raise it
                     raise result
-                failed[key] = f"failed: {result}"
+                failed[key] = Degenerate(Reason.FAILED, str(result))
             if key is not None and key in failed:  # the job, or a repeat of a job, that failed
                 torch.manual_seed(job.seed)
                 rec = evaluator(failed[key], step=job.step)
