@@ -44,3 +44,20 @@ class RepairError(N2NError):
 
 class DiskError(N2NError):
     """A file could not be written (permission denied, full disk); files written before are intact."""
+
+
+def first_line(e: BaseException, *, with_type: bool = False, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when the message is empty), for
+    one-line errors and degenerate reasons; ``with_type`` prefixes the type's name.
+
+    Example:
+        >>> first_line(ValueError("bad shape\\nat node 3"))
+        'bad shape'
+        >>> first_line(KeyError(), with_type=True)
+        'KeyError'
+    """
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0][:limit]
+    return f"{type(e).__name__}: {line}" if with_type else line

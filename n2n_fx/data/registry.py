@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, first_line
 from .dataset import DatasetInfo, ImageDataset, no_options
 from .folder import IMAGEFOLDER_OPTIONS, load_imagefolder
 from .idx import load_mnist_split
@@ -88,11 +88,6 @@ def dataset_names() -> list[str]:
     return sorted(_LOADERS)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _torchvision(name: str, cls_name: str, root: Path, download: bool, expected: str, **kwargs):
     """Build a torchvision data set, turning its missing-file and offline errors into DataError."""
     import torchvision.datasets as tvd
@@ -107,7 +102,7 @@ def _torchvision(name: str, cls_name: str, root: Path, download: bool, expected:
     except Exception as e:  # offline downloads and corrupt archives raise many kinds
         what = "download failed" if download else "could not be read"
         raise DataError(
-            f"{name} {what} under {root} ({_first_line(e)}); place {expected} there by hand and pass --data-root"
+            f"{name} {what} under {root} ({first_line(e)}); place {expected} there by hand and pass --data-root"
         ) from None
 
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from ..data.loaders import make_loader
 from ..degenerate import Degenerate, Reason
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .config import DistillConfig
 from .evaluate import accuracy, placed
 from .logit_cache import IndexedDataset, LogitCache
@@ -57,11 +57,6 @@ def _optimizer(params: list[nn.Parameter], cfg: DistillConfig) -> torch.optim.Op
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def distill(
@@ -217,4 +212,4 @@ def distill(
                 history.append(val_acc)
             return result(None, val_acc)
         except RuntimeError as e:  # shape errors of a broken student, out of memory, ...
-            return result(Degenerate(Reason.FAILED, _first_line(e)))
+            return result(Degenerate(Reason.FAILED, first_line(e)))

@@ -37,7 +37,7 @@ from ..distill.config import DistillConfig
 from ..distill.evaluate import accuracy
 from ..distill.logit_cache import LogitCache, dataset_fingerprint
 from ..distill.trainer import distill
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .cache import RewardCache, arch_hash
 from .constraints import Constraints, Penalty
 from .formula import DEGENERATE_REWARD, check_chance, compression
@@ -300,7 +300,7 @@ class RewardEvaluator:
             base = replace(base, flops=count_flops(student, self.input_size))
             base = self._fill_measurements(base, student)
         except RuntimeError as e:  # the student cannot run on this input
-            return replace(base, degenerate=Degenerate(Reason.FAILED, _first_line(e)))
+            return replace(base, degenerate=Degenerate(Reason.FAILED, first_line(e)))
         if self.mode != "kd":  # shared weights: their batch norms fitted to this student first
             t0 = time.perf_counter()
             student.to(self.config.device)  # distill would move it; calibration and reading come first
@@ -363,8 +363,3 @@ class RewardEvaluator:
 
 def _on_cpu(model: nn.Module) -> bool:
     return all(t.device.type == "cpu" for t in model.parameters())
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ...errors import ConfigError
+from ...errors import first_line as _first_line  # worker.first_line adds the type (ray.py reads it)
 from ...reward import RewardCache, RewardEvaluator
 from .packets import unpack
 
@@ -25,9 +26,8 @@ __all__ = ["Trainer", "WorkerError", "evaluator_payload", "worker_main", "death"
 
 
 def first_line(e: BaseException) -> str:
-    """An exception's type and the first line of its message."""
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+    """An exception's type and the first line of its message (what a worker sends back)."""
+    return _first_line(e, with_type=True)
 
 
 def evaluator_payload(evaluator: RewardEvaluator) -> bytes:
