@@ -245,7 +245,8 @@ def random_vs_n2n() -> list[str]:
         baseline = r.get("reinforce_baseline", "ema")
         out += [
             f"**N2N removal-policy lr {r.get('removal_lr', 0.003):g}, {baseline} baseline, "
-            f"{r['iterations']} updates × 5 students, {r.get('reward_mode', 'kd')} rewards**",
+            f"{r['iterations']} updates × 5 students, {r.get('reward_mode', 'kd')} rewards, "
+            f"seed{'s' if len(r['seeds']) > 1 else ''} {', '.join(map(str, r['seeds']))}, {r['finished'][:10]}**",
             "",
         ]
         out += [
