@@ -4,6 +4,7 @@ use it (kill -9 then resume does not retrain it; same seed, same history)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -226,6 +227,29 @@ def test_shrink_space_trains_on_from_given_weights_and_refuses_a_degenerate_base
         train_supernet(net, splits.train_plain, cache, SupernetConfig(steps=1), space="shrink", remove=every)
     with pytest.raises(ConfigError, match="space"):
         train_supernet(net, splits.train_plain, cache, SupernetConfig(steps=1), space="widths")
+
+
+def test_random_students_above_the_flops_cap_are_not_trained(tiny_data, monkeypatch):
+    """The search refuses students over max_flops_ratio x the teacher's FLOPs (vgg_tiny: removed pools
+    multiply them), so the supernet never spends steps on one; without a cap it does."""
+    splits, teacher, cache = tiny_data
+    net = Supernet(teacher)
+    t_flops = net.arch({"remove": []}).rewrite.teacher_cost.flops
+    seen: list[int] = []
+    forward = Supernet.forward_student
+    monkeypatch.setattr(
+        Supernet, "forward_student", lambda self, a, x: seen.append(a.rewrite.student_cost.flops) or forward(self, a, x)
+    )
+    cfg = SupernetConfig(steps=12, batch_size=32, seed=0, max_remove=0.6, arch_reuse=1)
+    train_supernet(net, splits.train_plain, cache, cfg, space="removal")
+    assert max(seen) > t_flops  # the uncapped draws include heavier students (the test's premise)
+    seen.clear()
+    train_supernet(net, splits.train_plain, cache, dataclasses.replace(cfg, max_flops_ratio=1.0), space="removal")
+    assert len(seen) == 12 * 4 and max(seen) <= t_flops
+    with pytest.raises(ConfigError, match="max_flops_ratio"):
+        SupernetConfig(max_flops_ratio=0.0)
+    with pytest.raises(SupernetError, match="within 1e-06x the teacher's FLOPs"):  # nothing fits: one line
+        train_supernet(net, splits.train_plain, cache, dataclasses.replace(cfg, max_flops_ratio=1e-6), space="removal")
 
 
 def test_shared_rewards_of_one_architecture_are_cached_per_supernet(tiny_data):

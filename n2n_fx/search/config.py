@@ -220,6 +220,7 @@ class SearchConfig:
             max_remove=min(0.6, 2.0 * self.remove_prior),
             remove_passive=self.remove_passive,
             seed=self.seed,
+            max_flops_ratio=self.max_flops_ratio,  # students the search would refuse are not trained
         )
 
     def resolved_device(self) -> str:

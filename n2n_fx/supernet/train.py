@@ -41,6 +41,7 @@ from .shared import SharedArch, Supernet, SupernetError, actions_key, smallest_a
 __all__ = ["SPACES", "SupernetConfig", "SupernetResult", "train_supernet", "sample_actions", "sandwich"]
 
 SPACES = ("removal", "shrink", "both")  # the student spaces a supernet can be trained over
+MAX_REDRAWS = 500  # random draws in a row without a usable student before training gives up
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class SupernetConfig:
     narrowest: float = 0.3  # the narrowest student of each step: every shrink variable at this ratio (or the
     # smallest legal one above it); the search's shrink policy rarely goes below it
     seed: int = 0  # seeds the batches and the random students
+    # random students costing more FLOPs than this multiple of the teacher's are drawn again (None: any):
+    # the search's FLOPs cap (SearchConfig.max_flops_ratio) rejects them, so training them is wasted, and
+    # removing a pool or a stride can multiply a student's cost (resnet18 at 32 px: 2-3x slower steps)
+    max_flops_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.random_students < 0 or self.batch_size < 1:
@@ -80,6 +85,8 @@ class SupernetConfig:
             raise ConfigError(f"supernet arch_reuse={self.arch_reuse} must be at least 1")
         if not 0.0 <= self.max_remove < 1.0:
             raise ConfigError(f"supernet max_remove={self.max_remove} must be in [0, 1)")
+        if self.max_flops_ratio is not None and not self.max_flops_ratio > 0:
+            raise ConfigError(f"supernet max_flops_ratio={self.max_flops_ratio} must be positive")
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,12 @@ def _train(
             _place(a, torch.device("cpu"))
 
 
+def _within_flops(arch: SharedArch, ratio: float | None) -> bool:
+    """Does the student cost at most ``ratio`` times the teacher's FLOPs (always, without a ratio)?"""
+    rw = arch.rewrite
+    return ratio is None or rw.student_cost.flops <= ratio * rw.teacher_cost.flops
+
+
 def _place(arch: SharedArch, device: torch.device) -> SharedArch:
     """Move a student's template (its buffers) and its codes to ``device``; the same record is returned."""
     arch.template.to(device)
@@ -202,6 +215,7 @@ def _steps(
     window_n = 0
     students = 0
     pool: list[dict[str, Any]] = []  # valid random students drawn so far
+    rejected = 0  # draws in a row that gave no usable student
     step = 0
     while step < cfg.steps:
         for x, _, i in loader:
@@ -213,9 +227,17 @@ def _steps(
                     continue
                 acts = sample_actions(net, rng, cfg.max_remove, space, remove, cfg.remove_passive)
                 a = net.arch(acts)
-                if a.valid:
+                if a.valid and _within_flops(a, cfg.max_flops_ratio):
                     archs.append(use(a))
                     pool.append(acts)
+                    rejected = 0
+                    continue
+                rejected += 1
+                if rejected == MAX_REDRAWS:
+                    raise SupernetError(
+                        f"no valid random student within {cfg.max_flops_ratio}x the teacher's FLOPs in "
+                        f"{MAX_REDRAWS} draws; raise max_flops_ratio (--max-flops-ratio) or lower remove_prior"
+                    )
             optimizer.zero_grad(set_to_none=True)
             total = torch.zeros((), device=device)
             for a in archs:
