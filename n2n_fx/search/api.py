@@ -31,6 +31,7 @@ from ..teacher.zoo import build_model
 from .config import SearchConfig
 from .resume import resumed_config
 from .search import Search, rebuild_student
+from .state import FINAL_NAMES
 from .summary import write_summary
 from .teacher_setup import load_data, prepare
 
@@ -106,7 +107,8 @@ def _stage_students(run: RunDir, teacher_gm: fx.GraphModule, student: fx.GraphMo
     """The final student of each stage the run saved: the run's result is in hand, the other is rebuilt."""
     final = safe_torch_load(run.file("checkpoint.pt")).get("final", {})
     out: dict[str, nn.Module] = {}
-    for stage, fname in (("removal", "student_stage1.pt"), ("shrink", "student_stage2.pt")):
+    for stage, key in FINAL_NAMES.items():
+        fname = f"student_{key}.pt"
         if not final.get(stage) or not run.file(fname).is_file():
             continue
         if stage == (final.get("winner") or "removal"):

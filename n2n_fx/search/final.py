@@ -18,6 +18,7 @@ from ..progress import progress_bar
 from ..rewrite import apply_actions
 from ..storage import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from .config import SearchConfig
+from .state import FINAL_NAMES
 
 __all__ = ["FinalTraining", "final_distill_config", "rebuild_student"]
 
@@ -122,7 +123,7 @@ class FinalTraining:
                 f"the search measured {searched if searched is not None else float('nan'):.4f})"
             )
             cost = model_cost(student)
-            name = "student_stage1" if stage == "removal" else "student_stage2"
+            name = f"student_{FINAL_NAMES[stage]}"
             atomic_torch_save(
                 {
                     "format": "n2n_fx.student/1",
@@ -150,7 +151,7 @@ class FinalTraining:
             }
             self.save_checkpoint()
         self.state.final["winner"] = winner
-        name = "student_stage1" if winner == "removal" else "student_stage2"
+        name = f"student_{FINAL_NAMES[winner]}"
         for ext in (".pt", ".py", "_diff.txt", "_diff.json"):
             src = self.run_dir.file(f"{name}{ext}")
             if src.is_file():

@@ -13,13 +13,15 @@ from ..errors import CheckpointError
 from ..rundir import safe_torch_load
 from ..storage import atomic_torch_save
 
-__all__ = ["CKPT_FORMAT", "PHASES", "STAGE_ORDER", "SearchState", "StageBest", "best_key"]
+__all__ = ["CKPT_FORMAT", "FINAL_NAMES", "PHASES", "STAGE_ORDER", "SearchState", "StageBest", "best_key"]
 
 CKPT_FORMAT = "n2n_fx.search-checkpoint/1"
 # the search's stages in order: removal, shrink of stage 1's winner, shrink of the teacher itself
 # (``shrink_teacher``: stage 2 over the full depth too; its best competes for the stage-2 student)
 STAGE_ORDER = ("removal", "shrink", "shrink_teacher")
 PHASES = (*STAGE_ORDER, "final", "done")
+# the final student of each best (best_key): its summary.json key, and its files student_<key>.pt/.py/_diff.*
+FINAL_NAMES = {"removal": "stage1", "shrink": "stage2"}
 
 
 def best_key(stage: str) -> str:

@@ -14,10 +14,9 @@ from torch import fx, nn
 from ..report import learning
 from ..reward.measure import latency_ms
 from ..rundir import RunDir, safe_torch_load
+from .state import FINAL_NAMES
 
 __all__ = ["write_summary"]
-
-_STAGES = (("removal", "stage1", "student_stage1.pt"), ("shrink", "stage2", "student_stage2.pt"))
 
 
 def write_summary(run: RunDir, teacher: fx.GraphModule, stage_students: Mapping[str, nn.Module]) -> dict[str, Any]:
@@ -31,13 +30,13 @@ def write_summary(run: RunDir, teacher: fx.GraphModule, stage_students: Mapping[
     size = tuple(teacher.graph.find_nodes(op="placeholder")[0].meta.get("n2n_input_size") or ())
     t["latency_ms"] = latency_ms(teacher, size, repeats=10) if size else math.nan
     summary: dict[str, Any] = {"teacher": t}
-    for stage, key, fname in _STAGES:
+    for stage, key in FINAL_NAMES.items():
         f = ck_final.get(stage)
-        if not f or not run.file(fname).is_file():
+        if not f or not run.file(f"student_{key}.pt").is_file():
             continue
         summary[key] = dict(f)
         summary[key]["latency_ms"] = latency_ms(stage_students[stage], size, repeats=10) if size else math.nan
-    summary["winner"] = "stage2" if ck_final.get("winner") == "shrink" else "stage1"
+    summary["winner"] = FINAL_NAMES["shrink" if ck_final.get("winner") == "shrink" else "removal"]
     history = run.history()
     summary["rollouts"] = len(history)
     summary["degenerate_rollouts"] = sum(1 for r in history if r.get("degenerate"))

@@ -7,10 +7,10 @@ import weakref
 from collections import deque
 from typing import Any
 
-from ...errors import ConfigError
+from ...errors import ConfigError, first_line
 from ...reward import RewardEvaluator
 from .base import ParallelExecutor, uses_cuda
-from .worker import Trainer, evaluator_payload, first_line
+from .worker import Trainer, evaluator_payload
 
 __all__ = ["RayExecutor", "RAY_HINT"]
 
@@ -49,7 +49,7 @@ class RayExecutor(ParallelExecutor):
             try:
                 ray.init(address=address, **init_kwargs)
             except (ConnectionError, ValueError, RuntimeError) as e:
-                raise ConfigError(f"cannot connect to Ray at {address!r}: {first_line(e)}") from None
+                raise ConfigError(f"cannot connect to Ray at {address!r}: {first_line(e, with_type=True)}") from None
             self._started = True
         self._actors: list[Any] = []
         self._size = 1
@@ -110,7 +110,7 @@ class RayExecutor(ParallelExecutor):
                         results[index] = ("raise", e)  # not a lost worker: propagates like sequential
                         idle.append(slot)
                         continue
-                    why = first_line(e).split(": ", 1)[-1]
+                    why = first_line(e, with_type=True).split(": ", 1)[-1]
                     results[index] = ("error", f"worker process died ({why})")
                     with contextlib.suppress(Exception):  # already gone
                         ray.kill(actors[slot])

@@ -17,17 +17,11 @@ from typing import Any
 
 import torch
 
-from ...errors import ConfigError
-from ...errors import first_line as _first_line  # worker.first_line adds the type (ray.py reads it)
+from ...errors import ConfigError, first_line
 from ...reward import RewardCache, RewardEvaluator
 from .packets import unpack
 
-__all__ = ["Trainer", "WorkerError", "evaluator_payload", "worker_main", "death", "first_line"]
-
-
-def first_line(e: BaseException) -> str:
-    """An exception's type and the first line of its message (what a worker sends back)."""
-    return _first_line(e, with_type=True)
+__all__ = ["Trainer", "WorkerError", "evaluator_payload", "worker_main", "death"]
 
 
 def evaluator_payload(evaluator: RewardEvaluator) -> bytes:
@@ -40,7 +34,7 @@ def evaluator_payload(evaluator: RewardEvaluator) -> bytes:
         return pickle.dumps(ev, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as e:  # e.g. a data set holding a lambda or an open file
         raise ConfigError(
-            f"the reward evaluator cannot be sent to workers ({first_line(e)}); use --executor sequential"
+            f"the reward evaluator cannot be sent to workers ({first_line(e, with_type=True)}); use --executor sequential"
         ) from None
 
 
@@ -96,7 +90,7 @@ def worker_main(conn, payload: bytes, device: str | None, threads: int) -> None:
     try:
         trainer = Trainer(payload, device, threads)
     except Exception as e:  # reported to the main process, which raises it (a worker that cannot start)
-        conn.send_bytes(pickle.dumps((None, "init", first_line(e))))
+        conn.send_bytes(pickle.dumps((None, "init", first_line(e, with_type=True))))
         return
     conn.send_bytes(pickle.dumps((None, "ready", None)))
     while True:
