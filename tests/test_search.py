@@ -362,3 +362,22 @@ def test_a_teacher_at_chance_is_refused_by_above_chance_rewards(tmp_path, capsys
     run_compress(SearchConfig(**{**cfg, "reward_accuracy": "ratio"}), tmp_path / "b", quiet=True)
     teacher = json.loads((tmp_path / "b" / "summary.json").read_text())["teacher"]
     assert teacher["reward_chance"] == 0.0 and teacher["reward_accuracy"] > 0  # the paper's R_a = A / A_teacher
+
+
+def test_removal_start_is_resolved_from_the_teacher_unless_given(tmp_path):
+    """``remove_prior`` None (the default): the search measures where random removals of the
+    teacher stay legal, logs it once, and starts the policy and the removal supernet there; a
+    given ``remove_prior`` is used as it is, without measuring."""
+    from n2n_fx.policy import load_policy
+
+    assert SearchConfig().remove_prior is None
+    cfg = SearchConfig(**{**TINY, "stage": "removal", "removal_iterations": 1, "max_flops_ratio": 1.0})
+    run_compress(cfg, tmp_path / "auto", quiet=True)
+    starts = [x for x in (tmp_path / "auto" / "run.log").read_text().splitlines() if "removal start:" in x]
+    assert len(starts) == 1
+    prior = float(starts[0].split("P(remove) ")[1].split()[0])
+    assert load_policy(tmp_path / "auto" / "policies" / "removal.pt").config.remove_prior == prior
+    assert cfg.supernet_config("removal", prior).max_remove == min(0.6, 2 * prior)
+    run_compress(cfg.replace(remove_prior=0.3), tmp_path / "given", quiet=True)
+    assert "removal start:" not in (tmp_path / "given" / "run.log").read_text()
+    assert load_policy(tmp_path / "given" / "policies" / "removal.pt").config.remove_prior == 0.3

@@ -335,3 +335,27 @@ def test_rebuilt_modules_match_freshly_constructed_ones(old, ctx_kwargs, fresh):
     if any(True for _ in new.parameters()):
         new(x).square().mean().backward()  # a trainable module: every parameter gets a gradient
         assert all(p.grad is not None for p in new.parameters())
+
+
+def test_removal_start_is_where_random_removals_stay_legal():
+    """``legal_remove_prior``: removing a pool of a pooled stack multiplies the FLOPs of every conv
+    after it, so at the paper's P(remove) 0.5 most random students break a cap at the teacher's
+    FLOPs; the start goes down the rates until 40 % of the students are legal, the same for the same
+    seed, and stays at 0.5 without a cap or where removals stay cheap (conv4)."""
+    import random
+
+    from n2n_fx.rewrite.sample import REMOVE_PRIORS, legal_remove_prior
+
+    layers: list[nn.Module] = []
+    for c_in, c_out in ((1, 4), (4, 8), (8, 16), (16, 32), (32, 32)):  # widening: early pools save the most
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)]  # every removal stays valid: FLOPs decide
+    pooled = analyze(trace(nn.Sequential(*layers, *head), input_size=(1, 32, 32)))
+    cap = model_cost(pooled.gm).flops
+    prior, measured = legal_remove_prior(pooled, random.Random(0), cap)
+    assert measured[0.5] < 0.4 <= measured[prior] and prior < 0.5
+    assert list(measured) == [r for r in REMOVE_PRIORS if r >= prior]  # tried from 0.5 down, stopped there
+    assert legal_remove_prior(pooled, random.Random(0), cap) == (prior, measured)
+    assert legal_remove_prior(pooled, random.Random(0), None)[0] == 0.5
+    conv4 = analyze(trace("conv4", input_size=(1, 28, 28)))
+    assert legal_remove_prior(conv4, random.Random(0), model_cost(conv4.gm).flops)[0] == 0.5

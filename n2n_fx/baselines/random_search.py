@@ -2,8 +2,8 @@
 
 It is the N2N main job with both stages sampling from the registered ``uniform`` policy
 (``n2n_fx/policy/uniform.py``) instead of the learned LSTMs: stage 1 removes every removable layer
-with probability ``p_remove`` (the run's ``remove_prior``, 0.5 by default: what a fresh removal
-policy does), stage 2 draws a uniformly random legal ratio for every shrink variable of the best
+with probability ``p_remove`` (the run's ``remove_prior``, by default the rate a fresh removal
+policy starts at), stage 2 draws a uniformly random legal ratio for every shrink variable of the best
 stage-1 student, and the ``Learner`` has nothing to update. Everything else is unchanged: the same
 surgery, the same ``RewardEvaluator`` (KD on cached teacher logits), the same history rows,
 checkpoints, final CE + λ·KD training and report, so the two searches differ only in learning.
@@ -48,7 +48,8 @@ class RandomSearch(Search):
         self.p_remove = self.cfg.remove_prior if p_remove is None else p_remove  # a fresh policy's rate
 
     def _policy_settings(self, stage: Stage) -> PolicySettings:
-        return dataclasses.replace(super()._policy_settings(stage), remove_prior=self.p_remove)
+        settings = super()._policy_settings(stage)  # p_remove None: the rate a fresh removal policy starts at
+        return settings if self.p_remove is None else dataclasses.replace(settings, remove_prior=self.p_remove)
 
     def _learner(self, stage: Stage) -> Learner:
         saved = self.state.learners.get(stage.name)
@@ -96,7 +97,7 @@ def run_random_search(
         meta = RunDir.open(run_dir).read_json(BASELINE_FILE)
         if meta.get("method") != "random_search":
             raise ConfigError(f"{run_dir} is not a random-search run; resume it with its command")
-        p_remove = float(meta["p_remove"])
+        p_remove = None if meta["p_remove"] is None else float(meta["p_remove"])
     else:
         p_remove = cfg.remove_prior if p_remove is None else p_remove  # default: what a fresh removal policy draws
         cfg = cfg.replace(removal_policy_type=RANDOM_POLICY, shrink_policy_type=RANDOM_POLICY)  # recorded so

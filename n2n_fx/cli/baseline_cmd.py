@@ -115,7 +115,12 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     _add_flags(r, _COMMON + _RANDOM)
     r.add_argument("--run-dir", type=Path, default=None, help="default runs/random-<model>-<time>")
     r.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a run")
-    r.add_argument("--p-remove", type=float, default=None, help="P(remove) per layer (default: remove_prior, 0.5)")
+    r.add_argument(
+        "--p-remove",
+        type=float,
+        default=None,
+        help="P(remove) per layer (default: the run's remove_prior, what a fresh removal policy starts at)",
+    )
 
     pr = methods.add_parser(
         "prune",

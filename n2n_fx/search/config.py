@@ -61,8 +61,12 @@ class SearchConfig:
     shrink_lr: float = 0.01  # Adam lr of the shrink policy (paper: 0.01)
     # P(remove) of a fresh removal policy on each removable layer (the paper's uniform start: 0.5); the
     # removal supernet trains students drawn at removal rates U(0, min(0.6, 2 * remove_prior)): the
-    # rates a fresh policy draws, and never so many removals that nothing is left to learn
-    remove_prior: float = 0.5
+    # rates a fresh policy draws, and never so many removals that nothing is left to learn. None (auto):
+    # 0.5 where at least 40 % of 128 students drawn at 0.5 are legal (valid, within max_flops_ratio), else
+    # the first of 0.4, 0.3, 0.2, 0.1 where they are (rewrite.legal_remove_prior). VGG-13 and resnet18
+    # draw about 20 % legal students at 0.5: their removal policies collapsed onto removing everything or
+    # nothing (docs/results.md); they start at 0.1-0.3. vgg_tiny (56-64 %) and conv4 (83-89 %) keep 0.5
+    remove_prior: float | None = None
     # let the removal policy decide passive layers too (norms, activations, gates, dropout), as the
     # paper's action space does; they cost nothing, so by default they stay (docs/usage.md)
     remove_passive: bool = False
@@ -212,14 +216,16 @@ class SearchConfig:
             return self.reward_val_subset
         return 300 if self.reward_mode != "kd" else None
 
-    def supernet_config(self, space: str = "removal"):
-        """How this run trains the shared weights of ``space`` (``n2n_fx.supernet.SupernetConfig``)."""
+    def supernet_config(self, space: str = "removal", remove_prior: float | None = None):
+        """How this run trains the shared weights of ``space`` (``n2n_fx.supernet.SupernetConfig``);
+        ``remove_prior``: the run's resolved one when the config leaves it to the search (None)."""
         shrink = self.supernet_steps if self.supernet_shrink_steps is None else self.supernet_shrink_steps
+        prior = next(p for p in (remove_prior, self.remove_prior, 0.5) if p is not None)
         return SupernetConfig(
             steps=shrink if space == "shrink" else self.supernet_steps,
             lr=self.supernet_lr,
             random_students=self.supernet_students,
-            max_remove=min(0.6, 2.0 * self.remove_prior),
+            max_remove=min(0.6, 2.0 * prior),
             remove_passive=self.remove_passive,
             seed=self.seed,
             max_flops_ratio=self.max_flops_ratio,  # students the search would refuse are not trained

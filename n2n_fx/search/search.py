@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import time
 from typing import Any
 
@@ -27,8 +28,11 @@ from torch import fx
 from ..distill import DistillConfig, LogitCache, accuracy
 from ..errors import ConfigError, RunDirError
 from ..graph.cost import model_cost
+from ..graph.layers import analyze
 from ..reward import Constraints, Objective, Penalty, RewardCache, RewardEvaluator, latency_ms
+from ..rewrite.sample import legal_remove_prior
 from ..rundir import RunDir
+from ..seeds import derive_seed
 from ..supernet import Supernet
 from ..teacher.quality import majority_accuracy
 from .config import SearchConfig
@@ -68,6 +72,7 @@ class Search(StageLoop, SharedWeights, FinalTraining):
         self.state = SearchState()
         self.teacher_cost = model_cost(teacher)
         self.executor = make_executor(cfg)
+        self._remove_prior: float | None = None  # resolved once (remove_prior())
         self.supernet: Supernet | None = None  # shared reward modes: the trained shared weights
         self._on_device: fx.GraphModule | None = None  # the teacher's copy on self.device (device_teacher)
 
@@ -92,6 +97,22 @@ class Search(StageLoop, SharedWeights, FinalTraining):
         logger.info(f"resuming at {self.state.phase} iteration {self.state.iteration} ({kept} history rows kept)")
 
     # -- setup -----------------------------------------------------------------------------------------
+    def remove_prior(self) -> float:
+        """P(remove) per layer of a fresh removal policy and the removal supernet's rates: the config's,
+        or (None) the first rate at which 40 % of random removals of the teacher are legal."""
+        cfg = self.cfg
+        if cfg.remove_prior is not None:
+            return cfg.remove_prior
+        if self._remove_prior is not None:
+            return self._remove_prior
+        cap = None if cfg.max_flops_ratio is None else cfg.max_flops_ratio * self.teacher_cost.flops
+        rng = random.Random(derive_seed(cfg.seed, "remove_prior"))
+        prior, measured = legal_remove_prior(analyze(self.teacher), rng, cap, passive=cfg.remove_passive)
+        tried = ", ".join(f"{share:.0%} at {rate}" for rate, share in measured.items())
+        logger.info(f"removal start: P(remove) {prior} per layer (legal random students: {tried})")
+        self._remove_prior = prior
+        return prior
+
     def _reward_data(self) -> tuple[Any, LogitCache]:
         """The training data students (and the supernet) are distilled on, and its teacher logits."""
         train = self.splits.train_plain

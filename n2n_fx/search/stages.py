@@ -53,7 +53,7 @@ class StageLoop:
         cfg = self.cfg
         return PolicySettings(
             feature_dim=FEATURE_DIM,
-            remove_prior=cfg.remove_prior,
+            remove_prior=self.remove_prior(),
             ratios=RATIOS,
             keep_bias=cfg.shrink_keep_bias,
             value_head=cfg.algo == "actor_critic",
