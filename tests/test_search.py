@@ -16,7 +16,7 @@ from torch import nn
 from n2n_fx.cli import main
 from n2n_fx.data import load_splits
 from n2n_fx.distill import accuracy
-from n2n_fx.errors import ConfigError
+from n2n_fx.errors import ConfigError, RunDirError
 from n2n_fx.search import SearchConfig, compress, load_run, run_compress
 
 TINY = tiny()
@@ -381,3 +381,23 @@ def test_removal_start_is_resolved_from_the_teacher_unless_given(tmp_path):
     run_compress(cfg.replace(remove_prior=0.3), tmp_path / "given", quiet=True)
     assert "removal start:" not in (tmp_path / "given" / "run.log").read_text()
     assert load_policy(tmp_path / "given" / "policies" / "removal.pt").config.remove_prior == 0.3
+
+
+@pytest.mark.parametrize("mode", ["kd", "shared"])
+def test_stage2_narrows_stage1s_best_student_when_no_removal_meets_the_constraints(tmp_path, mode):
+    """A parameter limit removals alone cannot meet: stage 1 has no legal best, so stage 2 narrows
+    its valid student of best raw reward (not the teacher), says so in the log, and a run where
+    nothing meets the limit ends in one clear error."""
+    changes = {"max_params": 1, "removal_iterations": 2, "shrink_iterations": 1, "reward_mode": mode}
+    cfg = SearchConfig(**{**TINY, **changes})
+    with pytest.raises(RunDirError, match="no valid student was found"):
+        run_compress(cfg, tmp_path / "r", quiet=True)
+    rows = [json.loads(x) for x in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
+    removal = [r for r in rows if r["stage"] == "removal" and r["degenerate"] is None]
+    assert removal and all(r["violations"] for r in removal)
+    base = max(removal, key=lambda r: r["raw_reward"])
+    assert base["actions"]  # the tiny run's best raw reward removes something
+    log = (tmp_path / "r" / "run.log").read_text()
+    assert f"narrows its best-rewarded valid one (removing {', '.join(sorted(base['actions']))})" in log
+    shrunk = [r for r in rows if r["stage"] == "shrink" and r["degenerate"] is None]
+    assert shrunk and all(r["params"] <= base["params"] for r in shrunk)

@@ -197,9 +197,20 @@ class StageLoop:
         return rw, (rw.student if rw.valid else None)
 
     def _stage1_removal(self) -> list[str]:
-        """The layers stage 1's best student removed (none when stage 1 did not run)."""
+        """The layers stage 1's best student removed (none when stage 1 did not run). When every student
+        of stage 1 broke a constraint (a parameter limit removals alone cannot meet, say), its valid student
+        of best raw reward: stage 2 may still narrow it within the limits, where the teacher may not."""
         best1 = self.state.best.get("removal")
-        return sorted(best1.actions["remove"]) if best1 is not None else []
+        if best1 is not None:
+            return sorted(best1.actions["remove"])
+        row = self._stage1_unconstrained_best()
+        return sorted(row["actions"]) if row is not None else []
+
+    def _stage1_unconstrained_best(self) -> dict[str, Any] | None:
+        """Stage 1's valid student of best raw reward (constraints aside), the first of equals; None
+        when stage 1 scored none."""
+        rows = [r for r in self.run_dir.history() if r["stage"] == "removal" and r["degenerate"] is None]
+        return max(rows, key=lambda r: r["raw_reward"], default=None)
 
     def _shrink_teacher(self) -> bool:
         """Whether stage 2 also shrinks the teacher itself: asked for, and stage 1's winner removed something."""
@@ -210,9 +221,15 @@ class StageLoop:
         student's (``shrink``), or the teacher's own (``shrink_teacher``)."""
         best1 = self.state.best.get("removal") if stage == "shrink" else None
         remove = self._stage1_removal() if stage == "shrink" else []
+        if stage == "shrink" and best1 is None and remove:
+            logger.info(
+                f"stage 1 found no student within the constraints: stage 2 narrows its best-rewarded valid one "
+                f"(removing {', '.join(remove)})"
+            )
         if self.supernet is not None:
             return self.supernet.stage1_analysis(remove), {"remove": remove}
-        if best1 is None:
-            return analyze(self.teacher), {"remove": []}
+        if best1 is None:  # the teacher's weights: stage 1 trained none of the students it refused
+            r = rebuild_student(self.teacher, {"remove": remove}, None, self.cfg.max_linear_growth)
+            return analyze(r.student.eval()), {"remove": remove}
         r = rebuild_student(self.teacher, best1.actions, best1.state_dict, self.cfg.max_linear_growth)
         return analyze(r.student.eval()), {"remove": remove}
