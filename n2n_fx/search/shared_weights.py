@@ -61,7 +61,8 @@ class SharedWeights:
             logger.info(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
             return net
         kind = "removal" if space == "removal" else "shrink"  # both shrink stages train over shrinks
-        scfg = self.cfg.supernet_config(kind, self.remove_prior())
+        prior = self.remove_prior() if kind == "removal" else None  # shrink students remove nothing
+        scfg = self.cfg.supernet_config(kind, prior)
         what = "removals" if space == "removal" else f"shrinks of the {'stage-1 winner' if remove else 'teacher'}"
         logger.info(
             f"supernet: training shared weights over {what} ({scfg.steps} steps, {2 + scfg.random_students} students a step)"

@@ -3,6 +3,7 @@ their students and rewards, one policy update, the stage's best, an atomic check
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -49,15 +50,16 @@ class StageLoop:
         return self._offset(phase) + self.state.iteration if phase in STAGE_ORDER else 1 << 30
 
     def _policy_settings(self, stage: Stage) -> PolicySettings:
-        """What a fresh policy of ``stage`` is built with (``policy.registry.make_policy``)."""
+        """What a fresh policy of ``stage`` is built with (``policy.registry.make_policy``); only a removal
+        policy needs the removal start, so a shrink stage never measures it."""
         cfg = self.cfg
-        return PolicySettings(
+        settings = PolicySettings(
             feature_dim=FEATURE_DIM,
-            remove_prior=self.remove_prior(),
             ratios=RATIOS,
             keep_bias=cfg.shrink_keep_bias,
             value_head=cfg.algo == "actor_critic",
         )
+        return dataclasses.replace(settings, remove_prior=self.remove_prior()) if stage.kind == "removal" else settings
 
     def _policy(self, stage: Stage):
         """The policy ``stage`` starts from: its saved one (transfer), or a fresh one of its registered type."""
@@ -228,8 +230,11 @@ class StageLoop:
             )
         if self.supernet is not None:
             return self.supernet.stage1_analysis(remove), {"remove": remove}
-        if best1 is None:  # the teacher's weights: stage 1 trained none of the students it refused
-            r = rebuild_student(self.teacher, {"remove": remove}, None, self.cfg.max_linear_growth)
-            return analyze(r.student.eval()), {"remove": remove}
-        r = rebuild_student(self.teacher, best1.actions, best1.state_dict, self.cfg.max_linear_growth)
-        return analyze(r.student.eval()), {"remove": remove}
+        growth = self.cfg.max_linear_growth
+        if best1 is not None:
+            student = rebuild_student(self.teacher, best1.actions, best1.state_dict, growth).student
+        elif remove:  # the teacher's weights: stage 1 trained none of the students it refused
+            student = rebuild_student(self.teacher, {"remove": remove}, None, growth).student
+        else:
+            student = self.teacher
+        return analyze(student.eval()), {"remove": remove}
