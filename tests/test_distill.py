@@ -291,3 +291,25 @@ def test_accuracy_is_top1_and_restores_mode():
     model = OneHotOf().train()
     assert accuracy(model, ds, batch_size=7) == 1.0 and model.training
     assert accuracy(OneHotOf(shift=1), ds) == 0.0
+
+
+def test_keep_best_breaks_accuracy_ties_by_validation_loss(splits):
+    """On a small validation split epochs often tie on accuracy; the kept weights are then those of
+    the lowest validation loss (the most trained, as a rule), not the first epoch to reach it."""
+    from n2n_fx.distill import accuracy_and_loss
+
+    model = small_cnn(16)
+    seen = []
+
+    def on_epoch(*_):
+        seen.append(accuracy_and_loss(model, splits.val))
+        model.train()
+
+    cfg = DistillConfig(loss="ce", epochs=8, lr=3e-3, keep_best=True, schedule="cosine")
+    r = distill(model, splits.train_plain, cfg, val_data=splits.val, on_epoch=on_epoch)
+    top = max(acc for acc, _ in seen)
+    tied = [i + 1 for i, (acc, _) in enumerate(seen) if acc == top]
+    assert len(tied) >= 2, f"the test needs epochs that tie on accuracy: {seen}"
+    want = min(tied, key=lambda e: seen[e - 1][1])
+    assert r.best_epoch == want and r.val_accuracy == top
+    assert accuracy_and_loss(model, splits.val) == pytest.approx(seen[want - 1])

@@ -17,7 +17,8 @@ from n2n_fx.cli import main
 from n2n_fx.data import load_splits
 from n2n_fx.distill import accuracy
 from n2n_fx.errors import ConfigError, RunDirError
-from n2n_fx.search import SearchConfig, compress, load_run, run_compress
+from n2n_fx.reward import RewardEvaluator, register_reward
+from n2n_fx.search import Search, SearchConfig, compress, load_run, run_compress
 
 TINY = tiny()
 
@@ -401,3 +402,103 @@ def test_stage2_narrows_stage1s_best_student_when_no_removal_meets_the_constrain
     assert f"narrows its best-rewarded valid one (removing {', '.join(sorted(base['actions']))})" in log
     shrunk = [r for r in rows if r["stage"] == "shrink" and r["degenerate"] is None]
     assert shrunk and all(r["params"] <= base["params"] for r in shrunk)
+
+
+@register_reward("compression_first")
+def _compression_first(accuracy, teacher_accuracy, compression, chance):
+    """The most compressed student wins (accuracy breaks ties): more accurate students are left behind."""
+    return compression + 0.01 * accuracy
+
+
+class _ReadBySize(RewardEvaluator):
+    """Readings a tiny run cannot give (its students read chance): the larger a student, the more
+    accurate the search reads it, as on a real teacher."""
+
+    def __call__(self, student, step=0):
+        rec = super().__call__(student, step)
+        return rec if rec.accuracy is None else dataclasses.replace(rec, accuracy=rec.params / self.teacher_params)
+
+
+class _ScriptedFinal(Search):
+    """A search whose students read by size (``_ReadBySize``) and whose final training reports a scripted
+    validation accuracy: the first student it trains 5 points below the teacher, every later one equal to
+    it (weights, files and test accuracy are the real training's)."""
+
+    def _evaluator(self, train, cache):
+        evaluator = super()._evaluator(train, cache)
+        evaluator.__class__ = _ReadBySize
+        return evaluator
+
+    def _train_final(self, stage, actions, state_dict, name, record):
+        entry = super()._train_final(stage, actions, state_dict, name, record)
+        tried = len(self.state.final.get("tries", ()))
+        entry["val_accuracy"] = self.state.teacher["val_accuracy"] - (0.05 if tried == 0 else 0.0)
+        return entry
+
+
+@pytest.mark.parametrize("mode", ["kd", "shared"])
+def test_final_walks_back_to_a_more_accurate_student_within_max_accuracy_drop(tmp_path, mode):
+    """The search's best (the most compressed: ``compression_first``) trains to 5 points below the teacher,
+    over max_accuracy_drop 1: the final phase trains the best-rewarded student the search read as more
+    accurate (from its weights as the search read it), finds it within the tolerance and ships it:
+    student.pt, the summary and the report say so."""
+    changes = {"reward_mode": mode, "reward_fn": "compression_first"}
+    cfg = SearchConfig(**{**TINY, **changes, "max_accuracy_drop": 1.0, "final_candidates": 3})
+    res = run_compress(cfg, tmp_path / "r", quiet=True, search_cls=_ScriptedFinal)
+    d = tmp_path / "r"
+    key = res.summary["winner"]
+    final = res.summary[key]
+    tries = final["tries"]
+    assert len(tries) == 2 and final["try_index"] == 1 and final["within_tolerance"]
+    best = torch.load(d / "checkpoint.pt", weights_only=False)["best"]["shrink" if key == "stage2" else "removal"]
+    assert tries[0]["params"] == best["record"]["params"], "the search's best is tried first"
+    stages = ("removal",) if key == "stage1" else ("shrink", "shrink_teacher")
+    more_accurate = [
+        r
+        for r in res.history
+        if r["stage"] in stages and r["degenerate"] is None and not r["violations"]
+        if r["accuracy"] > tries[0]["accuracy"]
+    ]
+    assert tries[1]["params"] == max(more_accurate, key=lambda r: r["reward"])["params"], (
+        "next: the best-rewarded student read as more accurate"
+    )
+    shipped = torch.load(d / "student.pt", weights_only=False)
+    assert shipped["params"] == tries[1]["params"] == final["params"]
+    assert (d / f"student_{key}_try0.pt").is_file() and (d / f"student_{key}_try1.pt").is_file()
+    student, _ = load_run(d)
+    splits = load_splits("synthetic", seed=0, **TINY["dataset_options"])
+    assert accuracy(student, splits.test) == pytest.approx(final["test_accuracy"])
+    assert "max_accuracy_drop 1.0 point (validation)" in (d / "report.md").read_text()
+    assert "shipped try 2 of 2" in (d / "report.txt").read_text()
+
+
+def test_no_accuracy_tolerance_trains_only_the_search_best(tmp_path):
+    """max_accuracy_drop None: the paper's pick, one final training, no tries recorded."""
+    res = run_compress(SearchConfig(**{**TINY, "max_accuracy_drop": None}), tmp_path / "r", quiet=True)
+    final = res.summary[res.summary["winner"]]
+    assert "tries" not in final and not list((tmp_path / "r").glob("*_try*"))
+    assert "max_accuracy_drop None" not in (tmp_path / "r" / "report.md").read_text()
+    assert "point (validation)" not in (tmp_path / "r" / "report.txt").read_text()
+
+
+def test_stage1_judges_a_parameter_limit_on_what_stage2_can_narrow_its_students_to(tmp_path):
+    """A limit far below what removals alone reach (6,000 of 77 K parameters): stage 1 keeps its best
+    student whose narrowest shrink is within it (its own size breaks the limit, and is what it is
+    rewarded for), stage 2 narrows that student within the limit, and the run ships stage 2's."""
+    cfg = SearchConfig(**{**TINY, "max_params": 6000, "shrink_iterations": 4, "rollouts": 3, "penalty": "hard"})
+    res = run_compress(cfg, tmp_path / "r", quiet=True)
+    rows = res.history
+    stage1 = [r for r in rows if r["stage"] == "removal" and r["degenerate"] is None]
+    assert all(isinstance(r["floor_violations"], list) for r in stage1)
+    assert not any(r["floor_violations"] is not None for r in rows if r["stage"] == "shrink")
+    best1 = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["best"]["removal"]
+    assert best1["record"]["violations"] and best1["record"]["floor_violations"] == [], (
+        "stage 1's best breaks the limit itself but not through its narrowest shrink"
+    )
+    assert best1["reward"] == best1["record"]["raw_reward"], "and is not penalised for it"
+    shrunk = [r for r in rows if r["stage"] == "shrink" and r["degenerate"] is None]
+    assert shrunk and all(r["params"] <= best1["record"]["params"] for r in shrunk), "stage 2 narrows it"
+    assert res.summary["winner"] == "stage2" and res.summary["stage2"]["params"] <= 6000
+    bias = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["keep_bias"]["shrink"]
+    assert bias < 3.0, "stage 2 started narrower than its mild default, where random shrinks are legal"
+    assert "shrink: shrink start: ratio logits" in (tmp_path / "r" / "run.log").read_text()

@@ -55,6 +55,11 @@ def main() -> None:
     ap.add_argument(
         "--objective", choices=("params", "flops", "latency"), default="params", help="what the reward's C is taken on"
     )
+    ap.add_argument(
+        "--shrink-teacher",
+        action="store_true",
+        help="stage 2 also narrows the teacher's full depth (its own supernet and policy)",
+    )
     args = ap.parse_args()
     setup(args)
     t0 = time.perf_counter()
@@ -64,12 +69,15 @@ def main() -> None:
         name += f"-c{args.min_compression:g}"
     if args.objective != "params":
         name += f"-{args.objective}"
+    if args.shrink_teacher:
+        name += "-two"
     budget = (
         {**SHARED_BUDGETS[args.teacher], "reward_mode": "shared"}
         if shared
         else {**BUDGETS[args.teacher], "reward_mode": "kd"}
     )
     budget["objective"] = args.objective
+    budget["shrink_teacher"] = args.shrink_teacher
     if args.min_compression:  # the teacher's architecture decides its parameter count, not its training
         teacher_params = sum(p.numel() for p in build_model(args.teacher, num_classes=10, in_channels=1).parameters())
         budget["max_params"] = math.floor(teacher_params / args.min_compression)

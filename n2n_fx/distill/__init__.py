@@ -1,7 +1,7 @@
 """Knowledge distillation: losses, a teacher-logit cache, a student trainer and accuracy."""
 
 from .config import DistillConfig
-from .evaluate import accuracy, model_device, predict_logits
+from .evaluate import accuracy, accuracy_and_loss, model_device, predict_logits
 from .logit_cache import IndexedDataset, LogitCache, dataset_fingerprint
 from .loss import LOSSES, distill_loss, kd_kl_loss, kd_l2_loss
 from .trainer import DistillResult, distill
@@ -13,6 +13,7 @@ __all__ = [
     "IndexedDataset",
     "LogitCache",
     "accuracy",
+    "accuracy_and_loss",
     "dataset_fingerprint",
     "distill",
     "distill_loss",

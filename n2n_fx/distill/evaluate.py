@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.loaders import make_loader
@@ -104,6 +105,41 @@ def accuracy(
     if total == 0:
         raise DataError("cannot evaluate on an empty data set; give a non-empty validation/test split")
     return float(correct) / total
+
+
+def accuracy_and_loss(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` on ``data`` in one pass (as ``accuracy``).
+
+    The loss tells apart weights of equal accuracy: on a few hundred validation samples one
+    sample is a step of about half a point, and epochs of a cosine schedule often tie.
+
+    Example:
+        >>> from n2n_fx.data import get_dataset
+        >>> ds = get_dataset("synthetic", num_samples=20, image_size=8)
+        >>> acc, loss = accuracy_and_loss(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), ds)
+        >>> 0.0 <= acc <= 1.0 and loss > 0
+        True
+    """
+    correct = torch.zeros((), dtype=torch.long)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    total = 0
+
+    def count(logits: torch.Tensor, y: torch.Tensor) -> None:
+        nonlocal correct, loss_sum, total
+        correct = correct + (logits.argmax(dim=1) == y).sum().cpu()
+        loss_sum = loss_sum + F.cross_entropy(logits.float(), y, reduction="sum").double().cpu()
+        total += y.numel()
+
+    _forward_all(model, data, batch_size, device, count)
+    if total == 0:
+        raise DataError("cannot evaluate on an empty data set; give a non-empty validation/test split")
+    return float(correct) / total, float(loss_sum) / total
 
 
 def predict_logits(

@@ -22,7 +22,7 @@ from ..storage import atomic_write_text
 from .figures import MISSING, new_figure, save_png
 from .pareto import heavier_than_teacher, write_pareto
 
-__all__ = ["summary_rows", "heavier_lines", "layer_table", "curves", "write_report"]
+__all__ = ["summary_rows", "heavier_lines", "layer_table", "curves", "tolerance_lines", "gap_words", "write_report"]
 
 SUMMARY_HEADERS = ["model", "acc.", "#params", "Δ acc.", "compr.", "FLOPs", "CPU latency (ms)"]
 
@@ -88,6 +88,46 @@ def heavier_lines(summary: dict[str, Any]) -> list[str]:
         if flags:
             lines.append(f"the {label} student: {', '.join(flags)}")
     return lines
+
+
+def gap_words(teacher_accuracy: float, student_accuracy: float) -> str:
+    """A student's accuracy against its teacher's, in points and words.
+
+    Example:
+        >>> gap_words(0.98, 0.9665), gap_words(0.98, 0.9883), gap_words(0.98, 0.98)
+        ('1.35 points below', '0.83 points above', 'level with')
+    """
+    points = round(100 * (teacher_accuracy - student_accuracy), 2)
+    if points == 0:
+        return "level with"
+    return f"{abs(points):.2f} points {'below' if points > 0 else 'above'}"
+
+
+def tolerance_lines(summary: dict[str, Any], max_drop: float | None) -> list[str]:
+    """What ``max_accuracy_drop`` did to the run's result: the students trained to find one within
+    it (search/tolerance.py), on the validation split the pick was made on.
+
+    Example:
+        >>> s = {"teacher": {"val_accuracy": 0.98}, "winner": "stage2", "stage2": {"within_tolerance": True,
+        ...      "try_index": 1, "tries": [{"params": 8800, "val_accuracy": 0.965}, {"params": 11500, "val_accuracy": 0.976}]}}
+        >>> tolerance_lines(s, 1.0)
+        ["max_accuracy_drop 1.0 point (validation): the search's best (8,800 params) trained to 1.50 points below the teacher; shipped try 2 of 2 (11,500 params, 0.40 points below it)"]
+    """
+    s = summary.get(summary.get("winner", ""))
+    if max_drop is None or not isinstance(s, dict) or not s.get("tries"):
+        return []
+    tval = summary["teacher"]["val_accuracy"]
+    tries, k = s["tries"], int(s.get("try_index", 0))
+    head = f"max_accuracy_drop {max_drop} point (validation): "
+    first = f"the search's best ({tries[0]['params']:,} params) trained to {gap_words(tval, tries[0]['val_accuracy'])} the teacher"
+    if len(tries) == 1:
+        return [head + first + (" (within it)" if s.get("within_tolerance") else "; no more accurate student to try")]
+    chosen = f"{tries[k]['params']:,} params, {gap_words(tval, tries[k]['val_accuracy'])} it"
+    if s.get("within_tolerance"):
+        return [head + first + f"; shipped try {k + 1} of {len(tries)} ({chosen})"]
+    return [
+        head + first + f"; none of {len(tries)} tried is within it: shipped the most accurate, try {k + 1} ({chosen})"
+    ]
 
 
 def layer_table(teacher: fx.GraphModule, student: fx.GraphModule, diff: Diff) -> list[list[Any]]:
@@ -251,6 +291,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     sc = model_cost(student)
     pareto = write_pareto(run)
     heavy = heavier_lines(summary)
+    tolerance = tolerance_lines(summary, cfg.get("max_accuracy_drop"))
     # students whose final training diverged keep their search-time weights (search/final.py)
     fallbacks = [
         f"the {'stage 1' if key == 'stage1' else 'stage 2'} student's {summary[key]['fallback']}"
@@ -262,7 +303,9 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         "",
         *_teacher_lines(teacher_info),
         "Accuracy is on the test split after final training (CE + λ·KD); rewards used the validation split. "
-        "`*` marks the run's result (the student with the highest search reward): `student.pt`.",
+        "`*` marks the run's result (the student with the highest search reward, or under `max_accuracy_drop` "
+        "the first of it and its more accurate runners-up to train to within that many points of the teacher "
+        "on validation): `student.pt`.",
         "",
         main,
         "",
@@ -271,6 +314,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
         "",
         *[f"- {line}" for line in learned],
         "",
+        *[f"{line}.\n" for line in tolerance],
         *[f"**Note**: {line} (lower `final_lr`).\n" for line in fallbacks],
         *[f"**Heavier than the teacher**: {line} (see pareto.md).\n" for line in heavy],
         f"Objective: C on {cfg.get('objective', 'params')}{_plugins(cfg)}. Every evaluated student, accuracy vs params, FLOPs "
@@ -290,7 +334,7 @@ def write_report(run: RunDir, teacher: fx.GraphModule, student: fx.GraphModule, 
     md += ["![curves](curves.png)", ""] if hint is None else [f"_{hint}_", ""]
     atomic_write_text(run.file("report.md"), "\n".join(md))
     txt = "\n".join(
-        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks]
+        [tabulate(summary_rows(summary), headers=SUMMARY_HEADERS), *fallbacks, *tolerance]
         + [f"heavier than the teacher: {line}" for line in heavy]
         + ["", *learned, "", diff.table(), ""]
         + ([] if hint is None else [hint])

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.utils.data import Dataset
 
 from ..degenerate import Degenerate, Reason
@@ -43,6 +43,7 @@ from .constraints import Constraints, Penalty
 from .formula import DEGENERATE_REWARD, check_chance, compression
 from .measure import count_flops, count_params, latency_ms, peak_activation_bytes
 from .objective import Objective
+from .reachable import FLOOR_QUANTITIES, narrowest_cost
 from .registry import DEFAULT_REWARD, RewardFn, reward_function, reward_name
 
 __all__ = ["RewardRecord", "RewardEvaluator", "REWARD_MODES"]
@@ -74,6 +75,15 @@ class RewardRecord:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form details (e.g. per-epoch losses)
     latency_device: str | None = None  # the device latency_ms was measured on ("cpu", "cuda")
     objective_compression: float | None = None  # C on the objective's quantity (= compression for params)
+    # ``reachable`` scoring (stage 1 of a two-stage run): params and FLOPs of the student's narrowest shrink
+    floor: dict[str, float] | None = None
+    floor_violations: tuple[str, ...] | None = None  # the limits that narrowest shrink breaks (None: not judged)
+
+    @property
+    def blocking(self) -> tuple[str, ...]:
+        """The violations that make the student illegal for its stage: its narrowest shrink's when it was
+        judged on that (``RewardEvaluator.reachable``), else its own."""
+        return self.violations if self.floor_violations is None else self.floor_violations
 
     @property
     def is_degenerate(self) -> bool:
@@ -89,6 +99,7 @@ class RewardRecord:
         """A JSON-able dict (tuples become lists, ``degenerate`` its text)."""
         d = asdict(self)
         d["violations"] = list(self.violations)
+        d["floor_violations"] = None if self.floor_violations is None else list(self.floor_violations)
         d["degenerate"] = None if self.degenerate is None else str(self.degenerate)
         return d
 
@@ -97,6 +108,8 @@ class RewardRecord:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in data.items() if k in known}
         d["violations"] = tuple(d.get("violations", ()))
+        if d.get("floor_violations") is not None:
+            d["floor_violations"] = tuple(d["floor_violations"])
         if d.get("degenerate") is not None:
             d["degenerate"] = Degenerate.of(d["degenerate"])
         return cls(**d)
@@ -188,6 +201,9 @@ class RewardEvaluator:
         self.latency_repeats = latency_repeats
         self.objective = objective or Objective("params", float(teacher_params))
         self.measure_latency = measure_latency
+        # stage 1 of a two-stage run: a student is within a parameter / FLOPs limit when its narrowest
+        # shrink is (stage 2 narrows it); its own size is still recorded and rewarded (reward/reachable.py)
+        self.reachable = False
         self.cache = cache if cache is not None else RewardCache()
         self.cache.bind(self.context())
         if logit_cache is not None:
@@ -284,6 +300,10 @@ class RewardEvaluator:
         if record.activation_bytes is None and self._needs("activation_bytes"):
             cpu = student if _on_cpu(student) else copy.deepcopy(student).cpu()
             record = replace(record, activation_bytes=peak_activation_bytes(cpu, self.input_size))
+        limited = any(q in self.constraints.quantities for q in FLOOR_QUANTITIES)
+        if self.reachable and limited and record.floor is None and isinstance(student, fx.GraphModule):
+            floor = narrowest_cost(student, self.input_size)
+            record = replace(record, floor={q: floor[q] for q in FLOOR_QUANTITIES})
         return record
 
     def _evaluate(self, student: nn.Module, key: str, params: int) -> RewardRecord:
@@ -337,6 +357,7 @@ class RewardEvaluator:
                 raw_reward=DEGENERATE_REWARD,
                 step=step,
                 violations=(),
+                floor_violations=None,
                 epsilon=None,
             )
         c = self.objective.compression(record.quantities())
@@ -348,13 +369,18 @@ class RewardEvaluator:
             )
         raw = max(DEGENERATE_REWARD, float(raw))  # no student scores below a degenerate one
         violations = tuple(self.constraints.violations(record.quantities())) if self.constraints else ()
-        reward = self.penalty.apply(raw, not violations, step)
-        eps = self.penalty.epsilon(step) if violations and self.penalty.mode == "anneal" else None
+        floor_violations = None
+        if self.reachable and record.floor is not None:
+            floor_violations = tuple(self.constraints.violations({**record.quantities(), **record.floor}))
+        blocking = violations if floor_violations is None else floor_violations
+        reward = self.penalty.apply(raw, not blocking, step)
+        eps = self.penalty.epsilon(step) if blocking and self.penalty.mode == "anneal" else None
         return replace(
             record,
             reward=reward,
             raw_reward=raw,
             violations=violations,
+            floor_violations=floor_violations,
             epsilon=eps,
             step=step,
             objective_compression=c,

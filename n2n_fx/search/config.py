@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ..errors import ConfigError
+from ..features import RATIOS
 from ..policy.learner import LearnerConfig
 from ..policy.registry import policy_names
 from ..reward import Constraints, Penalty, reward_names
@@ -74,7 +75,10 @@ class SearchConfig:
     # updates as the shrink of stage 1's winner); the better-rewarded of the two is the stage-2 student.
     # Stage 1 may remove layers a uniformly narrowed full-depth student keeps to its profit (docs/usage.md)
     shrink_teacher: bool = False
-    shrink_keep_bias: float = 3.0  # fresh shrink policy: logit of ratio r starts at bias * r (mean ratio ~0.75)
+    # fresh shrink policy: the logit of ratio r starts at bias * r (3: mean ratio ~0.75). None (auto): 3, or
+    # under max_params the first of 3, 1.5, 0, -2, ... at which 40 % of such random shrinks of the stage's
+    # base are within the limit (VGG-13 asked for 127x: its stage-1 student had to shrink 15x more)
+    shrink_keep_bias: float | None = None
     algo: Algo = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
     baseline_decay: float = 0.9  # EMA decay of the REINFORCE baseline
     # REINFORCE baseline: "ema" (paper: moving average of mean rewards) or "batch" (leave-one-out
@@ -144,6 +148,13 @@ class SearchConfig:
     # who gets it: "winner" (the run's result: the best-rewarded student of either stage) or "both" (each
     # stage's best, the two rows of the paper's Table 1: twice the final training time)
     final_students: FinalStudents = "winner"
+    # the most validation accuracy (points) the run's result may lose against its teacher after final
+    # training (None: no limit, the paper's pick). Over it, the final phase trains the best-rewarded
+    # student the search read as more accurate, and so on (at most final_candidates in all), and ships
+    # the first within it (none: the most accurate). The paper's reward alone gave the built-in data's
+    # seeds 5.3-8.8x at 1.15-1.35 points below; docs/usage.md
+    max_accuracy_drop: float | None = 1.0
+    final_candidates: int = 4  # students at most trained to convergence to find one within max_accuracy_drop
     final_epochs: int = 10  # epochs of final training of the best students (cosine lr decay, best val epoch kept)
     # the KD term: "ce+kl" (T=4 soft targets) or "ce+l2" (the paper's logit L2). conv4 on the built-in
     # data, an 8x student, 10 cosine epochs from 3e-3: test acc 97.5 % with ce+kl, 96.9 % with ce+l2
@@ -179,7 +190,6 @@ class SearchConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be positive")
         if self.calib_batches < 1:
             raise ConfigError(f"calib_batches={self.calib_batches} must be at least 1")
-        self.supernet_config()  # checks the supernet settings
         if self.teacher_epochs < 1 or self.teacher_patience < 0:
             raise ConfigError("teacher_epochs must be >= 1 and teacher_patience >= 0")
         if self.rollout_threads is not None and self.rollout_threads < 1:
@@ -195,6 +205,7 @@ class SearchConfig:
         Constraints.from_limits(
             max_params=self.max_params, max_flops=self.max_flops, max_latency_ms=self.max_latency_ms
         )
+        self.supernet_config()  # checks the supernet settings
         if self.max_flops_ratio is not None and not (math.isfinite(self.max_flops_ratio) and self.max_flops_ratio > 0):
             raise ConfigError(f"max_flops_ratio={self.max_flops_ratio} must be a positive number (or None)")
         Penalty(self.penalty, self.penalty_schedule)
@@ -216,11 +227,15 @@ class SearchConfig:
             return self.reward_val_subset
         return 300 if self.reward_mode != "kd" else None
 
-    def supernet_config(self, space: str = "removal", remove_prior: float | None = None):
+    def supernet_config(
+        self, space: str = "removal", remove_prior: float | None = None, keep_bias: float | None = None
+    ):
         """How this run trains the shared weights of ``space`` (``n2n_fx.supernet.SupernetConfig``);
-        ``remove_prior``: the run's resolved one when the config leaves it to the search (None)."""
+        ``remove_prior`` / ``keep_bias``: the run's resolved ones when the config leaves them to the search."""
         shrink = self.supernet_steps if self.supernet_shrink_steps is None else self.supernet_shrink_steps
         prior = next(p for p in (remove_prior, self.remove_prior, 0.5) if p is not None)
+        bias = next((b for b in (keep_bias, self.shrink_keep_bias) if b is not None), None)
+        limited = self.max_params is not None  # shrink students drawn where the search draws them, within the limit
         return SupernetConfig(
             steps=shrink if space == "shrink" else self.supernet_steps,
             lr=self.supernet_lr,
@@ -229,6 +244,9 @@ class SearchConfig:
             remove_passive=self.remove_passive,
             seed=self.seed,
             max_flops_ratio=self.max_flops_ratio,  # students the search would refuse are not trained
+            max_params=self.max_params,
+            shrink_bias=bias if limited else None,
+            narrowest=min(RATIOS) if limited else SupernetConfig.narrowest,
         )
 
     def resolved_device(self) -> str:

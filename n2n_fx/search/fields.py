@@ -52,6 +52,7 @@ LR_RANGE = Range(0, 3e37, open_low=True)
 RANGES: dict[str, Range] = {
     "teacher_epochs": Range(1),
     "rollouts": Range(1),
+    "final_candidates": Range(1),
     "batch_size": Range(1),
     "rollout_threads": Range(1),
     "shrink_keep_bias": Range(),  # a logit slope: any sign

@@ -113,11 +113,15 @@ class Search(StageLoop, SharedWeights, FinalTraining):
         self._remove_prior = prior
         return prior
 
+    def _reward_train(self):
+        """The training data students (and the supernet) are distilled and recalibrated on."""
+        if self.cfg.reward_subset:
+            return self.splits.subset(train=self.cfg.reward_subset).train_plain
+        return self.splits.train_plain
+
     def _reward_data(self) -> tuple[Any, LogitCache]:
         """The training data students (and the supernet) are distilled on, and its teacher logits."""
-        train = self.splits.train_plain
-        if self.cfg.reward_subset:
-            train = self.splits.subset(train=self.cfg.reward_subset).train_plain
+        train = self._reward_train()
         logger.info(f"teacher logits: caching on {len(train)} training samples")
         return train, LogitCache.build(self.device_teacher(), train, device=self.device)
 
@@ -214,7 +218,10 @@ class Search(StageLoop, SharedWeights, FinalTraining):
                 self.supernet = self._supernet(train, cache, self.state.phase, remove)
             evaluator = self._evaluator(train, cache)
         if self.state.phase == "removal":
+            # stage 2 will narrow stage 1's winner: stage 1 judges a parameter limit on each student's narrowest shrink
+            evaluator.reachable = cfg.stage == "both"
             self._stage("removal", evaluator, self._removal_analysis(), {})
+            evaluator.reachable = False
             self.state.phase, self.state.iteration = (
                 ("shrink" if cfg.stage == "both" else "final"),
                 0,

@@ -34,6 +34,22 @@ def _tag(net: Supernet) -> str:
 class SharedWeights:
     """``Search``'s supernet per stage (a mixin: it reads the search's config, state and run directory)."""
 
+    def _saved_supernet(self, space: str) -> Supernet:
+        """The shared weights stage ``space`` trained, loaded from the run directory and checked."""
+        path = self.run_dir.file(SUPERNET_FILES[space])
+        record = self.state.supernet.get(space)
+        if not record or not path.is_file():
+            raise CheckpointError(f"{path} is missing: the run's {space} shared weights are gone; delete the run")
+        saved = safe_torch_load(path)
+        if not isinstance(saved, dict) or saved.get("format") != SUPERNET_FORMAT:
+            raise CheckpointError(f"{path} is not a supernet checkpoint of this version; delete the run")
+        net = Supernet(self.teacher, max_linear_growth=self.cfg.max_linear_growth)
+        net.load_flat(saved["flat"])
+        if _tag(net) != record.get("tag"):
+            raise CheckpointError(f"{path} does not hold the weights this run trained; delete the run and start again")
+        logger.info(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
+        return net
+
     def _supernet(self, train, cache: LogitCache, space: str, remove: Sequence[str] = ()) -> Supernet:
         """The shared weights stage ``space`` scores its students with: loaded from the run
         directory, or trained once and saved there (``SUPERNET_FILES``).
@@ -43,26 +59,20 @@ class SharedWeights:
         Training time is part of the search time (``state.supernet[space]["wall_s"]``)."""
         path = self.run_dir.file(SUPERNET_FILES[space])
         record = self.state.supernet.get(space)
+        if record and path.is_file():
+            return self._saved_supernet(space)
         net = None
         if space != "removal" and record is None and "removal" in self.state.supernet:  # go on from stage 1's
             keep = space == "shrink" and self.supernet is not None  # stage 1's, still in memory
             net = self.supernet if keep else self._supernet(train, cache, "removal")
         if net is None:
             net = Supernet(self.teacher, max_linear_growth=self.cfg.max_linear_growth)
-        if record and path.is_file():
-            saved = safe_torch_load(path)
-            if not isinstance(saved, dict) or saved.get("format") != SUPERNET_FORMAT:
-                raise CheckpointError(f"{path} is not a supernet checkpoint of this version; delete the run")
-            net.load_flat(saved["flat"])
-            if _tag(net) != record.get("tag"):
-                raise CheckpointError(
-                    f"{path} does not hold the weights this run trained; delete the run and start again"
-                )
-            logger.info(f"supernet ({space}): loaded ({record['steps']} steps, {record['wall_s']:.0f} s)")
-            return net
         kind = "removal" if space == "removal" else "shrink"  # both shrink stages train over shrinks
         prior = self.remove_prior() if kind == "removal" else None  # shrink students remove nothing
-        scfg = self.cfg.supernet_config(kind, prior)
+        bias = None
+        if kind == "shrink" and self.cfg.max_params is not None:  # drawn where the stage's policy starts
+            bias = self.keep_bias(space, net.stage1_analysis(sorted(remove)) if remove else net.analysis)
+        scfg = self.cfg.supernet_config(kind, prior, bias)
         what = "removals" if space == "removal" else f"shrinks of the {'stage-1 winner' if remove else 'teacher'}"
         logger.info(
             f"supernet: training shared weights over {what} ({scfg.steps} steps, {2 + scfg.random_students} students a step)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from ..policy import Learner, LearnerConfig, PolicySettings, load_policy, make_p
 from ..progress import progress_bar
 from ..reward import RewardEvaluator
 from ..rewrite import Rewrite
+from ..rewrite.sample import KEEP_BIASES, legal_keep_bias
 from ..seeds import derive_seed
 from .executors import Job
 from .final import rebuild_student
@@ -53,13 +55,29 @@ class StageLoop:
         """What a fresh policy of ``stage`` is built with (``policy.registry.make_policy``); only a removal
         policy needs the removal start, so a shrink stage never measures it."""
         cfg = self.cfg
-        settings = PolicySettings(
-            feature_dim=FEATURE_DIM,
-            ratios=RATIOS,
-            keep_bias=cfg.shrink_keep_bias,
-            value_head=cfg.algo == "actor_critic",
-        )
-        return dataclasses.replace(settings, remove_prior=self.remove_prior()) if stage.kind == "removal" else settings
+        settings = PolicySettings(feature_dim=FEATURE_DIM, ratios=RATIOS, value_head=cfg.algo == "actor_critic")
+        if stage.kind == "removal":
+            return dataclasses.replace(settings, remove_prior=self.remove_prior())
+        return dataclasses.replace(settings, keep_bias=self.keep_bias(stage.name, stage.analysis))
+
+    def keep_bias(self, stage: str, analysis: Analysis) -> float:
+        """The logit slope a fresh shrink policy of ``stage`` starts at (and its supernet draws random
+        students at): the config's, or (None) the mild default unless a parameter limit needs narrower
+        random shrinks of the stage's base ``analysis`` to be legal. Measured once per stage and run."""
+        cfg = self.cfg
+        if cfg.shrink_keep_bias is not None:
+            return cfg.shrink_keep_bias
+        if cfg.max_params is None:
+            return KEEP_BIASES[0]
+        known = self.state.keep_bias.get(stage)
+        if known is not None:
+            return known
+        rng = random.Random(derive_seed(cfg.seed, "keep_bias", stage))
+        bias, measured = legal_keep_bias(analysis, rng, cfg.max_params)
+        tried = ", ".join(f"{share:.0%} at {b:g}" for b, share in measured.items())
+        logger.info(f"{stage}: shrink start: ratio logits {bias:g} * r (random shrinks within max_params: {tried})")
+        self.state.keep_bias[stage] = bias
+        return bias
 
     def _policy(self, stage: Stage):
         """The policy ``stage`` starts from: its saved one (transfer), or a fresh one of its registered type."""
@@ -152,6 +170,8 @@ class StageLoop:
                     "raw_reward": rec.raw_reward,
                     "degenerate": None if rec.degenerate is None else str(rec.degenerate),  # "reason: detail"
                     "violations": list(rec.violations),
+                    # stage 1 of a two-stage run under a parameter limit: what its narrowest shrink breaks
+                    "floor_violations": None if rec.floor_violations is None else list(rec.floor_violations),
                     "cache_hit": rec.cache_hit,
                     "surgery_s": rw.seconds,
                     "wall_s": rec.wall_s,
@@ -162,7 +182,7 @@ class StageLoop:
                 if (
                     rw.valid
                     and not rec.is_degenerate
-                    and not rec.violations
+                    and not rec.blocking
                     and (best is None or rec.reward > best.reward)
                     and not rec.cache_hit
                 ):

@@ -62,6 +62,7 @@ class SearchState:
     teacher: dict[str, Any] = field(default_factory=dict)  # val/test accuracy, params, flops
     final: dict[str, Any] = field(default_factory=dict)  # final-training results per stage
     supernet: dict[str, Any] = field(default_factory=dict)  # supernet training record (shared modes)
+    keep_bias: dict[str, float] = field(default_factory=dict)  # shrink stage -> its measured start (max_params)
 
     def save(self, path: Path) -> None:
         """Write the state and torch's RNG state atomically (the iteration is committed by this write)."""
@@ -75,6 +76,7 @@ class SearchState:
                 "teacher": self.teacher,
                 "final": self.final,
                 "supernet": self.supernet,
+                "keep_bias": self.keep_bias,
                 "torch_rng": torch.get_rng_state(),
             },
             path,
@@ -95,4 +97,5 @@ class SearchState:
             teacher=ck["teacher"],
             final=ck.get("final", {}),
             supernet=ck.get("supernet", {}),
+            keep_bias=ck.get("keep_bias", {}),
         )

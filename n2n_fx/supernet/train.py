@@ -71,6 +71,11 @@ class SupernetConfig:
     # the search's FLOPs cap (SearchConfig.max_flops_ratio) rejects them, so training them is wasted, and
     # removing a pool or a stride can multiply a student's cost (resnet18 at 32 px: 2-3x slower steps)
     max_flops_ratio: float | None = None
+    # under a parameter limit (SearchConfig.max_params), the shrink space's random students: each variable
+    # drawn as the search's fresh shrink policy draws it (legal ratio r with weight exp(shrink_bias * r)),
+    # those over the limit drawn again; the narrowest student then sits at the smallest legal ratios
+    max_params: float | None = None
+    shrink_bias: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.random_students < 0 or self.batch_size < 1:
@@ -87,6 +92,8 @@ class SupernetConfig:
             raise ConfigError(f"supernet max_remove={self.max_remove} must be in [0, 1)")
         if self.max_flops_ratio is not None and not self.max_flops_ratio > 0:
             raise ConfigError(f"supernet max_flops_ratio={self.max_flops_ratio} must be positive")
+        if self.max_params is not None and not self.max_params > 0:
+            raise ConfigError(f"supernet max_params={self.max_params} must be positive")
 
 
 @dataclass(frozen=True)
@@ -116,13 +123,16 @@ def sample_actions(
     space: str = "both",
     remove: Sequence[str] = (),
     passive: bool = False,
+    shrink_bias: float | None = None,
 ) -> dict[str, Any]:
     """A random student of ``space``: removal at a random rate (``removal``), random shrink ratios
     on the student of ``remove`` (``shrink``), or the one then the other (``both``). Passive layers
-    (``Kind.passive``) are removed only with ``passive``, as in the search's removal space."""
+    (``Kind.passive``) are removed only with ``passive``, as in the search's removal space.
+    ``shrink_bias``: every variable of a ``shrink`` student drawn with weight exp(shrink_bias * r)."""
     if space == "shrink":
         base = sorted(remove)
-        _, shrink = random_actions(net.stage1_analysis(base), rng, p_remove=0.0, p_shrink=rng.random())
+        p_shrink = rng.random() if shrink_bias is None else 1.0
+        _, shrink = random_actions(net.stage1_analysis(base), rng, p_remove=0.0, p_shrink=p_shrink, bias=shrink_bias)
         return {"remove": base, "shrink": shrink}
     removed, _ = random_actions(net.analysis, rng, p_remove=rng.uniform(0.0, max_remove), p_shrink=0.0, passive=passive)
     if space == "removal" or not net.arch({"remove": removed}).valid:
@@ -182,10 +192,13 @@ def _train(
             _place(a, torch.device("cpu"))
 
 
-def _within_flops(arch: SharedArch, ratio: float | None) -> bool:
-    """Does the student cost at most ``ratio`` times the teacher's FLOPs (always, without a ratio)?"""
+def _within(arch: SharedArch, cfg: SupernetConfig, max_params: float | None) -> bool:
+    """Is the student within the search's limits: at most ``max_flops_ratio`` times the teacher's FLOPs
+    and ``max_params`` parameters (None: no parameter limit)?"""
     rw = arch.rewrite
-    return ratio is None or rw.student_cost.flops <= ratio * rw.teacher_cost.flops
+    if cfg.max_flops_ratio is not None and rw.student_cost.flops > cfg.max_flops_ratio * rw.teacher_cost.flops:
+        return False
+    return max_params is None or rw.student_cost.params <= max_params
 
 
 def _place(arch: SharedArch, device: torch.device) -> SharedArch:
@@ -206,6 +219,11 @@ def _steps(
     for a in fixed:
         if not a.valid:
             raise SupernetError(f"the widest or narrowest student is degenerate ({a.rewrite.degenerate})")
+    # the parameter limit holds for shrink students only (stage 1 judges it on narrowest shrinks), and only
+    # where some shrink meets it: when even the narrowest does not, the search finds no legal student anyway
+    max_params = cfg.max_params if space == "shrink" else None
+    if max_params is not None and fixed[-1].rewrite.student_cost.params > max_params:
+        max_params = None
     cached = logit_cache.on(device)  # (N, n_classes)
     optimizer = torch.optim.Adam([net.flat], lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.steps))
@@ -225,18 +243,20 @@ def _steps(
                 if pool and rng.random() >= 1.0 / cfg.arch_reuse:
                     archs.append(use(net.arch(rng.choice(pool))))
                     continue
-                acts = sample_actions(net, rng, cfg.max_remove, space, remove, cfg.remove_passive)
+                acts = sample_actions(net, rng, cfg.max_remove, space, remove, cfg.remove_passive, cfg.shrink_bias)
                 a = net.arch(acts)
-                if a.valid and _within_flops(a, cfg.max_flops_ratio):
+                if a.valid and _within(a, cfg, max_params):
                     archs.append(use(a))
                     pool.append(acts)
                     rejected = 0
                     continue
                 rejected += 1
                 if rejected == MAX_REDRAWS:
+                    limits = [f"{cfg.max_flops_ratio}x the teacher's FLOPs"] if cfg.max_flops_ratio else []
+                    limits += [f"{max_params:,.0f} parameters"] if max_params is not None else []
                     raise SupernetError(
-                        f"no valid random student within {cfg.max_flops_ratio}x the teacher's FLOPs in "
-                        f"{MAX_REDRAWS} draws; raise max_flops_ratio (--max-flops-ratio) or lower remove_prior"
+                        f"no valid random student within {' and '.join(limits) or 'the limits'} in {MAX_REDRAWS} "
+                        "draws; raise max_flops_ratio (--max-flops-ratio) or max_params, or lower remove_prior"
                     )
             optimizer.zero_grad(set_to_none=True)
             total = torch.zeros((), device=device)
