@@ -502,3 +502,35 @@ def test_stage1_judges_a_parameter_limit_on_what_stage2_can_narrow_its_students_
     bias = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["keep_bias"]["shrink"]
     assert bias < 3.0, "stage 2 started narrower than its mild default, where random shrinks are legal"
     assert "shrink: shrink start: ratio logits" in (tmp_path / "r" / "run.log").read_text()
+
+
+class _StopAfterFirstTry(_ScriptedFinal):
+    """Killed right after the first final training was checkpointed."""
+
+    def save_checkpoint(self) -> None:
+        super().save_checkpoint()
+        if len(self.state.final.get("tries", ())) == 1:
+            raise KeyboardInterrupt
+
+
+class _CountingFinal(_ScriptedFinal):
+    trained: list[str] = []
+
+    def _train_final(self, stage, actions, state_dict, name, record):
+        _CountingFinal.trained.append(name)
+        return super()._train_final(stage, actions, state_dict, name, record)
+
+
+def test_a_resumed_final_phase_trains_no_student_twice(tmp_path):
+    """Stopped after the search's best was trained (and found over max_accuracy_drop), a resume trains
+    only the next student and ships it, as the uninterrupted run does."""
+    cfg = SearchConfig(**{**TINY, "reward_fn": "compression_first", "max_accuracy_drop": 1.0})
+    with pytest.raises(KeyboardInterrupt):
+        run_compress(cfg, tmp_path / "r", quiet=True, search_cls=_StopAfterFirstTry)
+    _CountingFinal.trained.clear()
+    res = run_compress(cfg, tmp_path / "r", resume=True, quiet=True, search_cls=_CountingFinal)
+    key = res.summary["winner"]
+    assert _CountingFinal.trained == [f"student_{key}_try1"]
+    whole = run_compress(cfg, tmp_path / "whole", quiet=True, search_cls=_ScriptedFinal)
+    assert [t["params"] for t in res.summary[key]["tries"]] == [t["params"] for t in whole.summary[key]["tries"]]
+    assert res.summary[key]["try_index"] == 1 and res.summary[key]["params"] == whole.summary[key]["params"]
