@@ -77,15 +77,18 @@ def match_ratio(teacher: nn.Module, example: torch.Tensor, max_params: int) -> t
     return best
 
 
-def _searched_winner(run_dir: Path, teacher: nn.Module, input_size: tuple[int, ...]) -> nn.Module:
-    """N2N's winning student with the weights the search gave it (before final training)."""
-    from n2n_fx.rundir import safe_torch_load
-    from n2n_fx.search.search import rebuild_student
+def _searched_winner(run_dir: Path, teacher: nn.Module, cfg, splits) -> nn.Module:
+    """N2N's shipped student with the weights its final training started from (the search's best, or
+    under max_accuracy_drop the runner-up the final phase shipped)."""
+    from n2n_fx.rundir import RunDir
+    from n2n_fx.search.search import Search, rebuild_student
+    from n2n_fx.search.state import SearchState
 
-    ck = safe_torch_load(run_dir / "checkpoint.pt")
-    best = ck["best"][ck["final"]["winner"]]
-    gm = teacher if isinstance(teacher, torch.fx.GraphModule) else trace(teacher, input_size=input_size)
-    return rebuild_student(gm, best["actions"], best["state_dict"]).student
+    gm = teacher if isinstance(teacher, torch.fx.GraphModule) else trace(teacher, input_size=splits.input_size)
+    search = Search(cfg, RunDir(run_dir), gm, splits)
+    search.state = SearchState.load(run_dir / "checkpoint.pt")
+    actions, state_dict = search.shipped_start()
+    return rebuild_student(gm, actions, state_dict).student
 
 
 def main() -> None:
@@ -206,7 +209,7 @@ def main() -> None:
     }
     t_params = model_cost(trace(teacher, input_size=splits.input_size)).params
     if args.repeat_final > 1:  # final training is noisy: both students again on other seeds
-        n2n_student = _searched_winner(run_dir, teacher, splits.input_size)
+        n2n_student = _searched_winner(run_dir, teacher, cfg, splits)
         for extra in range(1, args.repeat_final):
             fcfg = cfg.replace(seed=cfg.seed + extra)
             for row, start in ((n2n, n2n_student), (tp_row, pruned_untrained)):

@@ -18,7 +18,11 @@ from n2n_fx.data import load_splits
 from n2n_fx.distill import accuracy
 from n2n_fx.errors import ConfigError, RunDirError
 from n2n_fx.reward import RewardEvaluator, register_reward
-from n2n_fx.search import Search, SearchConfig, compress, load_run, run_compress
+from n2n_fx.rundir import RunDir
+from n2n_fx.search import Search, SearchConfig, compress, load_run, rebuild_student, run_compress
+from n2n_fx.search.api import load_teacher_file
+from n2n_fx.search.state import SearchState
+from n2n_fx.teacher.trace import trace
 
 TINY = tiny()
 
@@ -470,6 +474,14 @@ def test_final_walks_back_to_a_more_accurate_student_within_max_accuracy_drop(tm
     assert accuracy(student, splits.test) == pytest.approx(final["test_accuracy"])
     assert "max_accuracy_drop 1.0 point (validation)" in (d / "report.md").read_text()
     assert "shipped try 2 of 2" in (d / "report.txt").read_text()
+    # what benchmarks train again on other seeds: the shipped student as its final training started
+    teacher, _ = load_teacher_file(RunDir(d), allow_pickle=False)
+    gm = trace(teacher, input_size=splits.input_size)
+    again = Search(cfg, RunDir(d), gm, splits)
+    again.state = SearchState.load(d / "checkpoint.pt")
+    actions, start = again.shipped_start()
+    assert actions == shipped["actions"] and start is not None
+    assert rebuild_student(gm, actions, start).student(torch.zeros(2, *splits.input_size)).shape == (2, 10)
 
 
 def test_no_accuracy_tolerance_trains_only_the_search_best(tmp_path):

@@ -137,7 +137,15 @@ class FinalTraining:
                     f"the search read at {cand['accuracy']:.4f} (reward {cand['reward']:.3f})"
                 )
             entry = self._train_final(stage, cand["actions"], start, f"{name}_try{len(tries)}", cand)
-            tries.append({**entry, "actions": cand["actions"], "accuracy": cand["accuracy"], "reward": cand["reward"]})
+            tries.append(
+                {
+                    **entry,
+                    "stage": cand["stage"],
+                    "actions": cand["actions"],
+                    "accuracy": cand["accuracy"],
+                    "reward": cand["reward"],
+                }
+            )
             self.save_checkpoint()
         k = pick(tries, teacher_val, cfg.max_accuracy_drop)
         chosen = tries[k]
@@ -152,10 +160,21 @@ class FinalTraining:
         _copy_files(self.run_dir, chosen["file"][: -len(".pt")], name, move=alone)
         if alone:
             tries[0]["file"] = f"{name}.pt"
-        entry = {k2: v for k2, v in chosen.items() if k2 not in ("actions", "accuracy", "reward")}
+        entry = {k2: v for k2, v in chosen.items() if k2 not in ("stage", "actions", "accuracy", "reward")}
         entry.update(file=f"{name}.pt", try_index=k, within_tolerance=ok, tries=[_try_summary(t) for t in tries])
         self.state.final.pop("tries")
         return entry
+
+    def shipped_start(self) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+        """The run's result as its final training started: its actions and weights (benchmarks train it
+        again on other seeds). Needs a finished final phase in ``state``."""
+        winner = self.state.final["winner"]
+        best = self.state.best[winner]
+        tries = self.state.final[winner].get("tries")
+        if not tries or self.state.final[winner].get("try_index", 0) == 0:
+            return best.actions, best.state_dict
+        shipped = tries[self.state.final[winner]["try_index"]]
+        return shipped["actions"], self._start_weights(shipped["stage"], shipped["actions"])
 
     def _candidates(self, stage: str) -> list[dict[str, Any]]:
         """Every valid, legal student the stages of ``stage``'s best scored, best reward first."""
@@ -259,5 +278,5 @@ def _copy_files(run, src: str, dst: str, move: bool = False) -> None:
 
 def _try_summary(t: dict[str, Any]) -> dict[str, Any]:
     """What the report and summary.json keep of one tried student."""
-    keys = ("params", "flops", "val_accuracy", "test_accuracy", "accuracy", "reward", "file")
+    keys = ("stage", "actions", "params", "flops", "val_accuracy", "test_accuracy", "accuracy", "reward", "file")
     return {k: t.get(k) for k in keys}
