@@ -13,22 +13,13 @@ Pure functions over history rows (``history.jsonl``); ``final.FinalTraining`` tr
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["actions_key", "next_candidate", "pick", "ranked_candidates", "within"]
+from ..supernet import actions_key
 
-
-def actions_key(actions: Mapping[str, Any]) -> str:
-    """One string per student (its full actions from the teacher), to tell tried students apart.
-
-    Example:
-        >>> actions_key({"shrink": {"b": 0.5, "a": 0.25}, "remove": ["c"]})
-        '{"remove": ["c"], "shrink": {"a": 0.25, "b": 0.5}}'
-    """
-    return json.dumps(dict(actions), sort_keys=True)
+__all__ = ["next_candidate", "pick", "ranked_candidates", "within"]
 
 
 def ranked_candidates(
@@ -78,12 +69,12 @@ def next_candidate(ranked: Sequence[Mapping[str, Any]], tried: Sequence[Mapping[
     accurate than the last one tried; None when there is none.
 
     Example:
-        >>> ranked = [{"actions": {"s": 1}, "reward": 0.9, "accuracy": 0.95},
-        ...           {"actions": {"s": 2}, "reward": 0.8, "accuracy": 0.94},
-        ...           {"actions": {"s": 3}, "reward": 0.7, "accuracy": 0.97}]
-        >>> next_candidate(ranked, [{"actions": {"s": 1}, "accuracy": 0.95}])["actions"]
-        {'s': 3}
-        >>> next_candidate(ranked, [{"actions": {"s": 3}, "accuracy": 0.97}]) is None
+        >>> ranked = [{"actions": {"shrink": {"a": {"out": 0.3}}}, "reward": 0.9, "accuracy": 0.95},
+        ...           {"actions": {"shrink": {"a": {"out": 0.5}}}, "reward": 0.8, "accuracy": 0.94},
+        ...           {"actions": {"shrink": {"a": {"out": 0.7}}}, "reward": 0.7, "accuracy": 0.97}]
+        >>> next_candidate(ranked, [ranked[0]])["actions"]
+        {'shrink': {'a': {'out': 0.7}}}
+        >>> next_candidate(ranked, [ranked[2]]) is None
         True
     """
     done = {actions_key(t["actions"]) for t in tried}
