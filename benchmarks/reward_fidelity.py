@@ -21,6 +21,7 @@ Kendall's τ of each against ``kd400``, and seconds per student, side by side in
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -97,6 +98,13 @@ def main() -> None:
     ap.add_argument("--supernet-steps", type=int, default=600)
     ap.add_argument("--kd-steps", type=int, default=400, help="the reference KD budget")
     ap.add_argument("--shared-kd-steps", type=int, default=10, help="KD steps of the shared+kd mode")
+    ap.add_argument(
+        "--ref-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="KD seeds (data orders) of the reference; it is their mean accuracy (default: --seed)",
+    )
     ap.add_argument("--calib-batches", type=int, default=2)
     ap.add_argument("--val-subset", type=int, default=300, help="validation samples the shared modes read")
     ap.add_argument("--reward-lr", type=float, default=1e-2, help="Adam lr of the kd reference")
@@ -128,17 +136,24 @@ def main() -> None:
         if net.arch(acts).valid:
             students.append(acts)
 
-    # the reference (and kd40 / kd150): KD from inherited weights; cached per student unless --fresh
+    # the reference (and kd40 / kd150): KD from inherited weights; cached per student unless --fresh.
+    # With several --ref-seeds the reference is the mean accuracy of one such training per seed (its
+    # data order), kd40 / kd150 and the timings are the first seed's run
+    ref_seeds = args.ref_seeds or [args.seed]
+    all_refs: dict[int, dict] = {}
+    for ref_seed in ref_seeds:
+        kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=ref_seed)
+        ref_path = RUNS / "cache" / f"fidelity-kd-{args.model}-seed{ref_seed}-lr{args.reward_lr:g}-{args.kd_steps}.json"
+        refs = json.loads(ref_path.read_text()) if ref_path.is_file() and not args.fresh else {}
+        for k, acts in enumerate(students):
+            key = json.dumps(actions_key(acts))
+            if key not in refs:
+                refs[key] = _kd_marks(net.extract(net.arch(acts), teacher_weights=True), splits, cache, kd)
+                ref_path.parent.mkdir(parents=True, exist_ok=True)
+                ref_path.write_text(json.dumps(refs))
+                print(f"reference (KD seed {ref_seed}) {k + 1}/{len(students)}: {refs[key]}", flush=True)
+        all_refs[ref_seed] = refs
     kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=args.seed)
-    ref_path = RUNS / "cache" / f"fidelity-kd-{args.model}-seed{args.seed}-lr{args.reward_lr:g}-{args.kd_steps}.json"
-    refs = json.loads(ref_path.read_text()) if ref_path.is_file() and not args.fresh else {}
-    for k, acts in enumerate(students):
-        key = json.dumps(actions_key(acts))
-        if key not in refs:
-            refs[key] = _kd_marks(net.extract(net.arch(acts), teacher_weights=True), splits, cache, kd)
-            ref_path.parent.mkdir(parents=True, exist_ok=True)
-            ref_path.write_text(json.dumps(refs))
-            print(f"reference {k + 1}/{len(students)}: {refs[key]}", flush=True)
     if args.only_reference:
         return
 
@@ -187,16 +202,19 @@ def main() -> None:
         )
         row["shared+kd"] = r.val_accuracy if r.ok else 0.0
         row["shared+kd_s"] = time.perf_counter() - t0
-        row.update(refs[json.dumps(actions_key(acts))])
+        key = json.dumps(actions_key(acts))
+        row.update(all_refs[ref_seeds[0]][key])
+        row["reference_seeds"] = [all_refs[r][key][f"kd{args.kd_steps}"] for r in ref_seeds]
+        row["reference"] = sum(row["reference_seeds"]) / len(ref_seeds)
         rows.append(row)
         print(
             f"{len(rows):3d} params {row['params']:>8d} shared {row['shared']:.3f} shared+kd {row['shared+kd']:.3f} "
-            f"kd40 {row['kd40']:.3f} kd150 {row['kd150']:.3f} kd{args.kd_steps} {row[f'kd{args.kd_steps}']:.3f} "
+            f"kd40 {row['kd40']:.3f} kd150 {row['kd150']:.3f} reference {row['reference']:.3f} "
             f"({row['shared_s']:.2f} s / {row[f'kd{args.kd_steps}_s']:.1f} s)",
             flush=True,
         )
 
-    ref = [r[f"kd{args.kd_steps}"] for r in rows]
+    ref = [r["reference"] for r in rows]
     modes = ["shared", "shared+kd", "kd40", "kd150"]
     summary = {}
     for m in modes:
@@ -207,6 +225,12 @@ def main() -> None:
             "median_s": secs[len(secs) // 2],
             "mean_acc": sum(vals) / len(vals),
         }
+    # how well one reference training ranks like another of another data order: the ceiling a reward's
+    # tau against a single-seed reference can reach
+    pairs = list(itertools.combinations(range(len(ref_seeds)), 2))
+    repeat = [
+        kendall_tau([r["reference_seeds"][a] for r in rows], [r["reference_seeds"][b] for r in rows]) for a, b in pairs
+    ]
     for m in modes:
         summary[m]["cheaper_than_kd40"] = summary["kd40"]["median_s"] / summary[m]["median_s"]
     out = {
@@ -215,13 +239,15 @@ def main() -> None:
         "students": len(rows),
         "teacher_val_accuracy": teacher_val,
         "supernet": sn_record,
-        "reference": f"kd{args.kd_steps}",
+        "reference": f"kd{args.kd_steps}, mean over KD seeds {ref_seeds}",
+        "reference_repeatability_tau": sum(repeat) / len(repeat) if repeat else None,
         "summary": summary,
         "rows": rows,
         "threads": args.threads,
         "command": "python -m benchmarks.reward_fidelity "
         + " ".join(
-            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+            f"--{k.replace('_', '-')}"
+            + ("" if v is True else " " + (" ".join(map(str, v)) if isinstance(v, list) else str(v)))
             for k, v in vars(args).items()
             if v not in (None, False) and k != "out"
         ),
@@ -235,6 +261,8 @@ def main() -> None:
             f"{m:10s} tau {s['tau']:+.3f}  median {s['median_s']:.2f} s/student  "
             f"{s['cheaper_than_kd40']:.1f}x cheaper than kd40  mean acc {s['mean_acc']:.3f}"
         )
+    if repeat:
+        print(f"reference repeatability: tau {out['reference_repeatability_tau']:+.3f} between KD seeds {ref_seeds}")
     print(f"wrote {path}")
 
 

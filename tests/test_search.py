@@ -105,6 +105,17 @@ def test_run_directory_has_every_file(finished_run):
     assert not (d / other).exists()
 
 
+def test_shrink_only_run_is_reported_as_stage_2_alone(tmp_path):
+    """--stage shrink narrows the teacher and removes nothing: the report must not call its student
+    "Stage1+Stage2" (users compare it with a two-stage run's)."""
+    res = run_compress(SearchConfig(**{**TINY, "stage": "shrink"}), tmp_path / "r", quiet=True)
+    assert res.summary["winner"] == "stage2" and res.summary["stage2"]["layers_removed"] == 0
+    table = res.tables["summary"]
+    assert "Student (Stage2) *" in table and "Stage1" not in table
+    rows = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
+    assert rows and all(r["stage"] == "shrink" and not r["actions"].get("remove") for r in rows)
+
+
 def test_final_training_of_both_stage_bests_on_request(tmp_path):
     """final_students="both": each stage's best is trained and reported (the paper's Table 1 rows)."""
     res = run_compress(SearchConfig(**{**TINY, "final_students": "both"}), tmp_path / "r", quiet=True)

@@ -41,7 +41,8 @@ def _fmt_n(n: float | None) -> str:
 
 
 def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Rows in the layout of the paper's Table 1 (teacher, stage 1, stage 1+2)."""
+    """Rows in the layout of the paper's Table 1 (teacher, stage 1, stage 1+2; "Stage2" for a student that
+    removed no layer, as `--stage shrink` gives)."""
     t = summary["teacher"]
     rows = [
         [
@@ -58,6 +59,10 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
         s = summary.get(key)
         if not s:
             continue
+        if (
+            key == "stage2" and s.get("layers_removed") == 0
+        ):  # narrowed only: --stage shrink, or the teacher's own shrink
+            label = "Student (Stage2)"
         if summary.get("winner") == key:
             label += " *"
         d = s["test_accuracy"] - t["test_accuracy"]

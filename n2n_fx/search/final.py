@@ -260,6 +260,7 @@ class FinalTraining:
             "epochs": dcfg.epochs,
             "best_epoch": res.best_epoch,
             "search_val_accuracy": read,
+            "layers_removed": len(actions.get("remove", ())),  # 0: narrowed only (the report's row label)
             "file": f"{name}.pt",
         }
 
