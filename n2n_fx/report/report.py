@@ -59,10 +59,8 @@ def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
         s = summary.get(key)
         if not s:
             continue
-        if (
-            key == "stage2" and s.get("layers_removed") == 0
-        ):  # narrowed only: --stage shrink, or the teacher's own shrink
-            label = "Student (Stage2)"
+        if key == "stage2" and s.get("layers_removed") == 0:
+            label = "Student (Stage2)"  # narrowed only: --stage shrink, or stage 2 on the teacher's full depth
         if summary.get("winner") == key:
             label += " *"
         d = s["test_accuracy"] - t["test_accuracy"]
