@@ -21,6 +21,7 @@ Kendall's τ of each against ``kd400``, and seconds per student, side by side in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -139,21 +140,21 @@ def main() -> None:
     # the reference (and kd40 / kd150): KD from inherited weights; cached per student unless --fresh.
     # With several --ref-seeds the reference is the mean accuracy of one such training per seed (its
     # data order), kd40 / kd150 and the timings are the first seed's run
+    kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=args.seed)
     ref_seeds = args.ref_seeds or [args.seed]
     all_refs: dict[int, dict] = {}
     for ref_seed in ref_seeds:
-        kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=ref_seed)
+        ref_kd = dataclasses.replace(kd, seed=ref_seed)
         ref_path = RUNS / "cache" / f"fidelity-kd-{args.model}-seed{ref_seed}-lr{args.reward_lr:g}-{args.kd_steps}.json"
         refs = json.loads(ref_path.read_text()) if ref_path.is_file() and not args.fresh else {}
         for k, acts in enumerate(students):
             key = json.dumps(actions_key(acts))
             if key not in refs:
-                refs[key] = _kd_marks(net.extract(net.arch(acts), teacher_weights=True), splits, cache, kd)
+                refs[key] = _kd_marks(net.extract(net.arch(acts), teacher_weights=True), splits, cache, ref_kd)
                 ref_path.parent.mkdir(parents=True, exist_ok=True)
                 ref_path.write_text(json.dumps(refs))
                 print(f"reference (KD seed {ref_seed}) {k + 1}/{len(students)}: {refs[key]}", flush=True)
         all_refs[ref_seed] = refs
-    kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=args.seed)
     if args.only_reference:
         return
 

@@ -66,11 +66,6 @@ def tp_prune(teacher: nn.Module, example: torch.Tensor, ratio: float) -> nn.Modu
     return model
 
 
-def match_ratio(teacher: nn.Module, example: torch.Tensor, max_params: int) -> tuple[float, nn.Module]:
-    """The smallest uniform ratio whose pruned model has at most ``max_params`` parameters (bisection)."""
-    return bracket_ratio(teacher, example, max_params)[0]
-
-
 def bracket_ratio(
     teacher: nn.Module, example: torch.Tensor, max_params: int
 ) -> tuple[tuple[float, nn.Module], tuple[float, nn.Module]]:
