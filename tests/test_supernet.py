@@ -24,6 +24,7 @@ from n2n_fx.errors import ConfigError
 from n2n_fx.features import RATIOS
 from n2n_fx.graph.layers import analyze
 from n2n_fx.reward import RewardCache, RewardEvaluator
+from n2n_fx.reward.reachable import narrowest_cost
 from n2n_fx.rewrite import apply_actions, apply_plan
 from n2n_fx.rewrite.sample import random_actions
 from n2n_fx.search import SearchConfig, run_compress
@@ -361,6 +362,33 @@ def test_stage2_also_shrinks_the_teacher_and_keeps_the_better_student(tmp_path, 
     assert res.summary["stage2"]["params"] == best["params"]
     stage2 = torch.load(tmp_path / "r" / "student_stage2.pt", weights_only=False)
     assert (stage2["actions"]["remove"] == []) == (best["stage"] == "shrink_teacher")
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_channels_only_shrink_space_never_cuts_a_kernel(tmp_path, monkeypatch, kernels):
+    """shrink_kernels=False: no kernel is a shrink variable of the policy, of the supernet's students
+    (random and narrowest) or of stage 1's narrowest-shrink floor; with it (the default), kernels are."""
+    drawn = []
+    real = sample_actions
+
+    def spy(*args, **kw):
+        drawn.append(real(*args, **kw))
+        return drawn[-1]
+
+    monkeypatch.setattr("n2n_fx.supernet.train.sample_actions", spy)
+    cfg = SearchConfig(**{**SHARED, "shrink_kernels": kernels, "shrink_iterations": 3, "rollouts": 3})
+    run_compress(cfg, tmp_path / "r", quiet=True)
+    net = Supernet(trace("vgg_tiny", input_size=(1, 16, 16)))
+    sources = {
+        "policy": [r["actions"] for r in _rows(tmp_path / "r") if r["stage"] == "shrink"],
+        "random students": [a["shrink"] for a in drawn if a.get("shrink")],
+        "narrowest student": [sandwich(net, "shrink", kernels=kernels)[1]["shrink"]],
+    }
+    for source, shrinks in sources.items():
+        cut = {var for s in shrinks for per in s.values() for var in per}
+        assert "out" in cut and ("kernel" in cut) == kernels, source
+    floor = narrowest_cost(net.analysis.gm, (1, 16, 16), kernels=kernels)["params"]
+    assert (floor < narrowest_cost(net.analysis.gm, (1, 16, 16), kernels=not kernels)["params"]) == kernels
 
 
 def test_shrink_teacher_is_skipped_when_stage1_removed_nothing(tmp_path):

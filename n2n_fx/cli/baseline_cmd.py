@@ -54,6 +54,7 @@ _RANDOM = (
     "max_flops_ratio",
     "max_params",
     "remove_passive",
+    "shrink_kernels",
     "removal_iterations",
     "shrink_iterations",
     "rollouts",

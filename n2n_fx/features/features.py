@@ -153,13 +153,20 @@ def _legal_kernel(lay: Layer, ratios: tuple[float, ...]) -> tuple[bool, ...]:
 
 
 def shrink_steps(
-    layers: list[Layer], ratios: tuple[float, ...] = RATIOS, groups: dict[str, int] | None = None
+    layers: list[Layer],
+    ratios: tuple[float, ...] = RATIOS,
+    groups: dict[str, int] | None = None,
+    *,
+    kernels: bool = True,
 ) -> list[ShrinkStep]:
-    """The shrink trajectory: one step per configurable variable of each layer (paper T = Σ H_l)."""
+    """The shrink trajectory: one step per configurable variable of each layer (paper T = Σ H_l);
+    ``kernels=False`` leaves kernel sizes out (a channels-and-heads-only space)."""
     groups = groups or {}
     steps = []
     for lay in layers:
         for var in lay.shrinkable:
+            if var == "kernel" and not kernels:
+                continue
             if var == "out":
                 legal = _legal_out(lay, ratios, groups.get(lay.node, 1))
             elif var == "heads":

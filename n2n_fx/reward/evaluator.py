@@ -204,6 +204,7 @@ class RewardEvaluator:
         # stage 1 of a two-stage run: a student is within a parameter / FLOPs limit when its narrowest
         # shrink is (stage 2 narrows it); its own size is still recorded and rewarded (reward/reachable.py)
         self.reachable = False
+        self.reachable_kernels = True  # the narrowest shrink shrinks kernels too (False: stage 2 keeps them)
         self.cache = cache if cache is not None else RewardCache()
         self.cache.bind(self.context())
         if logit_cache is not None:
@@ -302,7 +303,7 @@ class RewardEvaluator:
             record = replace(record, activation_bytes=peak_activation_bytes(cpu, self.input_size))
         limited = any(q in self.constraints.quantities for q in FLOOR_QUANTITIES)
         if self.reachable and limited and record.floor is None and isinstance(student, fx.GraphModule):
-            floor = narrowest_cost(student, self.input_size)
+            floor = narrowest_cost(student, self.input_size, kernels=self.reachable_kernels)
             record = replace(record, floor={q: floor[q] for q in FLOOR_QUANTITIES})
         return record
 

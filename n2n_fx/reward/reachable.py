@@ -37,9 +37,11 @@ def narrowest_cost(
     *,
     ratios: Sequence[float] = RATIOS,
     max_linear_growth: float = 8.0,
+    kernels: bool = True,
 ) -> dict[str, float]:
     """Parameters and per-sample FLOPs of ``student`` with every shrinkable variable at its smallest
-    legal ratio (the student's own when nothing shrinks to a valid student).
+    legal ratio (the student's own when nothing shrinks to a valid student); ``kernels=False``: kernel
+    sizes kept, as a channels-only stage 2 keeps them.
 
     Example:
         >>> import torch
@@ -51,7 +53,7 @@ def narrowest_cost(
         True
     """
     analysis = analyze(student)
-    shrink = smallest_actions(analysis, ratios)["shrink"]
+    shrink = smallest_actions(analysis, ratios, kernels=kernels)["shrink"]
     narrow = student
     if shrink:
         r = apply_actions(analysis, shrink=shrink, strict=False, max_linear_growth=max_linear_growth)

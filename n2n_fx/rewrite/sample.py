@@ -26,11 +26,13 @@ def random_actions(
     ratios: tuple[float, ...] = RATIOS,
     passive: bool = True,
     bias: float | None = None,
+    kernels: bool = True,
 ) -> tuple[list[str], dict[str, dict[str, float]]]:
     """Remove each removable layer with probability ``p_remove``; shrink each variable of the
     remaining layers with probability ``p_shrink`` by a uniformly drawn legal ratio (``bias``: drawn
     with weight exp(bias * r), as a fresh shrink policy starting at that logit slope draws it).
-    ``passive=False`` never removes passive layers (norms, activations, dropout: ``Kind.passive``).
+    ``passive=False`` never removes passive layers (norms, activations, dropout: ``Kind.passive``);
+    ``kernels=False`` never shrinks a kernel.
 
     Example:
         >>> from n2n_fx import analyze, trace
@@ -45,7 +47,7 @@ def random_actions(
     remove = [lay.node for lay, ok in zip(analysis.layers, decides, strict=True) if ok and rng.random() < p_remove]
     gone = set(remove)
     shrink: dict[str, dict[str, float]] = {}
-    for step in shrink_steps(analysis.layers, ratios):
+    for step in shrink_steps(analysis.layers, ratios, kernels=kernels):
         if step.node in gone or rng.random() >= p_shrink:
             continue
         shrink.setdefault(step.node, {})[step.variable] = draw_ratio(step, rng, ratios, bias)
@@ -105,6 +107,7 @@ def legal_keep_bias(
     ratios: tuple[float, ...] = RATIOS,
     draws: int = 32,
     share: float = 0.4,
+    kernels: bool = True,
 ) -> tuple[float, dict[float, float]]:
     """The first slope of ``KEEP_BIASES`` at which at least ``share`` of ``draws`` shrinks of ``analysis``,
     each variable's ratio drawn as a fresh shrink policy draws it (legal ratio r with weight
@@ -123,7 +126,7 @@ def legal_keep_bias(
         >>> bias < 0 and measured[bias] >= 0.4
         True
     """
-    steps = shrink_steps(analysis.layers, ratios)
+    steps = shrink_steps(analysis.layers, ratios, kernels=kernels)  # kernels=False: as the channels-only space draws
     measured: dict[float, float] = {}
     for bias in KEEP_BIASES:
         legal = 0

@@ -79,6 +79,11 @@ class SearchConfig:
     # under max_params the first of 3, 1.5, 0, -2, ... at which 40 % of such random shrinks of the stage's
     # base are within the limit (VGG-13 asked for 127x: its stage-1 student had to shrink 15x more)
     shrink_keep_bias: float | None = None
+    # stage 2 also chooses kernel sizes (centre crops of a conv's kernel); False: channels and heads only.
+    # The shared weights read kernel cuts too high: on conv4 (MNIST-10k, seed-1 teacher) a shrink-only
+    # run's student cut two kernels to 1x1 and trained to 98.81 % where channel-only students of about its
+    # size reached 99.27 % (docs/usage.md)
+    shrink_kernels: bool = True
     algo: Algo = "reinforce"  # "reinforce" (EMA baseline) or "actor_critic"
     baseline_decay: float = 0.9  # EMA decay of the REINFORCE baseline
     # REINFORCE baseline: "ema" (paper: moving average of mean rewards) or "batch" (leave-one-out
@@ -247,6 +252,7 @@ class SearchConfig:
             max_params=self.max_params,
             shrink_bias=bias if limited else None,
             narrowest=min(RATIOS) if limited else SupernetConfig.narrowest,
+            shrink_kernels=self.shrink_kernels,
         )
 
     def resolved_device(self) -> str:

@@ -220,6 +220,7 @@ class Search(StageLoop, SharedWeights, FinalTraining):
         if self.state.phase == "removal":
             # stage 2 will narrow stage 1's winner: stage 1 judges a parameter limit on each student's narrowest shrink
             evaluator.reachable = cfg.stage == "both"
+            evaluator.reachable_kernels = cfg.shrink_kernels
             self._stage("removal", evaluator, self._removal_analysis(), {})
             evaluator.reachable = False
             self.state.phase, self.state.iteration = (

@@ -97,11 +97,12 @@ class ShrinkStage:
     pretrained: str | None
     lr: float
     iterations: int
+    kernels: bool = True  # kernel sizes are shrink variables too (SearchConfig.shrink_kernels)
     kind: str = "shrink"
     steps: list[ShrinkStep] = field(init=False)  # one per shrink variable of the base's layers
 
     def __post_init__(self) -> None:
-        self.steps = shrink_steps(self.analysis.layers, RATIOS)
+        self.steps = shrink_steps(self.analysis.layers, RATIOS, kernels=self.kernels)
 
     def inputs(self) -> dict[str, torch.Tensor] | None:
         if not self.steps:
@@ -142,4 +143,5 @@ def make_stage(name: str, cfg: SearchConfig, analysis: Analysis, base_actions: d
         pretrained=cfg.shrink_policy,
         lr=cfg.shrink_lr,
         iterations=cfg.shrink_iterations,
+        kernels=cfg.shrink_kernels,
     )

@@ -73,7 +73,7 @@ class StageLoop:
         if known is not None:
             return known
         rng = random.Random(derive_seed(cfg.seed, "keep_bias", stage))
-        bias, measured = legal_keep_bias(analysis, rng, cfg.max_params)
+        bias, measured = legal_keep_bias(analysis, rng, cfg.max_params, kernels=cfg.shrink_kernels)
         tried = ", ".join(f"{share:.0%} at {b:g}" for b, share in measured.items())
         logger.info(f"{stage}: shrink start: ratio logits {bias:g} * r (random shrinks within max_params: {tried})")
         self.state.keep_bias[stage] = bias

@@ -248,10 +248,13 @@ class Supernet(nn.Module):
             self.flat.copy_(flat)
 
 
-def smallest_actions(analysis: Analysis, ratios: Sequence[float], floor: float = 0.0) -> dict[str, Any]:
-    """Every shrinkable variable at its smallest legal ratio >= ``floor``, no layer removed (the narrowest student)."""
+def smallest_actions(
+    analysis: Analysis, ratios: Sequence[float], floor: float = 0.0, *, kernels: bool = True
+) -> dict[str, Any]:
+    """Every shrinkable variable at its smallest legal ratio >= ``floor``, no layer removed (the narrowest
+    student); ``kernels=False``: kernel sizes kept (the channels-only shrink space)."""
     shrink: dict[str, dict[str, float]] = {}
-    for step in shrink_steps(analysis.layers, ratios):
+    for step in shrink_steps(analysis.layers, ratios, kernels=kernels):
         legal = [r for r, ok in zip(ratios, step.legal, strict=True) if ok and r >= floor - 1e-9]
         if legal:
             shrink.setdefault(step.node, {})[step.variable] = min(legal)

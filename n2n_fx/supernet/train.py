@@ -76,6 +76,7 @@ class SupernetConfig:
     # those over the limit drawn again; the narrowest student then sits at the smallest legal ratios
     max_params: float | None = None
     shrink_bias: float | None = None
+    shrink_kernels: bool = True  # students shrink kernel sizes too (False: the channels-only shrink space)
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.random_students < 0 or self.batch_size < 1:
@@ -124,29 +125,36 @@ def sample_actions(
     remove: Sequence[str] = (),
     passive: bool = False,
     shrink_bias: float | None = None,
+    kernels: bool = True,
 ) -> dict[str, Any]:
     """A random student of ``space``: removal at a random rate (``removal``), random shrink ratios
     on the student of ``remove`` (``shrink``), or the one then the other (``both``). Passive layers
     (``Kind.passive``) are removed only with ``passive``, as in the search's removal space.
-    ``shrink_bias``: every variable of a ``shrink`` student drawn with weight exp(shrink_bias * r)."""
+    ``shrink_bias``: every variable of a ``shrink`` student drawn with weight exp(shrink_bias * r);
+    ``kernels=False``: no kernel shrunk."""
     if space == "shrink":
         base = sorted(remove)
         p_shrink = rng.random() if shrink_bias is None else 1.0
-        _, shrink = random_actions(net.stage1_analysis(base), rng, p_remove=0.0, p_shrink=p_shrink, bias=shrink_bias)
+        _, shrink = random_actions(
+            net.stage1_analysis(base), rng, p_remove=0.0, p_shrink=p_shrink, bias=shrink_bias, kernels=kernels
+        )
         return {"remove": base, "shrink": shrink}
     removed, _ = random_actions(net.analysis, rng, p_remove=rng.uniform(0.0, max_remove), p_shrink=0.0, passive=passive)
     if space == "removal" or not net.arch({"remove": removed}).valid:
         return {"remove": removed}
-    _, shrink = random_actions(net.stage1_analysis(removed), rng, p_remove=0.0, p_shrink=rng.random())
+    _, shrink = random_actions(net.stage1_analysis(removed), rng, p_remove=0.0, p_shrink=rng.random(), kernels=kernels)
     return {"remove": removed, "shrink": shrink}
 
 
-def sandwich(net: Supernet, space: str, remove: Sequence[str] = (), narrowest: float = 0.3) -> list[dict[str, Any]]:
-    """The students every step of ``space`` runs: the widest one, and the narrowest where widths vary."""
+def sandwich(
+    net: Supernet, space: str, remove: Sequence[str] = (), narrowest: float = 0.3, *, kernels: bool = True
+) -> list[dict[str, Any]]:
+    """The students every step of ``space`` runs: the widest one, and the narrowest where widths vary
+    (``kernels=False``: at full kernel sizes)."""
     if space == "removal":
         return [{"remove": []}]
     base = sorted(remove) if space == "shrink" else []
-    narrow = smallest_actions(net.stage1_analysis(base) if base else net.analysis, RATIOS, narrowest)
+    narrow = smallest_actions(net.stage1_analysis(base) if base else net.analysis, RATIOS, narrowest, kernels=kernels)
     return [{"remove": base}, {**narrow, "remove": base}]
 
 
@@ -215,7 +223,7 @@ def _steps(
         placed[id(a)] = a
         return _place(a, device)
 
-    fixed = [net.arch(a) for a in sandwich(net, space, remove, cfg.narrowest)]
+    fixed = [net.arch(a) for a in sandwich(net, space, remove, cfg.narrowest, kernels=cfg.shrink_kernels)]
     for a in fixed:
         if not a.valid:
             raise SupernetError(f"the widest or narrowest student is degenerate ({a.rewrite.degenerate})")
@@ -243,7 +251,9 @@ def _steps(
                 if pool and rng.random() >= 1.0 / cfg.arch_reuse:
                     archs.append(use(net.arch(rng.choice(pool))))
                     continue
-                acts = sample_actions(net, rng, cfg.max_remove, space, remove, cfg.remove_passive, cfg.shrink_bias)
+                acts = sample_actions(
+                    net, rng, cfg.max_remove, space, remove, cfg.remove_passive, cfg.shrink_bias, cfg.shrink_kernels
+                )
                 a = net.arch(acts)
                 if a.valid and _within(a, cfg, max_params):
                     archs.append(use(a))
