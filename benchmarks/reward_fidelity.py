@@ -106,14 +106,26 @@ def main() -> None:
         default=None,
         help="KD seeds (data orders) of the reference; it is their mean accuracy (default: --seed)",
     )
-    ap.add_argument("--calib-batches", type=int, default=2)
+    ap.add_argument(
+        "--calib-batches",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="batches of 64 recalibrating a shared student's batch norms; more than one value: a shared mode each "
+        "(the first is `shared`, the others `shared@cN`), side by side",
+    )
     ap.add_argument("--val-subset", type=int, default=300, help="validation samples the shared modes read")
     ap.add_argument("--reward-lr", type=float, default=1e-2, help="Adam lr of the kd reference")
     ap.add_argument("--shared-kd-lr", type=float, default=1e-3, help="Adam lr of the shared+kd steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--teacher-checkpoint", default=None, help="the teacher (default: the cached one of its recipe)")
-    ap.add_argument("--fresh", action="store_true", help="recompute the KD references (timings side by side)")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="recompute the first reference seed's KD runs (the timed ones: kd40 / kd150 side by side); "
+        "the other --ref-seeds come from the cache",
+    )
     ap.add_argument("--only-reference", action="store_true", help="compute the KD references and stop")
     ap.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/reward_fidelity-MODEL.json)")
     args = ap.parse_args()
@@ -146,7 +158,8 @@ def main() -> None:
     for ref_seed in ref_seeds:
         ref_kd = dataclasses.replace(kd, seed=ref_seed)
         ref_path = RUNS / "cache" / f"fidelity-kd-{args.model}-seed{ref_seed}-lr{args.reward_lr:g}-{args.kd_steps}.json"
-        refs = json.loads(ref_path.read_text()) if ref_path.is_file() and not args.fresh else {}
+        fresh = args.fresh and ref_seed == ref_seeds[0]
+        refs = json.loads(ref_path.read_text()) if ref_path.is_file() and not fresh else {}
         for k, acts in enumerate(students):
             key = json.dumps(actions_key(acts))
             if key not in refs:
@@ -180,20 +193,22 @@ def main() -> None:
     )
 
     val = splits.subset(val=args.val_subset).val if args.val_subset else splits.val
+    shared_modes = ["shared"] + [f"shared@c{c}" for c in args.calib_batches[1:]]
     rows = []
     for acts in students:
         arch = net.arch(acts)
         row = {"actions": acts, "params": arch.rewrite.student_cost.params}
-        # shared: extract, recalibrate, read
-        t0 = time.perf_counter()
-        s = net.extract(arch)
-        recalibrate_bn(s, splits.train_plain, batches=args.calib_batches, seed=args.seed)
-        row["shared"] = accuracy(s, val)
-        row["shared_s"] = time.perf_counter() - t0
+        # shared: extract, recalibrate, read (once per number of calibration batches asked for)
+        for c, mode in zip(args.calib_batches, shared_modes, strict=True):
+            t0 = time.perf_counter()
+            s = net.extract(arch)
+            recalibrate_bn(s, splits.train_plain, batches=c, seed=args.seed)
+            row[mode] = accuracy(s, val)
+            row[f"{mode}_s"] = time.perf_counter() - t0
         # shared+kd: the same, then a few KD steps
         t0 = time.perf_counter()
         s = net.extract(arch)
-        recalibrate_bn(s, splits.train_plain, batches=args.calib_batches, seed=args.seed)
+        recalibrate_bn(s, splits.train_plain, batches=args.calib_batches[0], seed=args.seed)
         r = distill(
             s,
             splits.train_plain,
@@ -216,7 +231,7 @@ def main() -> None:
         )
 
     ref = [r["reference"] for r in rows]
-    modes = ["shared", "shared+kd", "kd40", "kd150"]
+    modes = [*shared_modes, "shared+kd", "kd40", "kd150"]
     summary = {}
     for m in modes:
         vals = [r[m] for r in rows]

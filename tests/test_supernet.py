@@ -367,7 +367,7 @@ def test_stage2_also_shrinks_the_teacher_and_keeps_the_better_student(tmp_path, 
 @pytest.mark.parametrize("kernels", [True, False])
 def test_channels_only_shrink_space_never_cuts_a_kernel(tmp_path, monkeypatch, kernels):
     """shrink_kernels=False: no kernel is a shrink variable of the policy, of the supernet's students
-    (random and narrowest) or of stage 1's narrowest-shrink floor; with it (the default), kernels are."""
+    (random and narrowest) or of stage 1's narrowest-shrink floor (the default); with it, kernels are."""
     drawn = []
     real = sample_actions
 

@@ -81,7 +81,7 @@ def main() -> None:
     if args.min_compression:  # the teacher's architecture decides its parameter count, not its training
         teacher_params = sum(p.numel() for p in build_model(args.teacher, num_classes=10, in_channels=1).parameters())
         budget["max_params"] = math.floor(teacher_params / args.min_compression)
-    cfg = mnist_config(args.teacher, seed=args.seed, **budget)
+    cfg = mnist_config(args.teacher, seed=args.seed, shrink_kernels=True, **budget)  # the paper's stage-2 space
     res = run_compress(cfg, run_dir(name, args.fresh), resume=run_dir(name, False).joinpath("config.json").is_file())
     save(name, search_result("table1", cfg, res), t0)
 

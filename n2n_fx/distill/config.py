@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .evaluate import EVAL_BATCH
 from .loss import LOSSES
 
 __all__ = ["DistillConfig"]
@@ -36,7 +37,7 @@ class DistillConfig:
     epochs: int = 5  # passes over the training data (paper: 5 to compare students)
     steps: int | None = None  # if set, the budget in optimiser steps instead of epochs
     batch_size: int = 64  # training batch size
-    eval_batch_size: int = 256  # batch size of accuracy evaluation
+    eval_batch_size: int = EVAL_BATCH  # batch size of accuracy evaluation (evaluate.EVAL_BATCH: 64)
     eval_every: int = 0  # evaluate validation accuracy every this many epochs (0: only at the end)
     # early stopping on validation: evaluate before training and after every epoch, and return
     # the weights of the best evaluation (the starting weights when no epoch beats them)

@@ -17,7 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.loaders import make_loader
 from ..errors import DataError
 
-__all__ = ["accuracy", "predict_logits", "model_device", "placed"]
+__all__ = ["EVAL_BATCH", "accuracy", "predict_logits", "model_device", "placed"]
+
+# samples per evaluation batch. On the CPU (one thread, eval mode) small batches stay in cache: ms per
+# image at 32 / 64 / 128 / 256: conv4 (28 px) 0.76 / 0.74 / 1.19 / 1.09, vgg13_small 4.5 / 3.8 / 4.4 / 5.0,
+# vgg_tiny (32 px) 0.51 / 0.49 / 0.48 / 0.52, resnet18 (32 px) 1.39 / 1.18 / 0.97 / 1.08 (benchmarks/eval_batch.py).
+# Reading accuracy is the whole cost of a shared-weight reward
+EVAL_BATCH = 64
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -79,7 +85,7 @@ def accuracy(
     model: nn.Module,
     data: Dataset | DataLoader,
     *,
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH,
     device: str | torch.device | None = None,
 ) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on ``data`` (a data set or a loader of (x, y, ...)).
@@ -111,7 +117,7 @@ def accuracy_and_loss(
     model: nn.Module,
     data: Dataset | DataLoader,
     *,
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH,
     device: str | torch.device | None = None,
 ) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy of ``model`` on ``data`` in one pass (as ``accuracy``).
@@ -146,7 +152,7 @@ def predict_logits(
     model: nn.Module,
     data: Dataset | DataLoader,
     *,
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH,
     device: str | torch.device | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ..errors import CheckpointError, ConfigError
 from ..progress import progress_bar
 from ..storage import atomic_torch_save
-from .evaluate import predict_logits
+from .evaluate import EVAL_BATCH, predict_logits
 
 __all__ = ["LogitCache", "IndexedDataset", "dataset_fingerprint"]
 
@@ -106,7 +106,7 @@ class LogitCache:
         teacher: nn.Module,
         dataset: Dataset,
         *,
-        batch_size: int = 256,
+        batch_size: int = EVAL_BATCH,
         device: str | torch.device | None = None,
     ) -> LogitCache:
         """Run ``teacher`` (eval mode, on ``device``) once over ``dataset``; refuse an augmented data set.
