@@ -19,10 +19,11 @@ from ..errors import DataError
 
 __all__ = ["EVAL_BATCH", "accuracy", "predict_logits", "model_device", "placed"]
 
-# samples per evaluation batch. On the CPU (one thread, eval mode) small batches stay in cache: ms per
-# image at 32 / 64 / 128 / 256: conv4 (28 px) 0.76 / 0.74 / 1.19 / 1.09, vgg13_small 4.5 / 3.8 / 4.4 / 5.0,
-# vgg_tiny (32 px) 0.51 / 0.49 / 0.48 / 0.52, resnet18 (32 px) 1.39 / 1.18 / 0.97 / 1.08 (benchmarks/eval_batch.py).
-# Reading accuracy is the whole cost of a shared-weight reward
+# samples per evaluation batch. On the CPU (one thread, eval mode) the small 28-px networks read fastest in
+# small batches, which stay in cache; wider ones prefer large batches. ms per image at 64 / 256:
+# conv4 0.56 / 0.81, vgg13_small 2.83 / 3.46, vgg_tiny (32 px) 0.35 / 0.33, resnet18 (32 px) 0.86 / 0.71,
+# mobilenet_v2 (32 px) 0.67 / 0.52 (benchmarks/eval_batch.py). Reading accuracy is the whole cost of a
+# shared-weight reward, and the reward-fidelity benchmark's networks are the small ones
 EVAL_BATCH = 64
 
 
