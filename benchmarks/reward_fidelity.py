@@ -127,6 +127,11 @@ def main() -> None:
         "the other --ref-seeds come from the cache",
     )
     ap.add_argument("--only-reference", action="store_true", help="compute the KD references and stop")
+    ap.add_argument(
+        "--only-supernet",
+        action="store_true",
+        help="train (and cache) the supernet and stop: on two cores, beside an --only-reference job",
+    )
     ap.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/reward_fidelity-MODEL.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -155,7 +160,7 @@ def main() -> None:
     kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=args.seed)
     ref_seeds = args.ref_seeds or [args.seed]
     all_refs: dict[int, dict] = {}
-    for ref_seed in ref_seeds:
+    for ref_seed in [] if args.only_supernet else ref_seeds:
         ref_kd = dataclasses.replace(kd, seed=ref_seed)
         ref_path = RUNS / "cache" / f"fidelity-kd-{args.model}-seed{ref_seed}-lr{args.reward_lr:g}-{args.kd_steps}.json"
         fresh = args.fresh and ref_seed == ref_seeds[0]
@@ -191,6 +196,8 @@ def main() -> None:
     print(
         f"supernet: {sn_record['steps']} steps, {sn_record['wall_s']:.0f} s, losses {sn_record['losses']}", flush=True
     )
+    if args.only_supernet:
+        return
 
     val = splits.subset(val=args.val_subset).val if args.val_subset else splits.val
     shared_modes = ["shared"] + [f"shared@c{c}" for c in args.calib_batches[1:]]

@@ -139,6 +139,17 @@ def test_flops_are_twice_the_macs_of_conv_and_linear():
     assert count_params(frozen) == 9  # trainable only
 
 
+def test_measuring_from_an_input_size_leaves_the_global_rng_alone():
+    # a seeded search measures students between its draws: the measurement must not shift them
+    conv = nn.Conv2d(3, 8, 3)
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    count_flops(conv, (3, 8, 8))
+    peak_activation_bytes(conv, (3, 8, 8))
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_peak_activation_counts_live_tensors_and_aliases_once():
     inplace = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 2))
     copying = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))

@@ -73,7 +73,9 @@ def _example(example: torch.Tensor | Sequence[int], batch: int = 1) -> torch.Ten
     size = tuple(int(d) for d in example)
     if not size or any(d <= 0 for d in size):
         raise ConfigError(f"input size {size} must be positive like (3, 32, 32)")
-    return torch.randn(batch, *size)
+    # values do not matter to a count or a timing; a private generator leaves the global RNG (and so a
+    # seeded search's history) untouched
+    return torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
 
 
 def count_flops(model: nn.Module, example: torch.Tensor | Sequence[int]) -> int:
