@@ -143,6 +143,19 @@ def test_loader_shuffling_is_seeded():
     assert next(iter(make_loader(ds, 16)))[1].tolist() == ds.targets[:16].tolist()
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_iterating_a_loader_leaves_the_global_rng_alone(shuffle):
+    # an accuracy read in the middle of a training must not move the dropout masks that follow it
+    ds = get_dataset("synthetic", num_samples=64, image_size=8)
+    loader = make_loader(ds, 16, shuffle=shuffle)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    for _ in loader:
+        pass
+    assert torch.equal(torch.rand(3), expected)
+
+
 # -- missing files, registry -------------------------------------------------------------------
 
 

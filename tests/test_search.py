@@ -505,10 +505,11 @@ def test_no_accuracy_tolerance_trains_only_the_search_best(tmp_path):
 
 
 def test_stage1_judges_a_parameter_limit_on_what_stage2_can_narrow_its_students_to(tmp_path):
-    """A limit far below what removals alone reach (6,000 of 77 K parameters): stage 1 keeps its best
-    student whose narrowest shrink is within it (its own size breaks the limit, and is what it is
-    rewarded for), stage 2 narrows that student within the limit, and the run ships stage 2's."""
-    cfg = SearchConfig(**{**TINY, "max_params": 6000, "shrink_iterations": 4, "rollouts": 3, "penalty": "hard"})
+    """A limit below what removals alone reach (1,000 of 77 K parameters; this seed's removal students
+    have 2,060 or more): stage 1 keeps its best student whose narrowest shrink is within it (its own
+    size breaks the limit, and is what it is rewarded for), stage 2 narrows that student within the
+    limit, and the run ships stage 2's."""
+    cfg = SearchConfig(**{**TINY, "max_params": 1000, "shrink_iterations": 4, "rollouts": 3, "penalty": "hard"})
     res = run_compress(cfg, tmp_path / "r", quiet=True)
     rows = res.history
     stage1 = [r for r in rows if r["stage"] == "removal" and r["degenerate"] is None]
@@ -521,7 +522,8 @@ def test_stage1_judges_a_parameter_limit_on_what_stage2_can_narrow_its_students_
     assert best1["reward"] == best1["record"]["raw_reward"], "and is not penalised for it"
     shrunk = [r for r in rows if r["stage"] == "shrink" and r["degenerate"] is None]
     assert shrunk and all(r["params"] <= best1["record"]["params"] for r in shrunk), "stage 2 narrows it"
-    assert res.summary["winner"] == "stage2" and res.summary["stage2"]["params"] <= 6000
+    assert all(r["violations"] for r in stage1), "the premise: no removal alone meets the limit"
+    assert res.summary["winner"] == "stage2" and res.summary["stage2"]["params"] <= 1000
     bias = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["keep_bias"]["shrink"]
     assert bias < 3.0, "stage 2 started narrower than its mild default, where random shrinks are legal"
     assert "shrink: shrink start: ratio logits" in (tmp_path / "r" / "run.log").read_text()

@@ -31,7 +31,8 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader whose shuffling order depends only on ``seed`` (and the epoch count).
 
-    Two loaders built with the same seed yield the same batches in the same order.
+    Two loaders built with the same seed yield the same batches in the same order; iterating
+    one never draws from torch's global random stream.
     ``device``: where the batches go; CUDA turns ``pin_memory`` on.
 
     Example:
@@ -44,12 +45,13 @@ def make_loader(
         raise ConfigError(f"batch_size={batch_size} must be positive")
     if num_workers < 0:
         raise ConfigError(f"num_workers={num_workers} must be >= 0")
-    generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
-        generator=generator,
+        # a private generator also when not shuffling: iterating a loader draws its base seed from it, so
+        # reading accuracy mid-training leaves the global stream (dropout masks) where it was
+        generator=torch.Generator().manual_seed(int(seed)),
         num_workers=num_workers,
         drop_last=drop_last,
         pin_memory=pin_memory or pins_for(device),
