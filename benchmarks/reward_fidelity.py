@@ -65,6 +65,21 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return (conc - disc) / denom if denom else 0.0
 
 
+def tau_interval(a: list[float], b: list[float], *, draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """A 90 % bootstrap interval of ``kendall_tau(a, b)``: students drawn again with replacement.
+
+    How far the τ of 40 students moves with which 40 were drawn; pairs of one student drawn twice
+    are ties in both lists and count for neither side."""
+    rng = random.Random(seed)
+    n = len(a)
+    taus = []
+    for _ in range(draws):
+        pick = [rng.randrange(n) for _ in range(n)]
+        taus.append(kendall_tau([a[i] for i in pick], [b[i] for i in pick]))
+    taus.sort()
+    return taus[int(0.05 * draws)], taus[int(0.95 * draws) - 1]
+
+
 def _kd_marks(student, splits, cache, kd: DistillConfig) -> dict[str, float]:
     """Accuracy and cost after 40, 150 and ``kd.steps`` KD steps of one run.
 
@@ -82,6 +97,7 @@ def _kd_marks(student, splits, cache, kd: DistillConfig) -> dict[str, float]:
             marks[f"kd{step}_s"] = e0 - clock["start"] - clock["eval"] + took
             clock["eval"] += took
 
+    torch.manual_seed(kd.seed)  # its dropout masks: as the search's executors seed each reward
     r = distill(student, splits.train_plain, kd, logit_cache=cache, val_data=splits.val, on_step=read)
     marks[f"kd{kd.steps}_s"] = time.perf_counter() - clock["start"] - clock["eval"]  # distill reads val itself
     marks[f"kd{kd.steps}"] = r.val_accuracy if r.ok else 0.0
@@ -123,8 +139,8 @@ def main() -> None:
     ap.add_argument(
         "--fresh",
         action="store_true",
-        help="time kd40 / kd150 again, student by student between the shared readings (a 150-step run of the "
-        "first reference seed, checked against its cached readings); the references come from the cache",
+        help="read and time kd40 / kd150 again, student by student between the shared readings (a 150-step run "
+        "of the first reference seed); the references come from the cache",
     )
     ap.add_argument("--only-reference", action="store_true", help="compute the KD references and stop")
     ap.add_argument(
@@ -215,6 +231,7 @@ def main() -> None:
         t0 = time.perf_counter()
         s = net.extract(arch)
         recalibrate_bn(s, splits.train_plain, batches=args.calib_batches[0], seed=args.seed)
+        torch.manual_seed(args.seed)
         r = distill(
             s,
             splits.train_plain,
@@ -252,6 +269,7 @@ def main() -> None:
         secs = sorted(r[f"{m}_s"] for r in rows)
         summary[m] = {
             "tau": kendall_tau(vals, ref),
+            "tau_90": tau_interval(vals, ref),
             "median_s": secs[len(secs) // 2],
             "mean_acc": sum(vals) / len(vals),
         }
@@ -273,7 +291,7 @@ def main() -> None:
         "reference_repeatability_tau": sum(repeat) / len(repeat) if repeat else None,
         "kd_timings": (
             "kd40 / kd150 read and timed in this run, student by student between the shared readings (dropout "
-            "draws follow the run's order, so the readings differ slightly from the cached reference run's)"
+            "seeded per reading; the cached reference runs were not, so these differ slightly from theirs)"
             if args.fresh
             else "kd40 / kd150 timings from the cached reference runs"
         ),
@@ -294,7 +312,8 @@ def main() -> None:
     for m in modes:
         s = summary[m]
         print(
-            f"{m:10s} tau {s['tau']:+.3f}  median {s['median_s']:.2f} s/student  "
+            f"{m:10s} tau {s['tau']:+.3f} (90 %: {s['tau_90'][0]:+.2f} to {s['tau_90'][1]:+.2f})  "
+            f"median {s['median_s']:.2f} s/student  "
             f"{s['cheaper_than_kd40']:.1f}x cheaper than kd40  mean acc {s['mean_acc']:.3f}"
         )
     if repeat:
