@@ -291,7 +291,8 @@ def main() -> None:
         "reference_repeatability_tau": sum(repeat) / len(repeat) if repeat else None,
         "kd_timings": (
             "kd40 / kd150 read and timed in this run, student by student between the shared readings (dropout "
-            "seeded per reading; the cached reference runs were not, so these differ slightly from theirs)"
+            "seeded per reading; reference runs cached before that seeding was added drew other masks, so their "
+            "kd40 / kd150 differ slightly from these)"
             if args.fresh
             else "kd40 / kd150 timings from the cached reference runs"
         ),
