@@ -197,6 +197,7 @@ def main() -> None:
         net.load_flat(saved["flat"])
         sn_record = saved["record"]
     else:
+        cached.parent.mkdir(parents=True, exist_ok=True)
         sn = train_supernet(
             net,
             splits.train_plain,
@@ -204,10 +205,12 @@ def main() -> None:
             SupernetConfig(steps=args.supernet_steps, seed=args.seed),
             log_every=max(1, args.supernet_steps // 10),
             on_step=lambda k, loss: print(f"supernet step {k}: loss {loss:.2f}", flush=True) if k % 50 == 0 else None,
+            checkpoint=cached.with_suffix(".progress.pt"),  # a killed training goes on from its last save
+            checkpoint_every=300,
         )
         sn_record = {**sn.to_dict(), "config": SupernetConfig(steps=args.supernet_steps, seed=args.seed).__dict__}
-        cached.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"flat": net.flat.detach(), "record": sn_record}, cached)
+        cached.with_suffix(".progress.pt").unlink(missing_ok=True)
     print(
         f"supernet: {sn_record['steps']} steps, {sn_record['wall_s']:.0f} s, losses {sn_record['losses']}", flush=True
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import subprocess
@@ -20,7 +21,7 @@ from n2n_fx.cli import main
 from n2n_fx.data import load_splits
 from n2n_fx.distill import DistillConfig, LogitCache
 from n2n_fx.distill.loss import kd_kl_loss
-from n2n_fx.errors import ConfigError
+from n2n_fx.errors import CheckpointError, ConfigError
 from n2n_fx.features import RATIOS
 from n2n_fx.graph.layers import analyze
 from n2n_fx.reward import RewardCache, RewardEvaluator
@@ -177,6 +178,65 @@ def test_supernet_training_lowers_the_students_loss(tiny_data):
     assert len(archs) >= 4 and loss() < before
     assert not torch.equal(flat, net.flat.detach())
     assert torch.equal(net.teacher_flat(), flat)  # the teacher itself is never trained
+
+
+class _Killed(Exception):
+    """Stands for a kill in the middle of a supernet training."""
+
+
+@pytest.mark.parametrize("kill_at", [2, 7, 13])
+def test_supernet_training_resumed_from_its_checkpoint_ends_with_the_weights_of_an_uninterrupted_one(
+    tiny_data, tmp_path, kill_at
+):
+    """Killed at a step (mid-epoch and on either side of an epoch's end), then started again from
+    its checkpoint: the same weights, losses and counts as one training without interruption."""
+    splits, teacher, cache = tiny_data
+    cfg = SupernetConfig(steps=20, batch_size=32, seed=0)
+    whole = Supernet(teacher)
+    want = train_supernet(whole, splits.train_plain, cache, cfg, log_every=3)
+    assert want.steps > 2 * math.ceil(len(splits.train_plain) / 32)  # the training crosses epochs
+
+    def kill(step: int, loss: float) -> None:
+        if step == kill_at:
+            raise _Killed
+
+    ckpt = tmp_path / "progress.pt"
+    with pytest.raises(_Killed):  # saved after every step: the last save is the step before the kill
+        train_supernet(
+            Supernet(teacher),
+            splits.train_plain,
+            cache,
+            cfg,
+            log_every=3,
+            on_step=kill,
+            checkpoint=ckpt,
+            checkpoint_every=0,
+        )
+    net, ran = Supernet(teacher), []
+    got = train_supernet(
+        net, splits.train_plain, cache, cfg, log_every=3, on_step=lambda k, _: ran.append(k), checkpoint=ckpt
+    )
+    assert ran == list(range(kill_at, cfg.steps + 1))  # the killed step again, then the rest
+    assert torch.equal(net.flat, whole.flat)
+    assert (got.steps, got.losses, got.students, got.archs) == (want.steps, want.losses, want.students, want.archs)
+    # the finished checkpoint: called again, nothing is trained and the weights are the same
+    again = Supernet(teacher)
+    done = train_supernet(
+        again, splits.train_plain, cache, cfg, on_step=lambda *_: pytest.fail("trained"), checkpoint=ckpt
+    )
+    assert torch.equal(again.flat, whole.flat) and done.steps == cfg.steps
+
+
+def test_supernet_checkpoint_of_another_training_is_refused_in_one_line(tiny_data, tmp_path):
+    splits, teacher, cache = tiny_data
+    ckpt = tmp_path / "progress.pt"
+    train_supernet(Supernet(teacher), splits.train_plain, cache, SupernetConfig(steps=2, seed=0), checkpoint=ckpt)
+    with pytest.raises(CheckpointError, match="another supernet training .config differ") as e:
+        train_supernet(Supernet(teacher), splits.train_plain, cache, SupernetConfig(steps=2, seed=1), checkpoint=ckpt)
+    assert "\n" not in str(e.value)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        train_supernet(Supernet(teacher), splits.train_plain, cache, SupernetConfig(steps=2, seed=0), checkpoint=ckpt)
 
 
 def test_sample_actions_are_legal_and_seeded():
@@ -395,6 +455,30 @@ def test_shrink_teacher_is_skipped_when_stage1_removed_nothing(tmp_path):
     cfg = SearchConfig(**{**SHARED, "stage": "shrink", "removal_iterations": 0, "shrink_teacher": True})
     run_compress(cfg, tmp_path / "r", quiet=True)
     assert {r["stage"] for r in _rows(tmp_path / "r")} == {"shrink"}
+
+
+def test_shared_search_killed_while_training_its_supernet_goes_on_from_the_last_save(tmp_path):
+    """Killed in the middle of the stage-1 supernet (before the run's first checkpoint): the resumed run
+    goes on from the training's last save, and ends exactly where an uninterrupted run does."""
+    run_dir = tmp_path / "killed"
+    cfg = {**SHARED, "removal_iterations": 2, "shrink_iterations": 2, "supernet_steps": 30}
+    cfg["supernet_checkpoint_s"] = 0  # saved after every step
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    args = [sys.executable, "-m", "n2n_fx", "compress", "--run-dir", str(run_dir), "--quiet"]
+    args += ["--config", str(tmp_path / "cfg.json")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # as this process: the same sums
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
+    progress = run_dir / "supernet.progress.pt"
+    kill_when(proc, progress.is_file, "a save of the supernet's progress", 300)
+    assert not (run_dir / "supernet.pt").exists()
+    assert main(["compress", "--resume", str(run_dir), "--quiet"]) == 0
+    assert "supernet: going on from step" in (run_dir / "run.log").read_text()
+    assert not progress.exists()  # the trained weights are saved: the progress file is gone
+    whole = tmp_path / "whole"
+    run_compress(SearchConfig(**cfg), whole, quiet=True)
+    a, b = (torch.load(d / "supernet.pt")["flat"] for d in (run_dir, whole))
+    assert torch.equal(a, b)
+    assert _key(_rows(run_dir)) == _key(_rows(whole))
 
 
 @pytest.mark.parametrize("stage", ["removal", "shrink", "shrink_teacher"])

@@ -126,6 +126,9 @@ class SearchConfig:
     supernet_shrink_steps: int | None = 1500
     supernet_lr: float = 2e-3  # Adam lr of the shared weights (cosine-annealed)
     supernet_students: int = 2  # random students per supernet step, besides the full and narrowest ones
+    # seconds between saves of a supernet training's progress to the run directory: a run killed in the
+    # middle of it goes on from the last save when resumed (0: after every step)
+    supernet_checkpoint_s: float = 60.0
     # training batches that recalibrate a shared-weight student's batch norms (conv4: 2, 4 and 8 batches
     # of 64 rank students alike, τ 0.70 / 0.695 / 0.695)
     calib_batches: int = 2

@@ -77,6 +77,8 @@ class SharedWeights:
         logger.info(
             f"supernet: training shared weights over {what} ({scfg.steps} steps, {2 + scfg.random_students} students a step)"
         )
+        # a training killed before it ended left its progress here: it goes on from there
+        progress = self.run_dir.file(SUPERNET_FILES[space].replace(".pt", ".progress.pt"))
         bar = progress_bar(scfg.steps, f"supernet {space} (steps)")
         res = train_supernet(
             net,
@@ -87,11 +89,14 @@ class SharedWeights:
             remove=remove,
             device=self.device,
             on_step=lambda *_: bar.update(1),
+            checkpoint=progress,
+            checkpoint_every=self.cfg.supernet_checkpoint_s,
         )
         bar.close()
         atomic_torch_save({"format": SUPERNET_FORMAT, "flat": net.flat.detach().cpu()}, path)
         self.state.supernet[space] = {**res.to_dict(), "tag": _tag(net), "remove": sorted(remove)}
         self.save_checkpoint()
+        progress.unlink(missing_ok=True)  # the weights are saved: the training's progress is no longer needed
         logger.info(
             f"supernet ({space}): {res.steps} steps in {res.wall_s:.0f} s, "
             f"KD loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}"

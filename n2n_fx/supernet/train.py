@@ -15,16 +15,23 @@ Training the two spaces one after the other, as the two stages search them, is w
 shared weights rank students (vgg_tiny, 400 steps each: random stage-1 students read 0.41 mean
 accuracy with removal-space weights, 0.16 with ``both``, where almost every student is near
 chance; docs/benchmarks.md).
+
+A long training (a large teacher on the CPU: hours) can save its progress to a ``checkpoint``
+file every ``checkpoint_every`` seconds: the shared weights, the optimiser, every random stream
+and the place in the data. Called again with the same file, it goes on from there and ends with
+exactly the weights an uninterrupted training gives.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,12 +43,14 @@ from ..distill.loss import kd_kl_loss, kd_l2_loss
 from ..errors import ConfigError
 from ..features.features import RATIOS
 from ..rewrite.sample import random_actions
+from .progress import Progress, as_tuples
 from .shared import SharedArch, Supernet, SupernetError, actions_key, smallest_actions
 
 __all__ = ["SPACES", "SupernetConfig", "SupernetResult", "train_supernet", "sample_actions", "sandwich"]
 
 SPACES = ("removal", "shrink", "both")  # the student spaces a supernet can be trained over
 MAX_REDRAWS = 500  # random draws in a row without a usable student before training gives up
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,9 +178,16 @@ def train_supernet(
     device: str | torch.device = "cpu",
     on_step: Callable[[int, float], None] | None = None,
     log_every: int = 50,
+    checkpoint: Path | str | None = None,
+    checkpoint_every: float = 60.0,
 ) -> SupernetResult:
     """Train ``net.flat`` in place over the students of ``space`` (``remove``: the removal the
-    ``shrink`` space narrows); ``train_data`` is the un-augmented split the cache was built on."""
+    ``shrink`` space narrows); ``train_data`` is the un-augmented split the cache was built on.
+
+    ``checkpoint``: a file the progress is saved to every ``checkpoint_every`` seconds and at the
+    end; if it exists, training goes on from it (``on_step`` is called for the steps still to run;
+    the result counts every step and second). A file another training wrote (other config, space,
+    or starting weights) raises ``CheckpointError``."""
     cfg = config or SupernetConfig()
     if space not in SPACES:
         raise ConfigError(f"supernet space {space!r} is not one of {', '.join(SPACES)}")
@@ -180,20 +196,25 @@ def train_supernet(
     logit_cache.check(train_data)
     device = torch.device(device)
     forked = [device.index or 0] if device.type == "cuda" else []
+    if not checkpoint_every >= 0:
+        raise ConfigError(f"checkpoint_every={checkpoint_every} must be >= 0 seconds")
+    saver = Progress(Path(checkpoint), checkpoint_every, cfg, space, remove, net.flat) if checkpoint else None
     with torch.random.fork_rng(devices=forked):  # dropout draws seeded, the caller's RNG untouched
         torch.manual_seed(cfg.seed)
-        return _train(net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every)
+        return _train(net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every, saver)
 
 
 def _train(
-    net, train_data, logit_cache, cfg: SupernetConfig, space, remove, device, on_step, log_every
+    net, train_data, logit_cache, cfg: SupernetConfig, space, remove, device, on_step, log_every, saver
 ) -> SupernetResult:
     start = time.perf_counter()
     rng = random.Random(cfg.seed)
     placed: weakref.WeakValueDictionary[int, SharedArch] = weakref.WeakValueDictionary()
     try:
         net.to(device)
-        return _steps(net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every, rng, placed, start)
+        return _steps(
+            net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every, rng, placed, start, saver
+        )
     finally:  # the shared weights and every student the net hands out afterwards live on the CPU
         net.cpu()
         for a in list(placed.values()):
@@ -217,7 +238,7 @@ def _place(arch: SharedArch, device: torch.device) -> SharedArch:
 
 
 def _steps(
-    net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every, rng, placed, start
+    net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every, rng, placed, start, saver
 ) -> SupernetResult:
     def use(a: SharedArch) -> SharedArch:  # a cached student may have been evicted and rebuilt on the CPU
         placed[id(a)] = a
@@ -243,8 +264,35 @@ def _steps(
     pool: list[dict[str, Any]] = []  # valid random students drawn so far
     rejected = 0  # draws in a row that gave no usable student
     step = 0
+    epoch_start = loader.generator.get_state()  # the loader's stream before this epoch drew its order
+    skip = 0  # batches of this epoch already trained on (a resumed training)
+    before = 0.0  # seconds of the training before it was resumed
+    saved = saver.load() if saver is not None else None
+    if saved is not None:
+        net.load_flat(saved["flat"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        rng.setstate(as_tuples(saved["rng"]))
+        torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        epoch_start, skip = saved["epoch_start"], saved["offset"]
+        losses, pool = list(saved["losses"]), list(saved["pool"])
+        window.fill_(saved["window"])
+        window_n, students, rejected, step, before = (
+            saved[k] for k in ("window_n", "students", "rejected", "step", "wall_s")
+        )
+        start -= before  # the result counts the seconds before the interruption too
+        logger.info(f"supernet: going on from step {step} of {cfg.steps} ({saver.path.name}, {before:.0f} s trained)")
+    offset = skip
     while step < cfg.steps:
-        for x, _, i in loader:
+        loader.generator.set_state(epoch_start)
+        batches = iter(loader)
+        for _ in range(skip):  # batches trained on before the interruption: their data, not their steps
+            next(batches)
+        skip = 0
+        for x, _, i in batches:
+            offset += 1
             x, z = x.to(device, non_blocking=True), cached[i.to(device)]  # (B, C, H, W), (B, n_classes)
             archs: list[SharedArch] = [use(a) for a in fixed]
             while len(archs) < 2 + cfg.random_students:  # as many students a step in every space
@@ -291,7 +339,30 @@ def _steps(
                 losses.append(float(window) / window_n)
                 window.zero_()
                 window_n = 0
+            if saver is not None and saver.due(step, cfg.steps):
+                saver.save(
+                    {
+                        "flat": net.flat.detach().cpu(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": rng.getstate(),
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "epoch_start": epoch_start,
+                        "offset": offset,
+                        "losses": losses,
+                        "pool": pool,
+                        "window": float(window),
+                        "window_n": window_n,
+                        "students": students,
+                        "rejected": rejected,
+                        "step": step,
+                        "wall_s": time.perf_counter() - start,
+                    }
+                )
             if step >= cfg.steps:
                 break
+        else:  # the epoch is over: the next one draws its order from here
+            epoch_start, offset = loader.generator.get_state(), 0
     archs = len({actions_key(a) for a in pool}) + len(fixed)
     return SupernetResult(step, time.perf_counter() - start, tuple(losses), students, archs)
