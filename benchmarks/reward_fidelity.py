@@ -113,6 +113,12 @@ def main() -> None:
     ap.add_argument("--model", default="conv4")
     ap.add_argument("--students", type=int, default=40)
     ap.add_argument("--supernet-steps", type=int, default=600)
+    ap.add_argument(
+        "--narrowest",
+        type=float,
+        default=SupernetConfig.narrowest,
+        help="the width ratio of the narrowest student every supernet step trains (the search's default: 0.3)",
+    )
     ap.add_argument("--kd-steps", type=int, default=400, help="the reference KD budget")
     ap.add_argument("--shared-kd-steps", type=int, default=10, help="KD steps of the shared+kd mode")
     ap.add_argument(
@@ -191,7 +197,9 @@ def main() -> None:
     if args.only_reference:
         return
 
-    cached = RUNS / "cache" / f"supernet-{args.model}-{args.supernet_steps}-seed{args.seed}.pt"
+    scfg = SupernetConfig(steps=args.supernet_steps, seed=args.seed, narrowest=args.narrowest)
+    tag = "" if args.narrowest == SupernetConfig.narrowest else f"-narrowest{args.narrowest:g}"
+    cached = RUNS / "cache" / f"supernet-{args.model}-{args.supernet_steps}-seed{args.seed}{tag}.pt"
     if cached.is_file():  # the same supernet as an earlier run of this benchmark (its cost recorded there)
         saved = torch.load(cached, weights_only=True)
         net.load_flat(saved["flat"])
@@ -202,13 +210,13 @@ def main() -> None:
             net,
             splits.train_plain,
             cache,
-            SupernetConfig(steps=args.supernet_steps, seed=args.seed),
+            scfg,
             log_every=max(1, args.supernet_steps // 10),
             on_step=lambda k, loss: print(f"supernet step {k}: loss {loss:.2f}", flush=True) if k % 50 == 0 else None,
             checkpoint=cached.with_suffix(".progress.pt"),  # a killed training goes on from its last save
             checkpoint_every=300,
         )
-        sn_record = {**sn.to_dict(), "config": SupernetConfig(steps=args.supernet_steps, seed=args.seed).__dict__}
+        sn_record = {**sn.to_dict(), "config": scfg.__dict__}
         torch.save({"flat": net.flat.detach(), "record": sn_record}, cached)
         cached.with_suffix(".progress.pt").unlink(missing_ok=True)
     print(
