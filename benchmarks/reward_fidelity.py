@@ -13,6 +13,9 @@ supernet and random search draw them), and read for each
 * ``shared+kd`` — ``shared`` and then a few KD steps.
 
 Kendall's τ of each against ``kd400``, and seconds per student, side by side in one run.
+``--reference final`` ranks them against what the winner of a search gets instead: the
+config's final training (CE + KL, cosine-annealed, 8 epochs on MNIST-10k) from the inherited
+weights, read at its last epoch.
 
     python -m benchmarks.reward_fidelity --model conv4 --students 40
     python -m benchmarks.reward_fidelity --model vgg13_small --students 40
@@ -34,6 +37,7 @@ import torch
 
 from n2n_fx.distill import DistillConfig, LogitCache, accuracy, distill
 from n2n_fx.distill.calibrate import recalibrate_bn
+from n2n_fx.search.final import final_distill_config
 from n2n_fx.search.teacher_setup import prepare
 from n2n_fx.supernet.shared import Supernet, actions_key
 from n2n_fx.supernet.train import SupernetConfig, sample_actions, train_supernet
@@ -106,6 +110,15 @@ def _kd_marks(student, splits, cache, kd: DistillConfig) -> dict[str, float]:
     return marks
 
 
+def _final_mark(student, splits, cache, final: DistillConfig) -> dict[str, float]:
+    """Validation accuracy after ``final`` (the run's final training, read at its last epoch: no best-epoch
+    pick on the validation split it is scored on) from the inherited weights."""
+    t0 = time.perf_counter()
+    torch.manual_seed(final.seed)  # its dropout masks
+    r = distill(student, splits.train_plain, final, logit_cache=cache, val_data=splits.val)
+    return {"final": r.val_accuracy if r.ok else 0.0, "final_s": time.perf_counter() - t0}
+
+
 def main() -> None:
     logging.basicConfig(format="%(message)s")  # n2n_fx's progress lines on stderr
     logging.getLogger("n2n_fx").setLevel(logging.INFO)
@@ -137,6 +150,14 @@ def main() -> None:
         "(the first is `shared`, the others `shared@cN`), side by side",
     )
     ap.add_argument("--val-subset", type=int, default=300, help="validation samples the shared modes read")
+    ap.add_argument(
+        "--reference",
+        choices=("kd", "final"),
+        default="kd",
+        help="what the rewards are ranked against: kd (--kd-steps of the kd mode's KD, the default) or final (the "
+        "final training the search's winner gets in this config: CE + KL, cosine lr, from the inherited weights, "
+        "last epoch read); mean over --ref-seeds either way",
+    )
     ap.add_argument("--reward-lr", type=float, default=1e-2, help="Adam lr of the kd reference")
     ap.add_argument("--shared-kd-lr", type=float, default=1e-3, help="Adam lr of the shared+kd steps")
     ap.add_argument("--seed", type=int, default=0)
@@ -182,7 +203,9 @@ def main() -> None:
     kd = DistillConfig(loss="l2", lr=args.reward_lr, steps=args.kd_steps, batch_size=64, seed=args.seed)
     ref_seeds = args.ref_seeds or [args.seed]
     all_refs: dict[int, dict] = {}
-    for ref_seed in [] if args.only_supernet else ref_seeds:
+    # kd40 / kd150 are the first seed's readings; the kd references of the others only when they are the reference
+    kd_seeds = ref_seeds if args.reference == "kd" else ref_seeds[:1]
+    for ref_seed in [] if args.only_supernet else kd_seeds:
         ref_kd = dataclasses.replace(kd, seed=ref_seed)
         ref_path = RUNS / "cache" / f"fidelity-kd-{args.model}-seed{ref_seed}-lr{args.reward_lr:g}-{args.kd_steps}.json"
         refs = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
@@ -194,6 +217,18 @@ def main() -> None:
                 ref_path.write_text(json.dumps(refs))
                 print(f"reference (KD seed {ref_seed}) {k + 1}/{len(students)}: {refs[key]}", flush=True)
         all_refs[ref_seed] = refs
+    finals: dict[int, dict] = {}  # --reference final: the final training's accuracy per seed and student
+    for ref_seed in ref_seeds if args.reference == "final" and not args.only_supernet else []:
+        final = dataclasses.replace(final_distill_config(cfg, "cpu"), keep_best=False, seed=ref_seed)
+        final_path = RUNS / "cache" / f"fidelity-final-{args.model}-seed{ref_seed}-{final.loss}-{final.epochs}ep.json"
+        done = json.loads(final_path.read_text()) if final_path.is_file() else {}
+        for k, acts in enumerate(students):
+            key = json.dumps(actions_key(acts))
+            if key not in done:
+                done[key] = _final_mark(net.extract(net.arch(acts), teacher_weights=True), splits, cache, final)
+                final_path.write_text(json.dumps(done))
+                print(f"final-training reference (seed {ref_seed}) {k + 1}/{len(students)}: {done[key]}", flush=True)
+        finals[ref_seed] = done
     if args.only_reference:
         return
 
@@ -262,7 +297,11 @@ def main() -> None:
                 dataclasses.replace(kd, seed=ref_seeds[0], steps=150),
             )
             row.update(again)
-        row["reference_seeds"] = [all_refs[r][key][f"kd{args.kd_steps}"] for r in ref_seeds]
+        row["reference_seeds"] = (
+            [finals[r][key]["final"] for r in ref_seeds]
+            if args.reference == "final"
+            else [all_refs[r][key][f"kd{args.kd_steps}"] for r in ref_seeds]
+        )
         row["reference"] = sum(row["reference_seeds"]) / len(ref_seeds)
         rows.append(row)
         print(
@@ -298,7 +337,12 @@ def main() -> None:
         "students": len(rows),
         "teacher_val_accuracy": teacher_val,
         "supernet": sn_record,
-        "reference": f"kd{args.kd_steps}, mean over KD seeds {ref_seeds}",
+        "reference": (
+            f"final training ({cfg.final_epochs} epochs of {cfg.final_loss}, cosine lr from {cfg.final_lr:g}, from the "
+            f"inherited weights, last epoch), mean over seeds {ref_seeds}"
+            if args.reference == "final"
+            else f"kd{args.kd_steps}, mean over KD seeds {ref_seeds}"
+        ),
         "reference_repeatability_tau": sum(repeat) / len(repeat) if repeat else None,
         "kd_timings": (
             "kd40 / kd150 read and timed in this run, student by student between the shared readings (dropout "
