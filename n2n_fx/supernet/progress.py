@@ -66,8 +66,20 @@ class Progress:
         return step >= steps or time.perf_counter() - self.saved_at >= self.every
 
     def save(self, state: dict[str, Any]) -> None:
-        atomic_torch_save({"format": PROGRESS_FORMAT, "owner": self.owner, **state}, self.path)
+        """Write ``state`` (its tensors may live on the training's device: they are saved from the CPU)."""
+        atomic_torch_save(_on_cpu({"format": PROGRESS_FORMAT, "owner": self.owner, **state}), self.path)
         self.saved_at = time.perf_counter()
+
+
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (nested in dicts, lists, tuples) copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def as_tuples(state: Any) -> Any:
