@@ -119,6 +119,20 @@ def _final_mark(student, splits, cache, final: DistillConfig) -> dict[str, float
     return {"final": r.val_accuracy if r.ok else 0.0, "final_s": time.perf_counter() - t0}
 
 
+def _per_student(path: Path, net: Supernet, students: list[dict], train, label: str) -> dict[str, dict]:
+    """``train(student)``'s readings of every student (inherited weights), by ``actions_key``; cached in the
+    JSON file ``path``, written after each student so that a killed run keeps what it finished."""
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    for k, acts in enumerate(students):
+        key = json.dumps(actions_key(acts))
+        if key not in done:
+            done[key] = train(net.extract(net.arch(acts), teacher_weights=True))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(done))
+            print(f"{label} {k + 1}/{len(students)}: {done[key]}", flush=True)
+    return done
+
+
 def main() -> None:
     logging.basicConfig(format="%(message)s")  # n2n_fx's progress lines on stderr
     logging.getLogger("n2n_fx").setLevel(logging.INFO)
@@ -207,28 +221,23 @@ def main() -> None:
     kd_seeds = ref_seeds if args.reference == "kd" else ref_seeds[:1]
     for ref_seed in [] if args.only_supernet else kd_seeds:
         ref_kd = dataclasses.replace(kd, seed=ref_seed)
-        ref_path = RUNS / "cache" / f"fidelity-kd-{args.model}-seed{ref_seed}-lr{args.reward_lr:g}-{args.kd_steps}.json"
-        refs = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
-        for k, acts in enumerate(students):
-            key = json.dumps(actions_key(acts))
-            if key not in refs:
-                refs[key] = _kd_marks(net.extract(net.arch(acts), teacher_weights=True), splits, cache, ref_kd)
-                ref_path.parent.mkdir(parents=True, exist_ok=True)
-                ref_path.write_text(json.dumps(refs))
-                print(f"reference (KD seed {ref_seed}) {k + 1}/{len(students)}: {refs[key]}", flush=True)
-        all_refs[ref_seed] = refs
+        all_refs[ref_seed] = _per_student(
+            RUNS / "cache" / f"fidelity-kd-{args.model}-seed{ref_seed}-lr{args.reward_lr:g}-{args.kd_steps}.json",
+            net,
+            students,
+            lambda student, ref_kd=ref_kd: _kd_marks(student, splits, cache, ref_kd),
+            f"reference (KD seed {ref_seed})",
+        )
     finals: dict[int, dict] = {}  # --reference final: the final training's accuracy per seed and student
     for ref_seed in ref_seeds if args.reference == "final" and not args.only_supernet else []:
         final = dataclasses.replace(final_distill_config(cfg, "cpu"), keep_best=False, seed=ref_seed)
-        final_path = RUNS / "cache" / f"fidelity-final-{args.model}-seed{ref_seed}-{final.loss}-{final.epochs}ep.json"
-        done = json.loads(final_path.read_text()) if final_path.is_file() else {}
-        for k, acts in enumerate(students):
-            key = json.dumps(actions_key(acts))
-            if key not in done:
-                done[key] = _final_mark(net.extract(net.arch(acts), teacher_weights=True), splits, cache, final)
-                final_path.write_text(json.dumps(done))
-                print(f"final-training reference (seed {ref_seed}) {k + 1}/{len(students)}: {done[key]}", flush=True)
-        finals[ref_seed] = done
+        finals[ref_seed] = _per_student(
+            RUNS / "cache" / f"fidelity-final-{args.model}-seed{ref_seed}-{final.loss}-{final.epochs}ep.json",
+            net,
+            students,
+            lambda student, final=final: _final_mark(student, splits, cache, final),
+            f"final-training reference (seed {ref_seed})",
+        )
     if args.only_reference:
         return
 

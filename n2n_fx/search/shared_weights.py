@@ -3,7 +3,6 @@ stage and run, saved in the run directory, loaded (and checked) on resume."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -28,7 +27,7 @@ SUPERNET_FILES = {  # shared weights per stage
 
 def _tag(net: Supernet) -> str:
     """A short hash of the shared weights: rewards cached for one supernet never serve another."""
-    return hashlib.sha1(net.flat.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+    return net.digest()[:16]
 
 
 class SharedWeights:

@@ -10,8 +10,6 @@ of one training never continues another.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import pickle
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..rundir import safe_torch_load
 from ..storage import atomic_torch_save
 
 __all__ = ["PROGRESS_FORMAT", "Progress", "as_tuples"]
@@ -34,12 +33,9 @@ class Progress:
     weights); everything that decides the next steps is in it, so a resumed training takes the
     same steps an uninterrupted one would."""
 
-    def __init__(
-        self, path: Path, every: float, cfg: Any, space: str, remove: Sequence[str], weights: torch.Tensor
-    ) -> None:
-        """``cfg``: the ``SupernetConfig``; ``weights``: the shared weights the training starts from."""
+    def __init__(self, path: Path, every: float, cfg: Any, space: str, remove: Sequence[str], start: str) -> None:
+        """``cfg``: the ``SupernetConfig``; ``start``: the digest of the weights the training starts from."""
         self.path, self.every = path, every
-        start = hashlib.sha1(weights.detach().cpu().numpy().tobytes()).hexdigest()
         self.owner = {"config": dataclasses.asdict(cfg), "space": space, "remove": sorted(remove), "start": start}
         self.saved_at = time.perf_counter()
 
@@ -47,11 +43,7 @@ class Progress:
         """The saved progress of this training, or None when there is none yet."""
         if not self.path.is_file():
             return None
-        try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:  # damaged, or not ours
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
-            raise CheckpointError(f"{self.path} cannot be read ({why}); delete it") from None
+        saved = safe_torch_load(self.path)  # a damaged file: CheckpointError naming it
         if not isinstance(saved, dict) or saved.get("format") != PROGRESS_FORMAT:
             raise CheckpointError(f"{self.path} is not a supernet training checkpoint of this version; delete it")
         if saved["owner"] != self.owner:

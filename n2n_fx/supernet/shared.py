@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -201,6 +202,10 @@ class Supernet(nn.Module):
     def teacher_flat(self) -> torch.Tensor:
         """The teacher's own weights in the layout of ``flat``."""
         return torch.cat([p.detach().reshape(-1).float() for p in self.teacher.parameters()])
+
+    def digest(self) -> str:
+        """A SHA-1 of the shared weights as they are now (which training a saved state belongs to)."""
+        return hashlib.sha1(self.flat.detach().cpu().numpy().tobytes()).hexdigest()
 
     def _padded(self, flat: torch.Tensor) -> torch.Tensor:
         return torch.cat([flat.new_zeros(1), flat.new_ones(1), flat])

@@ -198,7 +198,7 @@ def train_supernet(
     forked = [device.index or 0] if device.type == "cuda" else []
     if not checkpoint_every >= 0:
         raise ConfigError(f"checkpoint_every={checkpoint_every} must be >= 0 seconds")
-    saver = Progress(Path(checkpoint), checkpoint_every, cfg, space, remove, net.flat) if checkpoint else None
+    saver = Progress(Path(checkpoint), checkpoint_every, cfg, space, remove, net.digest()) if checkpoint else None
     with torch.random.fork_rng(devices=forked):  # dropout draws seeded, the caller's RNG untouched
         torch.manual_seed(cfg.seed)
         return _train(net, train_data, logit_cache, cfg, space, remove, device, on_step, log_every, saver)
