@@ -1,8 +1,10 @@
 """Reward fidelity: how well each cheap reward ranks students, and what it costs per student.
 
 For one teacher on MNIST-10k: train the supernet once (its cost reported apart), draw
-random valid students (removal at a random rate, then random shrink ratios, as the
-supernet and random search draw them), and read for each
+distinct random valid students (removal at a random rate, then random shrink ratios, as the
+supernet and random search draw them; ``--space removal``: full-width removals, the students
+stage 1 rewards, with the supernet the search trains for them; ``--max-flops-ratio``: only
+students within the search's FLOPs limit), and read for each
 
 * ``kd400`` — the reference: the paper's protocol, teacher weights inherited by the
   surgery, 400 steps of logit-L2 KD (Adam, the run's reward lr), validation accuracy;
@@ -19,12 +21,14 @@ weights, read at its last epoch.
 
     python -m benchmarks.reward_fidelity --model conv4 --students 40
     python -m benchmarks.reward_fidelity --model vgg13_small --students 40
+    python -m benchmarks.reward_fidelity --model vgg13_small --students 40 --space removal --max-flops-ratio 1
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import logging
@@ -37,6 +41,7 @@ import torch
 
 from n2n_fx.distill import DistillConfig, LogitCache, accuracy, distill
 from n2n_fx.distill.calibrate import recalibrate_bn
+from n2n_fx.search.config import SearchConfig
 from n2n_fx.search.final import final_distill_config
 from n2n_fx.search.teacher_setup import prepare
 from n2n_fx.supernet.shared import Supernet, actions_key
@@ -133,11 +138,68 @@ def _per_student(path: Path, net: Supernet, students: list[dict], train, label: 
     return done
 
 
+def _supernet(net: Supernet, splits, cache, scfg: SupernetConfig, space: str, remove, path: Path) -> dict:
+    """Load ``net``'s shared weights from ``path``, or train them over ``space`` going on from the weights
+    ``net`` holds and save them there; the training's record (its cost, as measured when it ran)."""
+    if path.is_file():  # the same supernet as an earlier run of this benchmark (its cost recorded there)
+        saved = torch.load(path, weights_only=True)
+        net.load_flat(saved["flat"])
+        return saved["record"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sn = train_supernet(
+        net,
+        splits.train_plain,
+        cache,
+        scfg,
+        space=space,
+        remove=remove,
+        log_every=max(1, scfg.steps // 10),
+        on_step=lambda k, loss: print(f"supernet step {k}: loss {loss:.2f}", flush=True) if k % 50 == 0 else None,
+        checkpoint=path.with_suffix(".progress.pt"),  # a killed training goes on from its last save
+        checkpoint_every=300,
+    )
+    record = {**sn.to_dict(), "config": scfg.__dict__, "space": space, "remove": sorted(remove)}
+    torch.save({"flat": net.flat.detach(), "record": record}, path)
+    path.with_suffix(".progress.pt").unlink(missing_ok=True)
+    return record
+
+
 def main() -> None:
     logging.basicConfig(format="%(message)s")  # n2n_fx's progress lines on stderr
     logging.getLogger("n2n_fx").setLevel(logging.INFO)
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--model", default="conv4")
+    ap.add_argument(
+        "--space",
+        choices=("both", "removal", "shrink"),
+        default="both",
+        help="the students drawn and the supernet's training space: both (removal at a random rate, then random "
+        "shrinks: the hardest case, no search rewards it) or removal (full-width removals: stage 1's students, "
+        "with the shared weights the search trains for stage 1) or shrink (random shrinks of the student of "
+        "--remove: stage 2's students, with the removal space's weights trained on over them, as the search does)",
+    )
+    ap.add_argument("--remove", nargs="+", default=[], help="--space shrink: the layers removed (stage 1's winner)")
+    ap.add_argument(
+        "--shrink-bias",
+        type=float,
+        default=None,
+        help="--space shrink: draw every layer's ratio r with weight exp(bias * r) (students and the supernet's "
+        "random ones, as the search's stage 2 under a parameter limit draws them: -2 leans to narrow students; "
+        "pass --narrowest 0.1 with it, as the search does)",
+    )
+    ap.add_argument(
+        "--shrink-steps",
+        type=int,
+        default=SearchConfig.supernet_shrink_steps,
+        help="--space shrink: supernet steps over the shrinks, after --supernet-steps over the removals",
+    )
+    ap.add_argument(
+        "--max-flops-ratio",
+        type=float,
+        default=None,
+        help="draw students (and train the supernet's random ones) within this multiple of the teacher's FLOPs, as "
+        "the search does (its default: 1.0); default: no limit",
+    )
     ap.add_argument("--students", type=int, default=40)
     ap.add_argument("--supernet-steps", type=int, default=600)
     ap.add_argument(
@@ -204,12 +266,21 @@ def main() -> None:
 
     # the students: drawn from the teacher's structure only, so every run draws the same ones
     net = Supernet(teacher)
+    if args.space == "shrink" and not net.arch({"remove": args.remove}).valid:
+        raise SystemExit(f"--remove {' '.join(args.remove)}: not a valid removal of {args.model}'s layers")
     rng = random.Random(args.seed + 1)
-    students = []
-    while len(students) < args.students:
-        acts = sample_actions(net, rng, 0.6)
-        if net.arch(acts).valid:
+    students, seen = [], set()
+    while len(students) < args.students:  # distinct valid students, within the FLOPs limit if there is one
+        acts = sample_actions(net, rng, 0.6, args.space, args.remove, shrink_bias=args.shrink_bias)
+        a, key = net.arch(acts), actions_key(acts)
+        cap = args.max_flops_ratio
+        if (
+            a.valid
+            and key not in seen
+            and (cap is None or a.rewrite.student_cost.flops <= cap * a.rewrite.teacher_cost.flops)
+        ):
             students.append(acts)
+            seen.add(key)
 
     # the reference (and kd40 / kd150): KD from inherited weights; cached per student.
     # With several --ref-seeds the reference is the mean accuracy of one such training per seed (its
@@ -241,28 +312,36 @@ def main() -> None:
     if args.only_reference:
         return
 
-    scfg = SupernetConfig(steps=args.supernet_steps, seed=args.seed, narrowest=args.narrowest)
-    tag = "" if args.narrowest == SupernetConfig.narrowest else f"-narrowest{args.narrowest:g}"
-    cached = RUNS / "cache" / f"supernet-{args.model}-{args.supernet_steps}-seed{args.seed}{tag}.pt"
-    if cached.is_file():  # the same supernet as an earlier run of this benchmark (its cost recorded there)
-        saved = torch.load(cached, weights_only=True)
-        net.load_flat(saved["flat"])
-        sn_record = saved["record"]
-    else:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        sn = train_supernet(
+    base = f"supernet-{args.model}-{args.supernet_steps}-seed{args.seed}"
+    narrowest = "" if args.narrowest == SupernetConfig.narrowest else f"-narrowest{args.narrowest:g}"
+    flops = "" if args.max_flops_ratio is None else f"-flops{args.max_flops_ratio:g}"
+    scfg = SupernetConfig(steps=args.supernet_steps, seed=args.seed, max_flops_ratio=args.max_flops_ratio)
+    if args.space == "shrink":  # as the search: the removal space's weights, then the shrinks of one removal
+        # (the removal space has no narrowest student: --narrowest is the shrink training's)
+        first = _supernet(net, splits, cache, scfg, "removal", (), RUNS / "cache" / f"{base}-removal{flops}.pt")
+        removal = hashlib.sha1(json.dumps(sorted(args.remove)).encode()).hexdigest()[:8]
+        bias = "" if args.shrink_bias is None else f"-bias{args.shrink_bias:g}"
+        sn_record = _supernet(
             net,
-            splits.train_plain,
+            splits,
             cache,
-            scfg,
-            log_every=max(1, args.supernet_steps // 10),
-            on_step=lambda k, loss: print(f"supernet step {k}: loss {loss:.2f}", flush=True) if k % 50 == 0 else None,
-            checkpoint=cached.with_suffix(".progress.pt"),  # a killed training goes on from its last save
-            checkpoint_every=300,
+            dataclasses.replace(scfg, steps=args.shrink_steps, narrowest=args.narrowest, shrink_bias=args.shrink_bias),
+            "shrink",
+            args.remove,
+            RUNS / "cache" / f"{base}-removal{flops}-shrink{args.shrink_steps}-{removal}{narrowest}{bias}.pt",
         )
-        sn_record = {**sn.to_dict(), "config": scfg.__dict__}
-        torch.save({"flat": net.flat.detach(), "record": sn_record}, cached)
-        cached.with_suffix(".progress.pt").unlink(missing_ok=True)
+        sn_record["removal_supernet"] = first  # trained first, as the search trains it for stage 1
+    else:
+        tag = "" if args.space == "both" else f"-{args.space}"
+        sn_record = _supernet(
+            net,
+            splits,
+            cache,
+            dataclasses.replace(scfg, narrowest=args.narrowest),
+            args.space,
+            (),
+            RUNS / "cache" / f"{base}{narrowest}{tag}{flops}.pt",
+        )
     print(
         f"supernet: {sn_record['steps']} steps, {sn_record['wall_s']:.0f} s, losses {sn_record['losses']}", flush=True
     )

@@ -122,6 +122,34 @@ def test_gradients_reach_exactly_the_gathered_shared_weights():
     assert not (touched & ~used[2:]).any(), "a shared weight the student does not use got a gradient"
 
 
+def test_caches_hold_at_most_their_budget_of_weights_and_rebuild_evicted_students_alike():
+    full = _net("conv4", (1, 28, 28))
+    budget = sum(p.numel() for p in full.teacher.parameters()) * 3 // 2  # about one student of each kind
+    net = Supernet(full.teacher, cache_elements=budget)
+    net.load_flat(full.flat.detach())
+    rng = random.Random(0)
+    drawn = [_random_composite(full, rng) for _ in range(12)]
+    first = {json.dumps(d): full.arch(d) for d in drawn}  # never evicted: the reference
+    for d in drawn:
+        net.arch(d)
+        held = [
+            sum(p.numel() for p in entry[0].student.parameters()) if entry[0].valid else 0
+            for entry in net._stage1.values()
+        ]
+        assert sum(held) <= budget or len(held) == 1
+        assert sum(a.size for a in net._cache.values()) <= budget or len(net._cache) == 1
+    assert len(net._stage1) < len({tuple(sorted(d["remove"])) for d in drawn}), "nothing was evicted"
+    x = torch.randn(2, 1, 28, 28)
+    for d in drawn:  # evicted and built again: the same student, the same weights
+        again, want = net.arch(d), first[json.dumps(d)]
+        assert again.valid == want.valid
+        if want.valid:
+            assert again.codes.keys() == want.codes.keys()
+            assert all(torch.equal(again.codes[k], want.codes[k]) for k in want.codes)
+            with torch.no_grad():
+                assert torch.equal(net.extract(again).eval()(x), full.extract(want).eval()(x))
+
+
 def test_channel_ranking_fixed_narrower_is_subset_of_wider():
     net = _net("conv4", (1, 28, 28))
     rows = {}

@@ -95,7 +95,9 @@ class Supernet(nn.Module):
     ) -> None:
         super().__init__()
         self.max_linear_growth = max_linear_growth
-        self.cache_elements = cache_elements  # student weights the architecture caches may hold
+        # student weights each of the two caches may hold (architectures: int32 codes and a float32 template;
+        # removals: float32 weights and float64 codes): about 400 and 600 MB at the default
+        self.cache_elements = cache_elements
         teacher = teacher.eval()
         object.__setattr__(self, "teacher", teacher)  # not a submodule: never trained, never saved
         named = list(teacher.named_parameters())
@@ -117,7 +119,8 @@ class Supernet(nn.Module):
         self._coded = replace(self._analysis, gm=coded)  # same structure, same analysis, other weights
         self._cache: OrderedDict[tuple, SharedArch] = OrderedDict()
         self._cached = 0  # student weights held by _cache
-        self._stage1: dict[tuple, tuple[Rewrite, Rewrite, Analysis, Analysis]] = {}
+        self._stage1: OrderedDict[tuple, tuple[Rewrite, Rewrite, Analysis, Analysis]] = OrderedDict()
+        self._stage1_held = 0  # student weights held by _stage1
 
     @property
     def analysis(self) -> Analysis:
@@ -163,6 +166,7 @@ class Supernet(nn.Module):
         """Removal on the teacher and on the coded copy, with the analyses shrink needs (cached)."""
         hit = self._stage1.get(remove)
         if hit is not None:
+            self._stage1.move_to_end(remove)
             return hit
         rw = apply_actions(self._analysis, remove=remove, strict=False, max_linear_growth=self.max_linear_growth)
         if not rw.valid:
@@ -172,9 +176,12 @@ class Supernet(nn.Module):
             raise SupernetError(f"replaying a valid removal on the coded teacher failed: {coded.degenerate}")
         analysis = analyze(rw.student)
         out = (rw, coded, analysis, replace(analysis, gm=coded.student))
-        if len(self._stage1) >= 64:  # each holds two students' weights
-            self._stage1.pop(next(iter(self._stage1)))
+        # each entry holds two copies of the student's weights: bounded by their size, not their number (64
+        # removals of vgg13_small held 5 GB; two such benchmark processes were killed for memory)
         self._stage1[remove] = out
+        self._stage1_held += _weights(rw.student)
+        while self._stage1_held > self.cache_elements and len(self._stage1) > 1:
+            self._stage1_held -= _weights(self._stage1.popitem(last=False)[1][0].student)
         return out
 
     def _codes(self, rw: Rewrite, coded: Rewrite) -> dict[str, torch.Tensor]:
@@ -251,6 +258,10 @@ class Supernet(nn.Module):
             )
         with torch.no_grad():
             self.flat.copy_(flat)
+
+
+def _weights(gm: nn.Module) -> int:
+    return sum(p.numel() for p in gm.parameters())
 
 
 def smallest_actions(
