@@ -316,32 +316,21 @@ def main() -> None:
     narrowest = "" if args.narrowest == SupernetConfig.narrowest else f"-narrowest{args.narrowest:g}"
     flops = "" if args.max_flops_ratio is None else f"-flops{args.max_flops_ratio:g}"
     scfg = SupernetConfig(steps=args.supernet_steps, seed=args.seed, max_flops_ratio=args.max_flops_ratio)
+    first = None
     if args.space == "shrink":  # as the search: the removal space's weights, then the shrinks of one removal
         # (the removal space has no narrowest student: --narrowest is the shrink training's)
         first = _supernet(net, splits, cache, scfg, "removal", (), RUNS / "cache" / f"{base}-removal{flops}.pt")
         removal = hashlib.sha1(json.dumps(sorted(args.remove)).encode()).hexdigest()[:8]
         bias = "" if args.shrink_bias is None else f"-bias{args.shrink_bias:g}"
-        sn_record = _supernet(
-            net,
-            splits,
-            cache,
-            dataclasses.replace(scfg, steps=args.shrink_steps, narrowest=args.narrowest, shrink_bias=args.shrink_bias),
-            "shrink",
-            args.remove,
-            RUNS / "cache" / f"{base}-removal{flops}-shrink{args.shrink_steps}-{removal}{narrowest}{bias}.pt",
-        )
-        sn_record["removal_supernet"] = first  # trained first, as the search trains it for stage 1
+        name = f"{base}-removal{flops}-shrink{args.shrink_steps}-{removal}{narrowest}{bias}"
+        scfg = dataclasses.replace(scfg, steps=args.shrink_steps, shrink_bias=args.shrink_bias)
     else:
-        tag = "" if args.space == "both" else f"-{args.space}"
-        sn_record = _supernet(
-            net,
-            splits,
-            cache,
-            dataclasses.replace(scfg, narrowest=args.narrowest),
-            args.space,
-            (),
-            RUNS / "cache" / f"{base}{narrowest}{tag}{flops}.pt",
-        )
+        name = f"{base}{narrowest}{'' if args.space == 'both' else '-' + args.space}{flops}"
+    remove = args.remove if args.space == "shrink" else ()
+    scfg = dataclasses.replace(scfg, narrowest=args.narrowest)
+    sn_record = _supernet(net, splits, cache, scfg, args.space, remove, RUNS / "cache" / f"{name}.pt")
+    if first is not None:
+        sn_record["removal_supernet"] = first  # trained first, as the search trains it for stage 1
     print(
         f"supernet: {sn_record['steps']} steps, {sn_record['wall_s']:.0f} s, losses {sn_record['losses']}", flush=True
     )

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -117,10 +117,9 @@ class Supernet(nn.Module):
         self._code_dtype = torch.int32 if total + _PAD < 2**31 else torch.long
         self._analysis = analyze(teacher)
         self._coded = replace(self._analysis, gm=coded)  # same structure, same analysis, other weights
-        self._cache: OrderedDict[tuple, SharedArch] = OrderedDict()
-        self._cached = 0  # student weights held by _cache
-        self._stage1: OrderedDict[tuple, tuple[Rewrite, Rewrite, Analysis, Analysis]] = OrderedDict()
-        self._stage1_held = 0  # student weights held by _stage1
+        self._cache = _Bounded(cache_elements, lambda a: a.size)  # actions -> SharedArch
+        # removal -> (rewrite, coded rewrite, analyses): two copies of the student's weights each
+        self._stage1 = _Bounded(cache_elements, lambda entry: _weights(entry[0].student))
 
     @property
     def analysis(self) -> Analysis:
@@ -140,7 +139,6 @@ class Supernet(nn.Module):
         key = actions_key(actions)
         hit = self._cache.get(key)
         if hit is not None:
-            self._cache.move_to_end(key)
             return hit
         remove, shrink = list(key[0]), {n: dict(v) for n, v in key[1]}
         rw, coded, analysis, coded_analysis = self._removal(tuple(remove))
@@ -156,17 +154,13 @@ class Supernet(nn.Module):
                 coded = apply_plan(coded_analysis, rw.plan, max_linear_growth=self.max_linear_growth)
         codes = self._codes(rw, coded) if rw.valid else {}
         arch = SharedArch(rw, codes, removal)
-        self._cache[key] = arch
-        self._cached += arch.size
-        while self._cached > self.cache_elements and len(self._cache) > 1:
-            self._cached -= self._cache.popitem(last=False)[1].size
+        self._cache.put(key, arch)
         return arch
 
     def _removal(self, remove: tuple[str, ...]) -> tuple[Rewrite, Rewrite, Analysis, Analysis]:
         """Removal on the teacher and on the coded copy, with the analyses shrink needs (cached)."""
         hit = self._stage1.get(remove)
         if hit is not None:
-            self._stage1.move_to_end(remove)
             return hit
         rw = apply_actions(self._analysis, remove=remove, strict=False, max_linear_growth=self.max_linear_growth)
         if not rw.valid:
@@ -176,12 +170,8 @@ class Supernet(nn.Module):
             raise SupernetError(f"replaying a valid removal on the coded teacher failed: {coded.degenerate}")
         analysis = analyze(rw.student)
         out = (rw, coded, analysis, replace(analysis, gm=coded.student))
-        # each entry holds two copies of the student's weights: bounded by their size, not their number (64
-        # removals of vgg13_small held 5 GB; two such benchmark processes were killed for memory)
-        self._stage1[remove] = out
-        self._stage1_held += _weights(rw.student)
-        while self._stage1_held > self.cache_elements and len(self._stage1) > 1:
-            self._stage1_held -= _weights(self._stage1.popitem(last=False)[1][0].student)
+        # bounded by the weights held, not by count: 64 removals of vgg13_small held 5 GB
+        self._stage1.put(remove, out)
         return out
 
     def _codes(self, rw: Rewrite, coded: Rewrite) -> dict[str, torch.Tensor]:
@@ -262,6 +252,34 @@ class Supernet(nn.Module):
 
 def _weights(gm: nn.Module) -> int:
     return sum(p.numel() for p in gm.parameters())
+
+
+class _Bounded:
+    """A least-recently-used cache holding at most ``budget`` student weights (``size(entry)`` each);
+    the newest entry stays whatever its size."""
+
+    def __init__(self, budget: int, size: Callable[[Any], int]) -> None:
+        self.budget, self.size = budget, size
+        self.held = 0  # student weights held now
+        self._entries: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, key: tuple) -> Any:
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple, entry: Any) -> None:
+        self._entries[key] = entry
+        self.held += self.size(entry)
+        while self.held > self.budget and len(self._entries) > 1:
+            self.held -= self.size(self._entries.popitem(last=False)[1])
+
+    def values(self):
+        return self._entries.values()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def smallest_actions(
